@@ -1,0 +1,40 @@
+# Quick start: `make demo` and `make test` do all set-up from a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/pip install -q -c constraints.txt
+
+.PHONY: demo test install install-runtime dist bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# runtime only (what a Raspberry Pi gets)
+$(VENV)/.runtime: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) -e .
+	touch $@
+
+# everything: training, conversion, tests
+$(VENV)/.full: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) -e '.[train,dev,onnx]'
+	touch $@ $(VENV)/.runtime
+
+install-runtime: $(VENV)/.runtime
+install: $(VENV)/.full
+
+demo: $(VENV)/.runtime
+	$(BIN)/edge-seg run --source demo --headless --max-frames 200 --save demo-out.mp4
+	@echo "overlay video written to demo-out.mp4"
+
+test: $(VENV)/.full
+	$(BIN)/python -m pytest -q
+
+dist: $(VENV)/.full
+	$(BIN)/python -m build --wheel --outdir dist .
+
+bench: $(VENV)/.full
+	$(BIN)/python -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) dist build *.egg-info

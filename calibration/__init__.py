@@ -1,0 +1,1 @@
+"""Calibration sets for int8 quantisation: code, and the committed manifests (*.json)."""

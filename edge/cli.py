@@ -1,0 +1,73 @@
+"""`edge-seg` command line.
+
+The runtime commands live in edge/; the training and conversion commands are
+registered by train/, converters/ and calibration/ through the ``edge_seg.commands``
+entry-point group, so this module never imports them (nor TensorFlow) until the
+user runs one.
+"""
+from __future__ import annotations
+
+import sys
+from importlib.metadata import entry_points
+
+import click
+
+from . import __version__
+from .errors import UserError
+
+_GROUP = "edge_seg.commands"
+
+
+class EdgeSegCLI(click.Group):
+    def _plugins(self):
+        return {ep.name: ep for ep in entry_points(group=_GROUP)}
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self._plugins()))
+
+    def get_command(self, ctx, name):
+        cmd = super().get_command(ctx, name)
+        if cmd is None and name in self._plugins():
+            try:
+                cmd = self._plugins()[name].load()
+            except ImportError as e:  # a broken or partial install must not break --help
+                return _unavailable(name, e)
+        return cmd
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        except ModuleNotFoundError as e:
+            if e.name and e.name.split(".")[0] in {"tensorflow", "tf_keras", "tensorflow_model_optimization"}:
+                click.echo(f"error: this command needs {e.name}; install the training extra: "
+                           "pip install 'edge-seg[train]'", err=True)
+                sys.exit(2)
+            raise
+
+
+def _unavailable(name: str, error: ImportError) -> click.Command:
+    def fail():
+        raise UserError(f"'edge-seg {name}' is not available in this install ({error}); "
+                        "install the training extra: pip install 'edge-seg[train]'")
+    return click.Command(name, callback=fail, help="(unavailable in this install)")
+
+
+@click.group(cls=EdgeSegCLI, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edge-seg")
+def main():
+    """Real-time 8-category street-scene segmentation for small devices.
+
+    \b
+    Runtime (no TensorFlow needed):
+      edge-seg run --camera 0            live overlay from a camera
+      edge-seg run --source demo         built-in synthetic street clip
+    With the [train] extra:
+      edge-seg data check ROOT           validate a dataset
+      edge-seg train --data ROOT         train a model
+      edge-seg eval MODEL --data ROOT    score a .keras or .tflite model
+      edge-seg convert MODEL --int8      export TFLite variants
+      edge-seg compare FLOAT VARIANTS    accuracy/size/speed table
+    """
