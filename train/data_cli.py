@@ -1,0 +1,154 @@
+"""`edge-seg data check` and `edge-seg data preview`: see a dataset before training on it."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import click
+import numpy as np
+
+from edge import labels
+from edge.errors import UserError
+
+FORMAT_CHOICE = click.Choice(["auto", "cityscapes", "camvid", "folder"])
+
+
+def folder_options(f):
+    f = click.option("--mapping", type=click.Path(dir_okay=False),
+                     help="folder format: JSON/YAML file, mask value -> category name or 'ignore'")(f)
+    f = click.option("--mask-suffix", default="", help="folder format: mask stem suffix, e.g. _mask")(f)
+    f = click.option("--image-suffix", default="", help="folder format: image stem suffix")(f)
+    return f
+
+
+@click.group()
+def data():
+    """Inspect a dataset: counts, problems, category shares, previews."""
+
+
+def _check_one(sample):
+    """(problem or None, per-category pixel counts incl. IGNORE as index 8)."""
+    from .datasets import read_pair
+    try:
+        _, mask = read_pair(sample)
+    except UserError as e:
+        return str(e), None
+    counts = np.bincount(np.where(mask == labels.IGNORE, labels.NUM_CATEGORIES, mask).ravel(),
+                         minlength=labels.NUM_CATEGORIES + 1)
+    return None, counts
+
+
+@data.command()
+@click.argument("root", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=FORMAT_CHOICE, default="auto", show_default=True,
+              help="dataset layout; auto-detected from the folder structure")
+@folder_options
+@click.option("--limit", type=int, default=0, help="read at most N pairs per split (0 = all)")
+def check(root, fmt, limit, **folder):
+    """Validate a dataset at ROOT: pairs per split, images without masks and masks
+    without images, unreadable files, unknown label values, size mismatches, and the
+    per-category pixel share of each split. Exits 1 when it finds problems."""
+    from tqdm import tqdm
+
+    from .datasets import scan
+    layout = scan(root, fmt, **folder)
+    click.echo(f"{root}: {layout.fmt} dataset")
+    problems = [f"image without mask: {p}" for p in layout.orphan_images]
+    problems += [f"mask without image: {p}" for p in layout.orphan_masks]
+    shares = {}
+    with ThreadPoolExecutor(4) as pool:
+        for split, samples in layout.splits.items():
+            if not samples:
+                continue
+            samples = samples[:limit] if limit else samples
+            totals = np.zeros(labels.NUM_CATEGORIES + 1, np.int64)
+            results = pool.map(_check_one, samples)
+            for problem, counts in tqdm(results, total=len(samples), desc=f"reading {split}",
+                                        unit="pair", leave=False, disable=None):
+                if problem:
+                    problems.append(problem)
+                else:
+                    totals += counts
+            shares[split] = totals
+
+    click.echo(_counts_table(layout))
+    if shares:
+        click.echo(_share_table(shares))
+    if problems:
+        click.echo(f"\n{len(problems)} problem(s):")
+        for p in problems[:50]:
+            click.echo(f"  {p}")
+        if len(problems) > 50:
+            click.echo(f"  ... and {len(problems) - 50} more")
+        raise SystemExit(1)
+    click.echo("\nno problems found")
+
+
+def _counts_table(layout) -> str:
+    rows = [f"{'split':<8}{'pairs':>8}"]
+    rows += [f"{split:<8}{len(samples):>8}" for split, samples in layout.splits.items()]
+    rows.append(f"images without masks: {len(layout.orphan_images)}, "
+                f"masks without images: {len(layout.orphan_masks)}")
+    return "\n".join(rows)
+
+
+def _share_table(shares: dict) -> str:
+    names = list(labels.CATEGORY_NAMES) + ["ignore"]
+    splits = list(shares)
+    lines = ["", "pixel share per category (%)", f"{'category':<14}" + "".join(f"{s:>9}" for s in splits)]
+    for i, name in enumerate(names):
+        if name == "ignore" and not any(shares[s][i] for s in splits):
+            continue
+        cells = "".join(f"{100 * shares[s][i] / max(shares[s].sum(), 1):>9.1f}" for s in splits)
+        lines.append(f"{name:<14}{cells}")
+    return "\n".join(lines)
+
+
+@data.command()
+@click.argument("root", type=click.Path(file_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default="preview.png",
+              show_default=True, help="PNG to write")
+@click.option("--format", "fmt", type=FORMAT_CHOICE, default="auto", show_default=True)
+@click.option("--split", default="train", show_default=True)
+@click.option("-n", "--count", type=int, default=8, show_default=True, help="how many frames")
+@click.option("--seed", type=int, default=0, show_default=True, help="which frames (random pick)")
+@click.option("--width", type=int, default=480, show_default=True, help="width of each tile")
+@folder_options
+def preview(root, output, fmt, split, count, seed, width, **folder):
+    """Write a grid of images beside their colour masks (and a legend) to a PNG."""
+    import cv2
+
+    from edge.model_meta import atomic_write_bytes
+
+    from .datasets import load_split, read_pair
+    samples = load_split(root, fmt, split, **folder)
+    rng = np.random.default_rng(seed)
+    picked = [samples[i] for i in sorted(rng.choice(len(samples), min(count, len(samples)), replace=False))]
+    palette = np.vstack([labels.colors_bgr(), [[255, 255, 255]]]).astype(np.uint8)  # IGNORE shown white
+    rows = []
+    for sample in picked:
+        rgb, mask = read_pair(sample)
+        height = round(width * rgb.shape[0] / rgb.shape[1])
+        image = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), (width, height), interpolation=cv2.INTER_AREA)
+        colour = palette[np.minimum(mask, labels.NUM_CATEGORIES)]
+        colour = cv2.resize(colour, (width, height), interpolation=cv2.INTER_NEAREST)
+        tile = np.hstack([image, colour])
+        cv2.putText(tile, sample.name, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        rows.append(cv2.resize(tile, (2 * width, height)) if rows and tile.shape[0] != rows[0].shape[0] else tile)
+    grid = np.vstack(rows + [_legend(2 * width)])
+    ok, png = cv2.imencode(".png", grid)
+    if not ok:
+        raise UserError(f"{output}: could not encode the preview")
+    atomic_write_bytes(output, png.tobytes())
+    click.echo(f"wrote {output} ({len(picked)} frames from {split})")
+
+
+def _legend(width: int) -> np.ndarray:
+    import cv2
+    bar = np.full((28, width, 3), 255, np.uint8)
+    step = width // labels.NUM_CATEGORIES
+    for c, colour in zip(labels.CATEGORIES, labels.colors_bgr()):
+        x = c.id * step
+        cv2.rectangle(bar, (x + 4, 6), (x + 20, 22), tuple(int(v) for v in colour), -1)
+        cv2.putText(bar, c.name, (x + 24, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+    return bar
