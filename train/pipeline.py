@@ -95,9 +95,12 @@ def augment_pair(image, mask, seed, size, aug: Augment):
         mask = tf.cond(flip, lambda: tf.reverse(mask, [1]), lambda: mask)
 
     image = image / 255.0
-    image = tf.image.stateless_random_brightness(image, aug.brightness, seeds[4])
-    image = tf.image.stateless_random_contrast(image, *aug.contrast, seeds[5])
-    image = tf.image.stateless_random_saturation(image, *aug.saturation, seeds[6])
+    if aug.brightness > 0:
+        image = tf.image.stateless_random_brightness(image, aug.brightness, seeds[4])
+    if aug.contrast[1] > aug.contrast[0]:
+        image = tf.image.stateless_random_contrast(image, *aug.contrast, seeds[5])
+    if aug.saturation[1] > aug.saturation[0]:
+        image = tf.image.stateless_random_saturation(image, *aug.saturation, seeds[6])
     image = tf.clip_by_value(image, 0.0, 1.0) * 255.0
     image = tf.ensure_shape(image, (h, w, 3))
     mask = tf.ensure_shape(mask[..., 0], (h, w))
