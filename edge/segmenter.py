@@ -1,0 +1,157 @@
+"""The one .tflite inference path: BGR frame in, category mask (and an overlay) out.
+
+    from edge.segmenter import Segmenter
+    seg = Segmenter("model-int8.tflite")       # or Segmenter() for the bundled model
+    result = seg(frame_bgr)                    # result.mask, result.overlay, result.timings
+
+The runtime, the drift check and evaluation code all run models through this class, so
+preprocessing (edge.preprocess), quantisation and argmax are the same everywhere.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import backends, zoo
+from .errors import UserError
+from .model_meta import read_meta
+from .overlay import Overlay
+from .preprocess import NORMALIZATION, bgr_to_model_rgb, normalize, quantize_input, upsample_mask
+
+
+@dataclass
+class Result:
+    mask: np.ndarray            # (H, W) uint8 catIds at frame size
+    overlay: np.ndarray         # BGR image (see edge.overlay)
+    timings: dict = field(default_factory=dict)  # ms per stage: pre, infer, post, draw
+    model_mask: np.ndarray | None = None  # the mask at the model's output size
+
+
+class Segmenter:
+    """A .tflite segmentation model with its metadata, on the best available interpreter.
+
+    ``model_path``: a .tflite with its sidecar .json (None: the bundled default model);
+    ``threads``: interpreter threads (None: one per CPU core);
+    ``delegate``: auto | cpu | xnnpack | gpu | edgetpu | PATH.so (see edge.backends).
+    Bad models raise edge.errors.UserError. One instance per thread.
+    """
+
+    def __init__(self, model_path: str | os.PathLike | None = None, threads: int | None = None,
+                 delegate: str = "auto", log=None, overlay: Overlay | None = None):
+        self.path = zoo.resolve_model(model_path)
+        backends.check_model_file(self.path)
+        self.meta = read_meta(self.path)
+        self._check_normalization()
+        threads = threads or os.cpu_count() or 1
+        self.interpreter, self.backend = backends.load_interpreter(self.path, threads, delegate, log=log)
+        self._bind_tensors()
+        self.overlay = overlay or Overlay.from_meta(self.meta)
+
+    # -- description ------------------------------------------------------------
+    @property
+    def variant(self) -> str:
+        return str(self.meta.get("variant", "?"))
+
+    @property
+    def is_placeholder(self) -> bool:
+        return zoo.is_placeholder(self.meta)
+
+    @property
+    def quantized(self) -> bool:
+        return self.input_dtype != np.float32 or self.output_dtype != np.float32
+
+    def describe(self) -> str:
+        kind = "int8" if self.input_dtype == np.int8 else (
+            "uint8" if self.input_dtype == np.uint8 else "float32")
+        out = np.dtype(self.output_dtype).name
+        w, h = self.input_size
+        return f"{self.path.name} ({self.variant}, {kind} in/{out} out, {w}x{h})"
+
+    # -- set-up -------------------------------------------------------------------
+    def _check_normalization(self):
+        norm = self.meta.get("normalization", {})
+        expected = {k: NORMALIZATION[k] for k in ("mean", "std", "color_order")}
+        got = {k: norm.get(k) for k in expected}
+        if got != expected:
+            raise UserError(f"model {self.path}: metadata normalisation {got} differs from the "
+                            f"runtime's {expected}; re-export the model with 'edge-seg convert'")
+
+    def _bind_tensors(self):
+        inputs = self.interpreter.get_input_details()
+        outputs = self.interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise UserError(f"model {self.path}: expected one input and one output tensor, "
+                            f"got {len(inputs)} and {len(outputs)}")
+        inp, out = inputs[0], outputs[0]
+        shape = tuple(int(v) for v in inp["shape"])
+        if len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
+            raise UserError(f"model {self.path}: input shape {shape} is not (1, H, W, 3)")
+        w, h = (int(v) for v in self.meta["input_size"])
+        if (shape[2], shape[1]) != (w, h):
+            raise UserError(f"model {self.path}: input tensor is {shape[2]}x{shape[1]} but the "
+                            f"metadata says {w}x{h}")
+        oshape = tuple(int(v) for v in out["shape"])
+        n_cat = len(self.meta["categories"])
+        if len(oshape) != 4 or oshape[0] != 1 or oshape[3] != n_cat:
+            raise UserError(f"model {self.path}: output shape {oshape} is not (1, H, W, {n_cat})")
+        self.input_size = (w, h)
+        self.output_size = (oshape[2], oshape[1])
+        self.input_index = inp["index"]
+        self.output_index = out["index"]
+        self.input_dtype = np.dtype(inp["dtype"]).type
+        self.output_dtype = np.dtype(out["dtype"]).type
+        scale, zero_point = inp.get("quantization", (0.0, 0))
+        if self.input_dtype in (np.int8, np.uint8):
+            if not scale:
+                raise UserError(f"model {self.path}: {np.dtype(self.input_dtype).name} input "
+                                "without quantisation parameters")
+        elif self.input_dtype != np.float32:
+            raise UserError(f"model {self.path}: unsupported input type {np.dtype(self.input_dtype).name}")
+        self.input_scale, self.input_zero_point = float(scale), int(zero_point)
+        oscale = out.get("quantization", (0.0, 0))[0]
+        if self.output_dtype in (np.int8, np.uint8) and oscale < 0:
+            raise UserError(f"model {self.path}: negative output scale; argmax would be wrong")
+
+    # -- the three stages -------------------------------------------------------
+    def preprocess(self, frame_bgr: np.ndarray) -> np.ndarray:
+        """BGR frame -> the model's input tensor (1, H, W, 3), float or quantised."""
+        x = normalize(bgr_to_model_rgb(frame_bgr, self.input_size))
+        if self.input_dtype != np.float32:
+            x = quantize_input(x, self.input_scale, self.input_zero_point, self.input_dtype)
+        return x[np.newaxis]
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        """Raw logits (1, h, w, C) in the output's own type (int8 stays int8)."""
+        self.interpreter.set_tensor(self.input_index, tensor)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output_index)
+
+    @staticmethod
+    def postprocess(logits: np.ndarray) -> np.ndarray:
+        """argmax over categories, straight on the integer logits (dequantising is monotonic)."""
+        return np.argmax(logits[0], axis=-1).astype(np.uint8)
+
+    # -- convenience ---------------------------------------------------------------
+    def predict_mask(self, frame_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mask at the model's output size, mask at the frame's size), uint8 catIds."""
+        model_mask = self.postprocess(self.infer(self.preprocess(frame_bgr)))
+        return model_mask, upsample_mask(model_mask, frame_bgr.shape)
+
+    def __call__(self, frame_bgr: np.ndarray) -> Result:
+        t0 = time.perf_counter()
+        tensor = self.preprocess(frame_bgr)
+        t1 = time.perf_counter()
+        logits = self.infer(tensor)
+        t2 = time.perf_counter()
+        model_mask = self.postprocess(logits)
+        mask = upsample_mask(model_mask, frame_bgr.shape)
+        t3 = time.perf_counter()
+        overlay = self.overlay.render(frame_bgr, mask)
+        t4 = time.perf_counter()
+        timings = {"pre": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3,
+                   "post": (t3 - t2) * 1e3, "draw": (t4 - t3) * 1e3}
+        return Result(mask, overlay, timings, model_mask)
+

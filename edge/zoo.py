@@ -1,0 +1,62 @@
+"""Which model runs when ``--model`` is not given: the bundled package data.
+
+The models ship inside the package ``edge.models`` (the top-level ``models/`` folder,
+see pyproject.toml), each ``X.tflite`` with its sidecar ``X.json``. The first file of
+``PREFERENCE`` that is installed is the default; the randomly initialised placeholder
+is the last resort so that ``edge-seg run --source demo`` works before the reference
+model is trained, and the banner says loudly when it is the one running.
+"""
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+from .errors import UserError
+
+PACKAGE = "edge.models"
+PREFERENCE = (
+    "unet-mobilenetv2-camvid-int8.tflite",  # the reference int8 model
+    "random-init-int8.tflite",              # placeholder: random weights, meaningless masks
+)
+PLACEHOLDER_VARIANT = "random-init"
+
+
+def bundled_models() -> list[Path]:
+    """Every .tflite shipped in ``edge.models``."""
+    try:
+        root = resources.files(PACKAGE)
+    except ModuleNotFoundError:
+        return []
+    return sorted(Path(str(p)) for p in root.iterdir() if p.name.endswith(".tflite"))
+
+
+def default_model() -> Path:
+    """The preferred bundled model; UserError when none is installed."""
+    try:
+        root = resources.files(PACKAGE)
+    except ModuleNotFoundError:
+        root = None
+    for name in PREFERENCE:
+        if root is not None and root.joinpath(name).is_file():
+            # package data is installed as plain files (no zip), so this is a real path
+            return Path(str(root.joinpath(name)))
+    raise UserError("no bundled model is installed (edge.models is empty); "
+                    "pass --model PATH.tflite")
+
+
+def resolve_model(model: str | os.PathLike | None) -> Path:
+    """``--model`` as given, or the bundled default; checks the file exists."""
+    if model is None or str(model) == "":
+        return default_model()
+    path = Path(model).expanduser()
+    if not path.is_file():
+        bundled = [p for p in bundled_models() if p.name in (str(model), f"{model}.tflite")]
+        if bundled:
+            return bundled[0]
+        raise UserError(f"model {model}: no such file")
+    return path
+
+
+def is_placeholder(meta: dict) -> bool:
+    return meta.get("variant") == PLACEHOLDER_VARIANT
