@@ -71,3 +71,8 @@ def main():
       edge-seg convert MODEL --int8      export TFLite variants
       edge-seg compare FLOAT VARIANTS    accuracy/size/speed table
     """
+
+
+from .run import run  # noqa: E402  (the runtime command; imports nothing heavy at load)
+
+main.add_command(run)

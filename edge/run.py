@@ -1,0 +1,497 @@
+"""`edge-seg run`: frames from a camera, stream, file or the demo clip -> 8-category overlays.
+
+The loop reads like jetson-inference's segnet.py -- capture, process, overlay, render --
+with each stage overlapped with the others in its own thread:
+
+    capture thread   decode (live sources keep only the newest frame)
+    main thread      preprocess + invoke the model
+    render thread    argmax + upsample, drift-check offer, overlay + legend + HUD
+    writer thread    encode to the video file / PNG folder
+    drift thread     (optional) the float model on every Nth frame
+
+so the pipeline runs at about the speed of the model alone. All options live in
+``RunOptions``; the click command only fills it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import queue
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import UserError
+from .overlay import VIEWS, Overlay, hud_lines
+from .timing import StageTimes
+
+STAGES = ("capture", "pre", "infer", "post", "draw", "encode", "frame")
+PROGRESS_EVERY_S = 5.0
+
+
+@dataclass
+class RunOptions:
+    """Every option of `edge-seg run`, in one place (the click help explains each)."""
+    camera: int | None = None
+    source: str | None = None
+    model: str | None = None
+    threads: int | None = None
+    delegate: str = "auto"
+    alpha: float = 0.5
+    view: str = "overlay"
+    legend: bool = True
+    hud: bool = True
+    show: bool | None = None  # None: a window when a display is available
+    save: str | None = None
+    max_frames: int = 0
+    every: int = 1
+    realtime: bool = False
+    check_float: str | None = None
+    check_every: int = 10
+    min_agreement: float = 0.90
+    agreement_window: int = 10
+    report: str | None = None
+    capture_size: tuple[int, int] | None = None
+    reconnect_timeout: float = 0.0
+    quiet: bool = False
+
+    def source_spec(self) -> str:
+        if self.camera is not None and self.source is not None:
+            raise UserError("give either --camera or --source, not both")
+        if self.camera is not None:
+            return str(self.camera)
+        if self.source is None:
+            raise UserError("no input: give --camera N or --source (video, image, folder, glob, "
+                            "URL, GStreamer pipeline or 'demo')")
+        return self.source
+
+
+def _say(message: str = "") -> None:
+    click.echo(message)
+
+
+def _warn(message: str) -> None:
+    click.echo(message, err=True)
+
+
+# -- the render stage ---------------------------------------------------------------
+class Renderer:
+    """The render thread: post-process, offer to the drift check, draw, hand to the sinks."""
+
+    def __init__(self, segmenter, overlay: Overlay, times: StageTimes, sink=None, window=None,
+                 drift=None, placeholder: bool = False):
+        self.segmenter, self.overlay, self.times = segmenter, overlay, times
+        self.sink, self.window, self.drift = sink, window, drift
+        self.placeholder = placeholder
+        self.frames = 0
+        self.t_first = self.t_last = None
+        self._fps = math.nan
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="render", daemon=True)
+        self._thread.start()
+
+    def submit(self, frame, logits) -> None:
+        if self._error is not None:
+            raise self._error
+        while self._thread.is_alive():
+            try:
+                self._queue.put((frame, logits), timeout=0.2)
+                return
+            except queue.Full:
+                continue
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    @property
+    def fps(self) -> float:
+        return self._fps
+
+    def _hud(self) -> list[str]:
+        extra = None
+        if self.placeholder:
+            extra = "placeholder model: random weights"
+        elif self.drift is not None and self.drift.per_check:
+            extra = f"float agreement {self.drift.per_check[-1]:.2f}"
+        return hud_lines(self._fps, self.times.recent(), extra)
+
+    def _run(self) -> None:
+        from .preprocess import upsample_mask
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                frame, logits = item
+                t0 = time.perf_counter()
+                model_mask = self.segmenter.postprocess(logits)
+                mask = upsample_mask(model_mask, frame.image.shape)
+                t1 = time.perf_counter()
+                if self.drift is not None:
+                    self.drift.offer(self.frames, frame.image, model_mask)
+                image = self.overlay.render(frame.image, mask, self._hud() if self.overlay.hud else None)
+                t2 = time.perf_counter()
+                if self.sink is not None:
+                    self.sink.write(image)
+                if self.window is not None:
+                    self.window.put(image)
+                t3 = time.perf_counter()
+                self.times.add("post", (t1 - t0) * 1e3)
+                self.times.add("draw", (t2 - t1) * 1e3)
+                self.times.add("frame", (t3 - frame.t_capture) * 1e3)
+                self.frames += 1
+                if self.t_last is not None:
+                    dt = t3 - self.t_last
+                    inst = 1.0 / dt if dt > 0 else math.nan
+                    self._fps = inst if math.isnan(self._fps) else self._fps + 0.1 * (inst - self._fps)
+                else:
+                    self.t_first = t3
+                self.t_last = t3
+        except BaseException as e:  # surfaced by submit()/close()
+            self._error = e
+            while True:  # unblock the producer
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break
+
+
+# -- the run --------------------------------------------------------------------------
+@dataclass
+class RunState:
+    frames: int = 0
+    stopped_by: str | None = None  # SIGINT / SIGTERM / window / max-frames / end of source
+    t_start: float = 0.0
+    t_end: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+class Run:
+    def __init__(self, opts: RunOptions):
+        self.opts = opts
+        self.state = RunState()
+        self.times = StageTimes(STAGES)
+        self.source = self.segmenter = self.drift = self.sink = self.window = self.renderer = None
+        self._signals = 0
+        self._old_handlers = {}
+
+    # signals: the first one stops the loop cleanly, a second one interrupts hard
+    def _on_signal(self, signum, _frame):
+        self._signals += 1
+        if self._signals > 1:
+            raise KeyboardInterrupt
+        self.state.stopped_by = signal.Signals(signum).name
+        if self.source is not None:
+            self.source.stop()
+
+    def _install_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+
+    def _restore_signals(self):
+        for sig, handler in self._old_handlers.items():
+            signal.signal(sig, handler)
+
+    def open(self):
+        """Everything that can fail on bad input fails here, with one line."""
+        from . import backends, sinks, sources, zoo
+        from .drift import DriftCheck
+        from .model_meta import read_meta
+        from .segmenter import Segmenter
+        o = self.opts
+        spec = o.source_spec()
+        if o.every < 1:
+            raise UserError(f"--every {o.every}: must be at least 1")
+        if o.max_frames < 0:
+            raise UserError(f"--max-frames {o.max_frames}: must be 0 (no limit) or more")
+        model_path = zoo.resolve_model(o.model)
+        backends.check_model_file(model_path)
+        read_meta(model_path)
+        backends.check_delegate(o.delegate)
+        if o.check_float:
+            backends.check_model_file(o.check_float)
+            read_meta(o.check_float)
+        if o.save:
+            sinks.check_save_target(o.save)
+        show = o.show
+        if show is None:
+            show = sinks.gui_available()
+        elif show and not sinks.gui_available():
+            raise UserError("--show: no window can be opened here (no display, or an OpenCV "
+                            "without GUI such as opencv-python-headless); use --headless")
+        self.source = sources.open_source(spec, realtime=o.realtime, every=o.every,
+                                          reconnect_timeout=o.reconnect_timeout,
+                                          capture_size=o.capture_size, log=_warn)
+        self.segmenter = Segmenter(model_path, threads=o.threads, delegate=o.delegate, log=_warn)
+        self.overlay = Overlay.from_meta(self.segmenter.meta, alpha=o.alpha, view=o.view,
+                                         legend=o.legend, hud=o.hud)
+        self.segmenter.overlay = self.overlay
+        if o.check_float:
+            self.drift = DriftCheck(o.check_float, reference_meta=self.segmenter.meta,
+                                    every=o.check_every, min_agreement=o.min_agreement,
+                                    window=o.agreement_window, log=_warn)
+        if o.save:
+            self.sink = sinks.FrameSink(o.save, fps=self.source.fps or 30.0)
+        if show:
+            self.window = sinks.Window()
+
+    def banner(self) -> None:
+        o, seg = self.opts, self.segmenter
+        _say(f"edge-seg {__version__} run")
+        _say(f"  model    {seg.describe()}")
+        if seg.is_placeholder:
+            _say("           WARNING: this is the randomly initialised placeholder model "
+                 "(the reference model is not installed): the masks are meaningless")
+        _say(f"  backend  {seg.backend.describe()}")
+        mode = ("newest frame only" if self.source.newest_only else "every frame") + (
+            f", every {o.every}th" if o.every > 1 else "")
+        _say(f"  source   {self.source.description} ({mode})")
+        outputs = [f"view {o.view}, alpha {o.alpha:g}"]
+        outputs.append(f"save {self.sink.describe()}" if self.sink else "no --save")
+        outputs.append("window" if self.window else "headless")
+        _say(f"  output   {', '.join(outputs)}")
+        if self.drift:
+            _say(f"  drift    vs {self.drift.path.name} every {o.check_every} frames, "
+                 f"warn below {o.min_agreement:.2f} (windows of {o.agreement_window} checks)")
+
+    def loop(self) -> None:
+        """capture -> process -> overlay/render, until the source ends or we are stopped."""
+        o, seg = self.opts, self.segmenter
+        self.renderer = Renderer(seg, self.overlay, self.times, self.sink, self.window, self.drift,
+                                 placeholder=seg.is_placeholder)
+        next_progress = time.perf_counter() + PROGRESS_EVERY_S
+        self.state.t_start = time.perf_counter()
+        while self.state.stopped_by is None:
+            frame = self.source.read()                          # capture
+            if frame is None:
+                self.state.stopped_by = self.state.stopped_by or "end of source"
+                break
+            t0 = time.perf_counter()
+            tensor = seg.preprocess(frame.image)                # process
+            t1 = time.perf_counter()
+            logits = seg.infer(tensor)
+            t2 = time.perf_counter()
+            self.renderer.submit(frame, logits)                 # overlay + render
+            self.times.add("capture", frame.capture_ms)
+            self.times.add("pre", (t1 - t0) * 1e3)
+            self.times.add("infer", (t2 - t1) * 1e3)
+            self.state.frames += 1
+            if self.window is not None and not self.window.pump():
+                self.state.stopped_by = "window closed"
+            if o.max_frames and self.state.frames >= o.max_frames:
+                self.state.stopped_by = self.state.stopped_by or "--max-frames"
+            if not o.quiet and t2 >= next_progress:
+                next_progress = t2 + PROGRESS_EVERY_S
+                _say(f"  frame {self.state.frames}: {self.renderer.fps:.1f} FPS, "
+                     f"infer {self.times.stages['infer'].recent:.1f} ms")
+
+    def finish(self) -> None:
+        """Drain and close everything that was opened (every exit path comes here)."""
+        for step in (lambda: self.source and self.source.close(),
+                     lambda: self.renderer and self.renderer.close(),
+                     lambda: self.sink and self.sink.close(),
+                     lambda: self.drift and self.drift.close(),
+                     lambda: self.window and self.window.close()):
+            try:
+                step()
+            except UserError as e:
+                _warn(f"warning: {e}")
+        self.state.t_end = time.perf_counter()
+        if self.sink is not None:
+            self.times.stages["encode"] = self.sink.encode
+
+    # -- the end-of-run summary ---------------------------------------------------------
+    def summary(self) -> dict:
+        st, src = self.state, self.source
+        rendered = self.renderer.frames if self.renderer else 0
+        wall = (self.renderer.t_last - self.state.t_start) if self.renderer and self.renderer.t_last else 0.0
+        out = {
+            "edge_seg": __version__,
+            "stopped_by": st.stopped_by,
+            "frames": rendered,
+            "wall_s": wall,
+            "fps": rendered / wall if wall > 0 else None,
+            "dropped_frames": src.stats.dropped if src else 0,
+            "corrupt_frames": src.stats.corrupt if src else 0,
+            "source": {"spec": self.opts.source_spec(), "description": src.description if src else None,
+                       **(src.stats.as_dict() if src else {})},
+            "model": {"path": str(self.segmenter.path), "variant": self.segmenter.variant,
+                      "placeholder": self.segmenter.is_placeholder,
+                      "input_size": list(self.segmenter.input_size)} if self.segmenter else None,
+            **(self.segmenter.backend.as_dict() if self.segmenter else {}),
+            "latency_ms": self.times.summary(),
+            "saved": {"path": str(self.sink.path), "frames": self.sink.frames} if self.sink else None,
+            "agreement": self.drift.summary() if self.drift else None,
+            "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.opts).items()},
+        }
+        return out
+
+    @staticmethod
+    def print_summary(s: dict) -> None:
+        fps = f"{s['fps']:.1f} FPS" if s["fps"] else "-"
+        _say(f"edge-seg run: {s['frames']} frames in {s['wall_s']:.1f} s = {fps} "
+             f"(stopped by {s['stopped_by']})")
+        src = s["source"]
+        _say(f"  frames dropped {s['dropped_frames']}, corrupt skipped {s['corrupt_frames']}, "
+             f"source lost {src.get('disconnects', 0)}x / back {src.get('reconnects', 0)}x "
+             f"({src.get('offline_s', 0):.1f} s offline)")
+        _say(f"  {'latency ms':<22}{'p50':>8}{'p99':>8}{'mean':>8}")
+        labels = {"frame": "frame (capture->shown)"}
+        for stage in STAGES:
+            v = s["latency_ms"].get(stage)
+            if v and v.get("n"):
+                _say(f"    {labels.get(stage, stage):<20}{v['p50']:>8.1f}{v['p99']:>8.1f}{v['mean']:>8.1f}")
+        if s.get("backend"):
+            fb = f" (fell back from {s['delegate_requested']}: {s['fallback']})" if s.get("fallback") else ""
+            _say(f"  backend {s['backend']}, delegate {s['delegate']}, threads {s['threads']}{fb}")
+        a = s.get("agreement")
+        if a:
+            if a["checks"]:
+                cats = ", ".join(f"{k} {v:.2f}" for k, v in (a["per_category_iou"] or {}).items()
+                                 if v is not None)
+                _say(f"  drift vs {Path(a['float_model']).name}: {a['checks']} checks "
+                     f"({a['skipped_busy']} skipped while busy), agreement mIoU(7) "
+                     f"{_fmt(a['agreement_miou7'])}, pixels {_fmt(a['pixel_agreement'])}, "
+                     f"worst window {_fmt((a['worst_window'] or {}).get('miou7'))}, "
+                     f"{a['windows_below']}/{a['windows']} windows below {a['min_agreement']:.2f}")
+                _say(f"    per category: {cats}")
+            else:
+                _say(f"  drift vs {Path(a['float_model']).name}: no check completed")
+        if s.get("saved"):
+            _say(f"  saved {s['saved']['frames']} frames to {s['saved']['path']}")
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def run_pipeline(opts: RunOptions) -> dict:
+    """Open, run and close; returns the summary (also the Python entry point)."""
+    r = Run(opts)
+    r._install_signals()
+    try:
+        r.open()
+        if not opts.quiet:
+            r.banner()
+        r.source.start()
+        if r.drift:
+            r.drift.start()
+        r.loop()
+    except KeyboardInterrupt:
+        r.state.stopped_by = r.state.stopped_by or "SIGINT"
+    finally:
+        if r.segmenter is not None:
+            r.finish()
+        elif r.source is not None:
+            r.source.close()
+        r._restore_signals()
+    summary = r.summary()
+    r.print_summary(summary)
+    if opts.report:
+        from .model_meta import atomic_write_json
+        atomic_write_json(opts.report, summary)
+        _say(f"  report written to {opts.report}")
+    return summary
+
+
+# -- the click command -------------------------------------------------------------------
+def _size(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+        if w <= 0 or h <= 0:
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected WIDTHxHEIGHT, e.g. 1280x720") from None
+    return w, h
+
+
+@click.command("run", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--camera", type=int, metavar="N",
+              help="Camera index (V4L2 /dev/videoN on Linux).")
+@click.option("--source", metavar="SPEC",
+              help="A video file, an image file, a folder or glob of images (quote it), an "
+                   "rtsp:// or http:// URL, a GStreamer pipeline ('... ! appsink'), or 'demo' "
+                   "(the built-in synthetic street clip).")
+@click.option("--model", metavar="PATH.tflite",
+              help="Model to run, with its metadata PATH.json beside it. Default: the bundled "
+                   "reference int8 model (or the random-init placeholder until it ships).")
+@click.option("--threads", type=click.IntRange(1, 64), metavar="N",
+              help="Interpreter threads. Default: one per CPU core.")
+@click.option("--delegate", default="auto", show_default=True, metavar="auto|cpu|xnnpack|gpu|edgetpu|PATH.so",
+              help="auto = Edge TPU for *_edgetpu.tflite models, else XNNPACK; cpu = built-in "
+                   "kernels without XNNPACK; gpu = libtensorflowlite_gpu_delegate.so from "
+                   "$EDGE_SEG_GPU_DELEGATE or the standard library folders; PATH.so = any "
+                   "TFLite external delegate. A delegate that cannot load falls back to the CPU "
+                   "with one line saying why.")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Opacity of the category colours over the frame.")
+@click.option("--view", type=click.Choice(VIEWS), default="overlay", show_default=True,
+              help="overlay = colours blended over the frame; mask = colours only; "
+                   "side-by-side = frame | overlay.")
+@click.option("--legend/--no-legend", default=True, show_default=True,
+              help="Draw the 8 categories and their colours.")
+@click.option("--hud/--no-hud", default=True, show_default=True,
+              help="Draw FPS and the latency split (capture, pre, infer, post, draw).")
+@click.option("--show/--headless", default=None,
+              help="--show opens a window (q or Esc quits); --headless never does, for devices "
+                   "without a screen. Default: a window when a display is available.")
+@click.option("--save", metavar="OUT.mp4|DIR",
+              help="Write the rendered frames to a video (.mp4 .mkv .mov .m4v, .avi) or to a "
+                   "folder of PNGs. Finalised on Ctrl-C / SIGTERM too.")
+@click.option("--max-frames", type=int, default=0, metavar="N",
+              help="Stop after N processed frames (0 = until the source ends or Ctrl-C).")
+@click.option("--every", type=int, default=1, show_default=True, metavar="N",
+              help="Process only every Nth frame of the source.")
+@click.option("--realtime", is_flag=True,
+              help="Pace files and the demo at their frame rate and keep only the newest frame "
+                   "(as with a camera) instead of processing every frame.")
+@click.option("--check-float", metavar="FLOAT.tflite",
+              help="Drift check: run this float model on every --check-every-th frame in a "
+                   "background worker and compare its masks with the quantised model's.")
+@click.option("--check-every", type=click.IntRange(1), default=10, show_default=True, metavar="N",
+              help="Frames between drift checks (a check is skipped, and counted, while the "
+                   "previous one still runs).")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.90, show_default=True,
+              help="Warn once when a window's agreement mIoU(7) with the float model falls below this.")
+@click.option("--agreement-window", type=click.IntRange(1), default=10, show_default=True,
+              metavar="N", help="Drift checks per agreement window.")
+@click.option("--report", metavar="RUN.json",
+              help="Write the summary as JSON: frames, dropped frames, FPS, latency p50/p99 per "
+                   "stage, backend, delegate, agreement statistics.")
+@click.option("--capture-size", callback=_size, metavar="WxH",
+              help="Ask the camera/stream for this resolution, e.g. 1280x720.")
+@click.option("--reconnect-timeout", type=click.FloatRange(0), default=0.0, show_default=True,
+              metavar="S", help="Give up on a lost camera/stream after S seconds (0 = retry "
+                                "forever, with backoff).")
+@click.option("-q", "--quiet", is_flag=True, help="No banner or progress lines; only the summary.")
+def run(**kwargs):
+    """Segment frames in real time and draw the 8 categories over them.
+
+    \b
+    Examples:
+      edge-seg run --camera 0                       live, bundled model, window if possible
+      edge-seg run --source demo --headless --save out.mp4 --max-frames 200
+      edge-seg run --source drive.mp4 --check-float model-fp32.tflite --report run.json
+      edge-seg run --source 'frames/*.png' --save out/ --view side-by-side
+
+    Prints an end-of-run summary (frames, dropped, FPS, latency p50/p99 per stage, drift
+    agreement); Ctrl-C or SIGTERM stops cleanly and finalises --save.
+    """
+    run_pipeline(RunOptions(**kwargs))

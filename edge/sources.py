@@ -1,0 +1,528 @@
+"""Where frames come from: cameras, streams, video files, images and the synthetic demo.
+
+``open_source(spec)`` opens (and checks) a source in the calling thread, so a missing
+camera or a file that is not a video is a one-line UserError before anything else starts.
+``Source.start()`` then runs a capture thread:
+
+* live sources (camera, RTSP/HTTP URL, GStreamer pipeline, or any source with
+  ``realtime=True``) keep only the newest frame: a slow consumer drops frames (counted)
+  instead of falling behind, so latency never grows;
+* files, folders and the demo clip deliver every frame, in order (a small queue).
+
+A live source that stops delivering (camera unplugged, stream cut) is reopened with
+exponential backoff until it returns (or ``reconnect_timeout`` seconds pass); frames that
+cannot be decoded are skipped. Everything is counted in ``Source.stats``.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import queue
+import re
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+
+from .errors import UserError
+
+# FFmpeg's own log lines ("moov atom not found", "error while decoding MB ...") would break
+# the one-line error promise; bad files and frames are reported (and counted) here instead.
+# Read when OpenCV first opens a video, so this must run before any VideoCapture.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+DEMO = "demo"
+DEMO_SIZE = (1024, 512)
+DEMO_FPS = 30.0
+OPEN_TIMEOUT_MS = 5000
+BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 8.0
+MAX_CONSECUTIVE_BAD = 25  # undecodable frames in a row before a file is considered ended
+
+
+@dataclass
+class Frame:
+    image: np.ndarray   # BGR uint8 (H, W, 3)
+    index: int          # position in the source (0-based, before --every)
+    t_capture: float    # time.perf_counter() when the frame was read
+    capture_ms: float   # time spent reading/decoding it
+
+
+@dataclass
+class SourceStats:
+    frames_read: int = 0
+    dropped: int = 0       # live: overwritten before the pipeline took them
+    corrupt: int = 0       # unreadable/undecodable frames skipped
+    disconnects: int = 0   # live source lost
+    reconnects: int = 0    # ... and back
+    offline_s: float = 0.0  # time spent waiting for it to come back
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def valid_frame(image) -> np.ndarray | None:
+    """A BGR uint8 (H, W, 3) frame, converted from gray/BGRA; None when unusable."""
+    if not isinstance(image, np.ndarray) or image.size == 0 or image.dtype != np.uint8:
+        return None
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        return None
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    return image
+
+
+# -- readers: one frame at a time, no threads ---------------------------------------
+class Reader:
+    """``read()`` -> image, None for a bad frame (skipped), or raises EOFError at the end."""
+    live = False
+    fps: float | None = None
+    description = "?"
+
+    def read(self) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def skip(self) -> None:
+        """Advance one frame without needing its pixels (--every)."""
+        self.read()
+
+    def reopen(self) -> bool:
+        """Live readers: try to reconnect; True when frames flow again."""
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+def _quiet_opencv():
+    """OpenCV's own WARN lines would break the one-line error promise."""
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:
+        pass
+
+
+class CaptureReader(Reader):
+    """cv2.VideoCapture over a camera index, a video file, a URL or a GStreamer pipeline."""
+
+    def __init__(self, target, api: int, live: bool, description: str,
+                 params: tuple = (), capture_size: tuple[int, int] | None = None,
+                 opener: Callable | None = None):
+        self.target, self.api, self.live = target, api, live
+        self.description = description
+        self.params = list(params)
+        self.capture_size = capture_size
+        self._opener = opener or cv2.VideoCapture
+        self.cap = None
+        self.fps = None
+        self.frame_count = 0
+
+    def open(self) -> bool:
+        _quiet_opencv()
+        cap = self._opener(self.target, self.api, self.params) if self.params else self._opener(self.target, self.api)
+        if not cap.isOpened():
+            cap.release()
+            return False
+        if self.capture_size:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.capture_size[0])
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.capture_size[1])
+        if self.live:
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if fps and 0 < fps < 1000 else None
+        self.frame_count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.cap = cap
+        self._bad_run = 0
+        self._pending = None
+        return True
+
+    def read(self):
+        if self._pending is not None:
+            image, self._pending = self._pending, None
+            return image
+        ok, image = self.cap.read()
+        if ok and image is not None:
+            self._bad_run = 0
+            return image
+        if self.live:
+            raise ConnectionError(f"{self.description} stopped delivering frames")
+        # a file: the end, or a frame the decoder could not read?
+        pos = int(self.cap.get(cv2.CAP_PROP_POS_FRAMES) or 0)
+        self._bad_run += 1
+        if self.frame_count and pos < self.frame_count - 1 and self._bad_run < MAX_CONSECUTIVE_BAD:
+            return None
+        raise EOFError
+
+    def skip(self):
+        if not self.cap.grab():
+            self.read()
+
+    def reopen(self) -> bool:
+        self.close()
+        if not self.open():
+            return False
+        ok, image = self.cap.read()
+        if not ok or image is None:
+            self.close()
+            return False
+        self._pending = image  # the first frame back is delivered by the next read()
+        return True
+
+    def close(self):
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+
+
+class ImagesReader(Reader):
+    """Image files, in order; an unreadable one is a bad frame."""
+
+    def __init__(self, paths: list[Path], description: str):
+        self.paths = paths
+        self.description = description
+        self.position = 0
+
+    def read(self):
+        if self.position >= len(self.paths):
+            raise EOFError
+        path = self.paths[self.position]
+        self.position += 1
+        return cv2.imread(str(path), cv2.IMREAD_COLOR)
+
+    def skip(self):
+        if self.position >= len(self.paths):
+            raise EOFError
+        self.position += 1
+
+
+class DemoReader(Reader):
+    """The synthetic street clip from edge.synthetic, endless (clip after clip)."""
+    CLIP_FRAMES = 300
+
+    def __init__(self, size=DEMO_SIZE, seed: int = 0):
+        try:
+            from . import synthetic
+        except ImportError as e:
+            raise UserError(f"the demo source needs edge.synthetic ({e})") from None
+        self.synthetic = synthetic
+        self.size, self.seed = tuple(size), seed
+        self.fps = DEMO_FPS
+        self.description = f"demo (synthetic street clip, {size[0]}x{size[1]})"
+        self._clips = self._scenes()
+
+    def _scenes(self) -> Iterator:
+        seed = self.seed
+        while True:
+            yield from self.synthetic.render_clip(seed, self.CLIP_FRAMES, size=self.size)
+            seed += 1
+
+    def read(self):
+        return next(self._clips).image
+
+
+# -- opening a source from the command line ------------------------------------------
+def _camera_reader(index: int, capture_size=None) -> CaptureReader:
+    linux = sys.platform.startswith("linux")
+    reader = CaptureReader(index, cv2.CAP_V4L2 if linux else cv2.CAP_ANY, True, f"camera {index}",
+                           capture_size=capture_size)
+    if not reader.open():
+        device = Path(f"/dev/video{index}")
+        if linux and not device.exists():
+            raise UserError(f"no camera at index {index} ({device} does not exist; "
+                            "list cameras with 'v4l2-ctl --list-devices')")
+        raise UserError(f"camera {index} cannot be opened (busy, or not a capture device)")
+    return reader
+
+
+def _has_gstreamer() -> bool:
+    match = re.search(r"GStreamer:\s*(\S+)", cv2.getBuildInformation())
+    return bool(match and match.group(1).upper() != "NO")
+
+
+def _image_paths(spec: str) -> list[Path] | None:
+    """A folder or a glob pattern -> sorted image files; None when ``spec`` is neither."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if any(c in spec for c in "*?["):
+        return sorted(Path(p) for p in glob.glob(os.path.expanduser(spec), recursive=True)
+                      if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+    return None
+
+
+def kind_of(spec: str) -> str:
+    """camera | demo | url | gstreamer | images | image | video."""
+    spec = str(spec).strip()
+    if spec.isdigit():
+        return "camera"
+    if spec.lower() == DEMO:
+        return "demo"
+    if spec.lower().startswith(URL_SCHEMES):
+        return "url"
+    if "!" in spec and " " in spec:
+        return "gstreamer"
+    if Path(spec).expanduser().is_dir() or any(c in spec for c in "*?["):
+        return "images"
+    if Path(spec).suffix.lower() in IMAGE_SUFFIXES:
+        return "image"
+    return "video"
+
+
+def open_reader(spec: str, capture_size=None, demo_size=DEMO_SIZE) -> Reader:
+    """Open and check ``spec``; UserError with one line when it cannot be used."""
+    spec = str(spec).strip()
+    kind = kind_of(spec)
+    if kind == "camera":
+        return _camera_reader(int(spec), capture_size)
+    if kind == "demo":
+        return DemoReader(demo_size)
+    if kind == "url":
+        reader = CaptureReader(spec, cv2.CAP_FFMPEG, True, spec,
+                               params=(cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS,
+                                       cv2.CAP_PROP_READ_TIMEOUT_MSEC, OPEN_TIMEOUT_MS))
+        if not reader.open():
+            raise UserError(f"{spec}: no answer or not a video stream "
+                            f"(gave up after {OPEN_TIMEOUT_MS / 1000:g} s)")
+        return reader
+    if kind == "gstreamer":
+        if not _has_gstreamer():
+            raise UserError("this OpenCV build has no GStreamer support (opencv-python wheels "
+                            "lack it); use the system OpenCV (python3-opencv) for pipelines")
+        reader = CaptureReader(spec, cv2.CAP_GSTREAMER, True, "GStreamer pipeline")
+        if not reader.open():
+            raise UserError(f"the GStreamer pipeline did not start: {spec}")
+        return reader
+    if kind == "images":
+        paths = _image_paths(spec)
+        if not paths:
+            raise UserError(f"{spec}: no images ({', '.join(IMAGE_SUFFIXES[:4])}, ...) found")
+        return ImagesReader(paths, f"{len(paths)} images from {spec}")
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise UserError(f"{spec}: no such file (expected a camera index, video, image, folder, "
+                        "glob, URL, GStreamer pipeline or 'demo')")
+    if kind == "image":
+        if cv2.imread(str(path), cv2.IMREAD_UNCHANGED) is None:
+            raise UserError(f"{spec}: not an image OpenCV can read")
+        return ImagesReader([path], str(path))
+    reader = CaptureReader(str(path), cv2.CAP_ANY, False, str(path))
+    if not reader.open():
+        raise UserError(f"{spec}: not a video OpenCV can read")
+    ok, image = reader.cap.read()
+    if not ok or valid_frame(image) is None:
+        reader.close()
+        raise UserError(f"{spec}: not a video OpenCV can read (no decodable frame)")
+    reader.close()
+    reader.open()  # back to the first frame
+    return reader
+
+
+# -- the capture thread ---------------------------------------------------------------
+class _End:
+    pass
+
+
+_END = _End()
+
+
+class Source:
+    """A Reader run by a capture thread. ``read()`` -> the next Frame, or None at the end."""
+
+    def __init__(self, reader: Reader, realtime: bool = False, every: int = 1,
+                 reconnect_timeout: float = 0.0, queue_size: int = 4,
+                 log: Callable[[str], None] | None = None):
+        self.reader = reader
+        self.live = reader.live
+        self.newest_only = reader.live or realtime
+        self.pace = realtime and not reader.live and reader.fps is not None
+        self.every = max(1, int(every))
+        self.reconnect_timeout = reconnect_timeout
+        self.stats = SourceStats()
+        self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+        self._stop = threading.Event()
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._cond = threading.Condition()
+        self._newest: Frame | None = None
+        self._ended = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+
+    @property
+    def description(self) -> str:
+        return self.reader.description
+
+    @property
+    def fps(self) -> float | None:
+        return self.reader.fps
+
+    def start(self) -> "Source":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        self.stop()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self.reader.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # consumer side
+    def read(self, timeout: float | None = None) -> Frame | None:
+        """The next frame (newest one for live sources); None when the source ended or
+        ``stop()`` was called; re-raises an error from the capture thread."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self.newest_only:
+            with self._cond:
+                while self._newest is None and not self._ended and not self._stop.is_set():
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return None
+                    self._cond.wait(0.1 if left is None else min(0.1, left))
+                item, self._newest = self._newest, None
+        else:
+            while True:
+                try:
+                    item = self._queue.get(timeout=0.1)
+                    break
+                except queue.Empty:
+                    if self._stop.is_set() or (deadline is not None and time.monotonic() > deadline):
+                        return None
+        if item is None or isinstance(item, _End):
+            if self._error is not None:
+                raise self._error
+            return None
+        return item
+
+    # producer side
+    def _deliver(self, item) -> None:
+        if self.newest_only:
+            with self._cond:
+                if isinstance(item, _End):
+                    self._ended = True
+                else:
+                    if self._newest is not None:
+                        self.stats.dropped += 1
+                    self._newest = item
+                self._cond.notify_all()
+            return
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        index = 0
+        period = 1.0 / self.reader.fps if self.pace else 0.0
+        next_due = time.perf_counter()
+        try:
+            while not self._stop.is_set():
+                if index % self.every:
+                    if not self._skip():
+                        break
+                    index += 1
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    image = self._read_one()
+                except EOFError:
+                    break
+                t1 = time.perf_counter()
+                if image is _RETRY:
+                    continue
+                index += 1
+                image = valid_frame(image)
+                if image is None:
+                    self.stats.corrupt += 1
+                    continue
+                self.stats.frames_read += 1
+                if period:
+                    next_due += period
+                    delay = next_due - time.perf_counter()
+                    if delay > 0:
+                        self._stop.wait(delay)
+                    else:
+                        next_due = time.perf_counter()
+                self._deliver(Frame(image, index - 1, t1, (t1 - t0) * 1e3))
+        except BaseException as e:  # surfaced to the consumer by read()
+            self._error = e
+        finally:
+            self._deliver(_END)
+
+    def _skip(self) -> bool:
+        """Pass over one frame (--every); False at the end of the source."""
+        try:
+            self.reader.skip()
+        except EOFError:
+            return False
+        except ConnectionError:
+            pass  # a live source: noticed (and reconnected) on the next real read
+        return True
+
+    def _read_one(self):
+        try:
+            return self.reader.read()
+        except ConnectionError as e:
+            if not self.live:
+                raise EOFError from e
+            if self._reconnect(str(e)):
+                return _RETRY
+            raise EOFError from e
+
+    def _reconnect(self, why: str) -> bool:
+        """Backoff until the live source delivers again; False on stop or timeout."""
+        self.stats.disconnects += 1
+        self.log(f"warning: {why}; reconnecting (backoff {BACKOFF_START_S:g}..{BACKOFF_MAX_S:g} s)")
+        t0 = time.monotonic()
+        delay = BACKOFF_START_S
+        try:
+            while not self._stop.is_set():
+                if self.reconnect_timeout and time.monotonic() - t0 > self.reconnect_timeout:
+                    self.log(f"warning: {self.description} did not come back within "
+                             f"{self.reconnect_timeout:g} s; ending the run")
+                    return False
+                if self._stop.wait(delay):
+                    return False
+                if self.reader.reopen():
+                    self.stats.reconnects += 1
+                    self.log(f"{self.description} is back after {time.monotonic() - t0:.1f} s")
+                    return True
+                delay = min(BACKOFF_MAX_S, delay * 2)
+            return False
+        finally:
+            self.stats.offline_s += time.monotonic() - t0
+
+
+class _Retry:
+    pass
+
+
+_RETRY = _Retry()
+
+
+def open_source(spec: str, realtime: bool = False, every: int = 1, reconnect_timeout: float = 0.0,
+                capture_size=None, log=None) -> Source:
+    """Open ``spec`` (checked now, in this thread); call ``start()`` to begin capturing."""
+    reader = open_reader(spec, capture_size=capture_size)
+    return Source(reader, realtime=realtime, every=every, reconnect_timeout=reconnect_timeout, log=log)
