@@ -59,3 +59,82 @@ def synthetic_camvid(tmp_path_factory) -> Path:
     from train.synthetic_dataset import write_dataset
     return write_dataset(tmp_path_factory.mktemp("synth-cv"), "camvid", n_train=16, n_val=6,
                          size=(256, 128), seed=5)
+
+
+# ---------------------------------------------------------------------------------------
+# Runtime (edge-seg run, issue 5): tiny .tflite test models and short test videos.
+# ---------------------------------------------------------------------------------------
+RUNTIME_MODEL_SIZE = (128, 64)  # (W, H) of the tiny test models
+
+
+def _runtime_models_key() -> str:
+    import hashlib
+    from importlib.metadata import PackageNotFoundError, version
+    h = hashlib.sha256()
+    for name in ("benchmarks/make_placeholder_model.py", "edge/model_meta.py"):
+        h.update((REPO / name).read_bytes())
+    try:
+        h.update(version("tensorflow").encode())
+    except PackageNotFoundError:
+        return ""
+    return h.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def tiny_models(request) -> dict:
+    """Tiny U-Nets (128x64) as .tflite + sidecar: {'fp32', 'int8', 'uint8'} of one net and
+    'other' (fp32, different random weights). Built once with TensorFlow in a subprocess by
+    benchmarks/make_placeholder_model.py, cached in .pytest_cache across sessions."""
+    import subprocess
+    key = _runtime_models_key()
+    if not key:
+        pytest.skip("building the test models needs TensorFlow (the [train] extra)")
+    root = Path(request.config.cache.mkdir("edge-seg-runtime-models")) / key
+    wanted = {"fp32": root / "tiny-fp32.tflite", "int8": root / "tiny-int8.tflite",
+              "uint8": root / "tiny-uint8.tflite", "other": root / "other-fp32.tflite"}
+    if not all(p.is_file() and p.with_suffix(".json").is_file() for p in wanted.values()):
+        size = "x".join(map(str, RUNTIME_MODEL_SIZE))
+        for name, seed, kinds in (("tiny", 1, "fp32,int8,uint8"), ("other", 2, "fp32")):
+            cmd = [sys.executable, "-m", "benchmarks.make_placeholder_model", "--out", str(root),
+                   "--size", size, "--widths", "8,16,24", "--seed", str(seed), "--kinds", kinds,
+                   "--name", name]
+            out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+            assert out.returncode == 0, out.stderr[-3000:]
+    return wanted
+
+
+def write_video(path: Path, frames, fps: float = 15.0) -> Path:
+    """BGR frames -> a video file OpenCV can read back (mp4v for .mp4, MJPG for .avi)."""
+    import cv2
+    frames = list(frames)
+    h, w = frames[0].shape[:2]
+    fourcc = cv2.VideoWriter.fourcc(*("MJPG" if Path(path).suffix == ".avi" else "mp4v"))
+    writer = cv2.VideoWriter(str(path), fourcc, fps, (w, h))
+    assert writer.isOpened(), path
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return Path(path)
+
+
+def street_frames(n: int, size=(320, 160), seed: int = 0):
+    """Synthetic street-coloured frames without edge.synthetic (see the model builder)."""
+    from benchmarks.make_placeholder_model import street_images
+    return list(street_images(size, n, seed))
+
+
+@pytest.fixture(scope="session")
+def street_video(tmp_path_factory) -> Path:
+    """24 frames, 320x160, .mp4."""
+    return write_video(tmp_path_factory.mktemp("video") / "street.mp4", street_frames(24))
+
+
+@pytest.fixture(scope="session")
+def camvid_video(camvid_root, tmp_path_factory) -> Path:
+    """The CamVid val frames (480x360) as one .mp4 (skips when ../shared is absent)."""
+    import cv2
+    files = sorted((camvid_root / "val").glob("*.png"))
+    if not files:
+        pytest.skip(f"no CamVid val frames in {camvid_root / 'val'}")
+    return write_video(tmp_path_factory.mktemp("camvid") / "camvid-val.mp4",
+                       (cv2.imread(str(f)) for f in files), fps=15.0)

@@ -1,0 +1,189 @@
+"""Runtime building blocks: Segmenter, interpreter/delegate loading, default model, overlay."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import RUNTIME_MODEL_SIZE, street_frames
+from edge import backends, zoo
+from edge.errors import UserError
+from edge.labels import NUM_CATEGORIES, colors_bgr
+from edge.overlay import Overlay, colorize, hud_lines
+from edge.segmenter import Result, Segmenter
+from edge.timing import LatencyStats
+
+
+@pytest.fixture(scope="module")
+def frame():
+    return street_frames(1, size=(300, 170), seed=4)[0]  # deliberately not the model size
+
+
+@pytest.mark.parametrize("kind", ["fp32", "int8", "uint8"])
+def test_segmenter_masks_overlay_timings(tiny_models, frame, kind):
+    seg = Segmenter(tiny_models[kind], threads=1)
+    assert seg.input_size == RUNTIME_MODEL_SIZE
+    result = seg(frame)
+    assert isinstance(result, Result)
+    assert result.mask.shape == frame.shape[:2] and result.mask.dtype == np.uint8
+    assert result.mask.max() < NUM_CATEGORIES
+    assert result.overlay.shape == frame.shape and result.overlay.dtype == np.uint8
+    assert set(result.timings) == {"pre", "infer", "post", "draw"}
+    model_mask, frame_mask = seg.predict_mask(frame)
+    assert model_mask.shape == (RUNTIME_MODEL_SIZE[1], RUNTIME_MODEL_SIZE[0])
+    np.testing.assert_array_equal(frame_mask, result.mask)
+    # every frame-size value comes from the model-size mask (NEAREST, no new values)
+    assert set(np.unique(frame_mask)) <= set(np.unique(model_mask))
+
+
+def test_quantised_input_and_int8_argmax(tiny_models, frame):
+    seg = Segmenter(tiny_models["int8"], threads=1)
+    assert seg.input_dtype == np.int8 and seg.output_dtype == np.int8
+    x = seg.preprocess(frame)
+    assert x.dtype == np.int8 and x.shape == (1, RUNTIME_MODEL_SIZE[1], RUNTIME_MODEL_SIZE[0], 3)
+    logits = seg.infer(x)
+    scale, zero = seg.interpreter.get_output_details()[0]["quantization"]
+    dequantised = (logits.astype(np.float32) - zero) * scale
+    np.testing.assert_array_equal(seg.postprocess(logits), np.argmax(dequantised[0], -1))
+
+
+def test_int8_mostly_agrees_with_its_float_model(tiny_models, frame):
+    from edge.metrics import agreement
+    f = Segmenter(tiny_models["fp32"], threads=1).predict_mask(frame)[0]
+    q = Segmenter(tiny_models["int8"], threads=1).predict_mask(frame)[0]
+    assert agreement(f, q)["pixel_agreement"] > 0.9
+
+
+def test_bad_models_are_user_errors(tiny_models, tmp_path):
+    good = tiny_models["int8"]
+    truncated = tmp_path / "truncated.tflite"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    shutil.copy(good.with_suffix(".json"), truncated.with_suffix(".json"))
+    text = tmp_path / "text.tflite"
+    text.write_text("not a model\n")
+    shutil.copy(good.with_suffix(".json"), text.with_suffix(".json"))
+    no_meta = tmp_path / "no-meta.tflite"
+    shutil.copy(good, no_meta)
+    cases = {truncated: "interpreter cannot load", text: "not a TFLite model",
+             no_meta: "metadata no-meta.json is missing", tmp_path / "absent.tflite": "no such file"}
+    for path, message in cases.items():
+        with pytest.raises(UserError, match=message):
+            Segmenter(path)
+
+
+def test_metadata_must_match_the_tensor(tiny_models, tmp_path):
+    import json
+    model = tmp_path / "m.tflite"
+    shutil.copy(tiny_models["int8"], model)
+    meta = json.loads(tiny_models["int8"].with_suffix(".json").read_text())
+    meta["input_size"] = [256, 128]
+    model.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="metadata says 256x128"):
+        Segmenter(model)
+
+
+def test_delegates_fall_back_to_cpu_with_one_line(tiny_models, tmp_path, monkeypatch):
+    lines = []
+    model = tiny_models["int8"]
+    # a library that does not exist
+    _, info = backends.load_interpreter(model, 1, str(tmp_path / "libnothing.so"), log=lines.append)
+    assert info.delegate == "xnnpack" and info.fallback and len(lines) == 1
+    assert "running on the CPU" in lines[0]
+    # --delegate gpu with $EDGE_SEG_GPU_DELEGATE naming a file that is no library
+    fake = tmp_path / "libtensorflowlite_gpu_delegate.so"
+    fake.write_text("not an ELF file")
+    monkeypatch.setenv(backends.GPU_DELEGATE_ENV, str(fake))
+    lines.clear()
+    interpreter, info = backends.load_interpreter(model, 1, "gpu", log=lines.append)
+    assert info.delegate_requested == "gpu" and info.delegate == "xnnpack" and len(lines) == 1
+    interpreter.invoke()  # the fallback interpreter works
+    # the Edge TPU library is not installed here
+    lines.clear()
+    _, info = backends.load_interpreter(model, 1, "edgetpu", log=lines.append)
+    assert info.delegate == "xnnpack" and len(lines) == 1
+    # cpu: built-in kernels without XNNPACK, no fallback needed
+    lines.clear()
+    _, info = backends.load_interpreter(model, 1, "cpu", log=lines.append)
+    assert info.delegate.startswith("cpu") and not lines and info.fallback is None
+    with pytest.raises(UserError, match="--delegate"):
+        backends.check_delegate("tpu-please")
+
+
+def test_gpu_delegate_search_order(tmp_path, monkeypatch):
+    lib_dir = tmp_path / "lib"
+    lib_dir.mkdir()
+    (lib_dir / backends.GPU_DELEGATE_LIBRARY).write_bytes(b"")
+    monkeypatch.delenv(backends.GPU_DELEGATE_ENV, raising=False)
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(lib_dir))
+    candidates = backends.gpu_delegate_candidates()
+    assert candidates[0] == lib_dir / backends.GPU_DELEGATE_LIBRARY
+    assert any(str(c).startswith("/usr/lib") for c in candidates)
+    assert backends.find_gpu_delegate() == lib_dir / backends.GPU_DELEGATE_LIBRARY
+    explicit = tmp_path / "mine.so"
+    explicit.write_bytes(b"")
+    monkeypatch.setenv(backends.GPU_DELEGATE_ENV, str(explicit))
+    assert backends.gpu_delegate_candidates()[0] == explicit
+    assert backends.find_gpu_delegate() == explicit
+    monkeypatch.setenv(backends.GPU_DELEGATE_ENV, str(tmp_path / "missing.so"))
+    with pytest.raises(OSError, match="is not a file"):
+        backends.find_gpu_delegate()
+
+
+def test_default_model_prefers_the_reference(monkeypatch):
+    path = zoo.default_model()
+    assert path.is_file() and path.with_suffix(".json").is_file()
+    assert path.name in zoo.PREFERENCE
+    assert zoo.PREFERENCE[-1] == "random-init-int8.tflite"
+    # the placeholder is the fallback only: a present reference wins
+    monkeypatch.setattr(zoo, "PREFERENCE", ("no-such-model.tflite", path.name))
+    assert zoo.default_model() == path
+    monkeypatch.setattr(zoo, "PREFERENCE", ("no-such-model.tflite",))
+    with pytest.raises(UserError, match="no bundled model"):
+        zoo.default_model()
+
+
+def test_bundled_placeholder_runs_and_says_so():
+    seg = Segmenter(threads=1)  # the default model
+    if seg.path.name != "random-init-int8.tflite":
+        pytest.skip("the reference model is bundled now")
+    assert seg.is_placeholder and seg.input_size == (512, 256)
+    assert seg.path.stat().st_size < 1_000_000
+    result = seg(np.zeros((256, 512, 3), np.uint8))
+    assert result.mask.shape == (256, 512)
+
+
+def test_overlay_views_colours_legend_hud():
+    mask = np.tile(np.arange(NUM_CATEGORIES, dtype=np.uint8).repeat(8), (40, 1))  # 40 x 64
+    frame = np.full((80, 128, 3), 200, np.uint8)  # twice the mask size
+    color = colorize(mask, Overlay().lut)
+    np.testing.assert_array_equal(color[0, ::8], colors_bgr())
+    plain = Overlay(alpha=1.0, legend=False, hud=False)
+    out = plain.render(frame, mask)
+    assert out.shape == frame.shape
+    np.testing.assert_array_equal(out[0, ::16], colors_bgr())  # mask upsampled NEAREST
+    clear = Overlay(alpha=0.0, legend=False, hud=False).render(frame, mask)
+    np.testing.assert_array_equal(clear, frame)
+    side = Overlay(view="side-by-side", legend=False, hud=False).render(frame, mask)
+    assert side.shape == (80, 256, 3) and (side[:, :128] == frame).all()
+    only = Overlay(view="mask", legend=False, hud=False).render(frame, mask)
+    np.testing.assert_array_equal(only, plain.render(frame, mask))
+    big = np.full((512, 1024, 3), 200, np.uint8)
+    drawn = Overlay(alpha=0.0).render(big, np.zeros((256, 512), np.uint8),
+                                      hud_lines(25.0, {"capture": 1, "pre": 2, "infer": 30,
+                                                       "post": 3, "draw": 1}))
+    assert (drawn[:40, :200] != 200).any()      # HUD top-left
+    assert (drawn[-150:, :150] != 200).any()    # legend bottom-left
+    assert (drawn[200:300, 500:600] == 200).all()  # the rest untouched
+    with pytest.raises(ValueError):
+        Overlay(view="3d")
+
+
+def test_latency_percentiles_constant_memory():
+    stats = LatencyStats()
+    values = np.random.default_rng(0).lognormal(3, 0.6, 5000)
+    for v in values:
+        stats.add(v)
+    for q in (50, 99):
+        assert stats.percentile(q) == pytest.approx(np.percentile(values, q), rel=0.03)
+    assert stats.counts.nbytes < 64 * 1024

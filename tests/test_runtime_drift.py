@@ -1,0 +1,86 @@
+"""Drift check: agreement between the quantised and the float model on real frames,
+in a worker that never blocks the pipeline."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import street_frames, write_video
+from edge.drift import DriftCheck
+from edge.errors import UserError
+from edge.run import RunOptions, run_pipeline
+from edge.segmenter import Segmenter
+
+
+@pytest.fixture(scope="module")
+def drift_video(tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("drift") / "drift.mp4", street_frames(40, seed=7))
+
+
+def _run(model, float_model, video, min_agreement, report=None):
+    return run_pipeline(RunOptions(source=str(video), model=str(model), check_float=str(float_model),
+                                   check_every=2, agreement_window=4, min_agreement=min_agreement,
+                                   show=False, threads=1, quiet=True, report=report))
+
+
+def test_int8_vs_its_float_model_agree(tiny_models, drift_video, tmp_path, capsys):
+    report = tmp_path / "run.json"
+    s = _run(tiny_models["int8"], tiny_models["fp32"], drift_video, 0.6, str(report))
+    a = s["agreement"]
+    assert a["checks"] >= 3 and a["checks"] + a["skipped_busy"] == a["offered"] == 20
+    # random-weight nets have near-tied logits, so int8 rounding flips some pixels: the
+    # threshold is lower than the 0.90 default meant for trained models
+    assert a["agreement_miou7"] > 0.6 and a["pixel_agreement"] > 0.9
+    assert not a["warned"] and a["windows_below"] == 0
+    assert set(a["per_category_iou"]) == {"flat", "construction", "object", "nature", "sky",
+                                          "human", "vehicle"}
+    printed = capsys.readouterr()
+    assert "warning: drift" not in printed.err
+    assert "agreement mIoU(7)" in printed.out and "per category:" in printed.out
+    assert json.loads(report.read_text())["agreement"]["checks"] == a["checks"]
+
+
+def test_a_different_float_model_is_warned_about_once(tiny_models, drift_video, capsys):
+    s = _run(tiny_models["int8"], tiny_models["other"], drift_video, 0.6)
+    a = s["agreement"]
+    assert a["agreement_miou7"] < 0.3 and a["warned"] and a["windows_below"] >= 1
+    err = capsys.readouterr().err
+    assert err.count("warning: drift") == 1 and "--min-agreement 0.60" in err
+
+
+class SlowFloat(Segmenter):
+    """A float 'model' taking 50 ms per frame."""
+
+    def __init__(self, mask):  # no interpreter
+        self.mask, self.path, self.meta = mask, Path("slow.tflite"), {}
+
+    def predict_mask(self, frame):
+        time.sleep(0.05)
+        return self.mask, self.mask
+
+
+def test_offers_never_wait_for_the_worker():
+    mask = np.zeros((16, 32), np.uint8)
+    mask[8:] = 1
+    check = DriftCheck(SlowFloat(mask), every=1, min_agreement=0.9, window=2).start()
+    frame = np.zeros((16, 32, 3), np.uint8)
+    t0 = time.perf_counter()
+    for i in range(40):
+        check.offer(i, frame, mask)
+    elapsed = time.perf_counter() - t0
+    check.close()
+    s = check.summary()
+    assert elapsed < 0.05  # 40 offers while each check takes 50 ms
+    assert s["skipped_busy"] >= 30 and 1 <= s["checks"] <= 3
+    assert s["agreement_miou7"] == pytest.approx(1.0) and not s["warned"]
+
+
+def test_float_model_must_have_the_same_categories(tiny_models):
+    meta = json.loads(tiny_models["int8"].with_suffix(".json").read_text())
+    meta["categories"] = meta["categories"][::-1]
+    with pytest.raises(UserError, match="categories"):
+        DriftCheck(tiny_models["fp32"], reference_meta=meta, threads=1)

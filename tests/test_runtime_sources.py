@@ -1,0 +1,179 @@
+"""Frame sources: kinds, bad input, corrupt frames, newest-frame-only, a camera that
+disappears mid-run (monkeypatched capture) and sources that end abruptly."""
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import street_frames, write_video
+from edge import sources
+from edge.errors import UserError
+from edge.run import RunOptions, run_pipeline
+
+RealCapture = cv2.VideoCapture  # the fake camera below replaces cv2.VideoCapture
+
+
+def test_kind_of():
+    assert sources.kind_of("0") == "camera"
+    assert sources.kind_of("demo") == "demo"
+    assert sources.kind_of("rtsp://cam.local/stream") == "url"
+    assert sources.kind_of("http://10.0.0.2:8080/video") == "url"
+    assert sources.kind_of("v4l2src ! videoconvert ! appsink") == "gstreamer"
+    assert sources.kind_of("frames/*.png") == "images"
+    assert sources.kind_of("x.JPG") == "image"
+    assert sources.kind_of("drive.mp4") == "video"
+
+
+def test_bad_sources_are_one_line_user_errors(tmp_path):
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n")
+    with pytest.raises(UserError, match="not a video"):
+        sources.open_reader(str(text))
+    with pytest.raises(UserError, match="no such file"):
+        sources.open_reader(str(tmp_path / "absent.mp4"))
+    with pytest.raises(UserError, match="no images"):
+        sources.open_reader(str(tmp_path / "*.png"))
+    if not __import__("pathlib").Path("/dev/video57").exists():
+        with pytest.raises(UserError, match="no camera at index 57"):
+            sources.open_reader("57")
+    with pytest.raises(UserError, match="no answer"):
+        sources.open_reader("rtsp://127.0.0.1:9/none")  # nothing listens on the discard port
+
+
+def _frames(source):
+    out = []
+    while (frame := source.read(timeout=10)) is not None:
+        out.append(frame)
+    return out
+
+
+def test_images_folder_with_a_corrupt_file_is_counted_and_skipped(tmp_path):
+    for i, frame in enumerate(street_frames(3, seed=1)):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), frame)
+    (tmp_path / "1b.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with sources.open_source(str(tmp_path)) as src:
+        frames = _frames(src)
+    assert len(frames) == 3 and src.stats.corrupt == 1 and src.stats.frames_read == 3
+    assert all(f.image.shape == (160, 320, 3) for f in frames)
+
+
+def test_every_nth_frame(tmp_path, street_video):
+    with sources.open_source(str(street_video), every=5) as src:
+        frames = _frames(src)
+    assert [f.index for f in frames] == [0, 5, 10, 15, 20]
+
+
+class FakeCamera:
+    """Stands in for cv2.VideoCapture: delivers ``first`` frames, is unplugged for
+    ``gone_opens`` reopen attempts, then delivers frames again (or never, if None)."""
+    world = {}
+
+    def __init__(self, *args, **kwargs):
+        w = self.world
+        w["opens"] = w.get("opens", 0) + 1
+        self.opened = w["opens"] == 1 or (w["gone_opens"] is not None and w["opens"] > 1 + w["gone_opens"])
+
+    def isOpened(self):
+        return self.opened
+
+    def read(self):
+        w = self.world
+        if not self.opened or (w["opens"] == 1 and w["served"] >= w["first"]):
+            return False, None
+        w["served"] += 1
+        time.sleep(0.002)
+        return True, np.full((120, 160, 3), w["served"] % 255, np.uint8)
+
+    def grab(self):
+        return self.read()[0]
+
+    def set(self, *args):
+        return True
+
+    def get(self, prop):
+        return 30.0 if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def release(self):
+        pass
+
+
+@pytest.fixture
+def fake_camera(monkeypatch):
+    monkeypatch.setattr(sources.cv2, "VideoCapture", FakeCamera)
+    monkeypatch.setattr(sources, "BACKOFF_START_S", 0.01)
+    monkeypatch.setattr(sources, "BACKOFF_MAX_S", 0.05)
+
+    def setup(first, gone_opens):
+        FakeCamera.world = {"first": first, "gone_opens": gone_opens, "served": 0}
+    return setup
+
+
+def test_camera_that_disappears_comes_back_and_the_run_goes_on(fake_camera, tiny_models, tmp_path, capsys):
+    fake_camera(first=8, gone_opens=3)
+    out = tmp_path / "out.mp4"
+    s = run_pipeline(RunOptions(camera=0, model=str(tiny_models["int8"]), show=False, save=str(out),
+                                max_frames=20, threads=1, quiet=True))
+    assert s["frames"] == 20 and s["stopped_by"] == "--max-frames"
+    assert s["source"]["disconnects"] == 1 and s["source"]["reconnects"] == 1
+    assert FakeCamera.world["opens"] == 1 + 3 + 1
+    printed = capsys.readouterr()
+    assert "source lost 1x / back 1x" in printed.out
+    assert "reconnecting" in printed.err and "is back after" in printed.err
+    assert RealCapture(str(out)).get(cv2.CAP_PROP_FRAME_COUNT) == 20
+
+
+def test_camera_that_never_returns_ends_the_run_cleanly(fake_camera, tiny_models, tmp_path, capsys):
+    fake_camera(first=6, gone_opens=None)
+    out = tmp_path / "out.mp4"
+    s = run_pipeline(RunOptions(camera=0, model=str(tiny_models["int8"]), show=False, save=str(out),
+                                threads=1, reconnect_timeout=0.3, quiet=True))
+    assert s["stopped_by"] == "end of source" and 1 <= s["frames"] <= 6
+    assert s["source"]["disconnects"] == 1 and s["source"]["reconnects"] == 0
+    assert "did not come back" in capsys.readouterr().err
+    cap = RealCapture(str(out))
+    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == s["frames"] and cap.read()[0]
+
+
+def test_truncated_video_ends_cleanly_with_the_summary(tiny_models, tmp_path, capsys):
+    video = write_video(tmp_path / "clip.avi", street_frames(40, seed=2))
+    data = video.read_bytes()
+    truncated = tmp_path / "truncated.avi"
+    truncated.write_bytes(data[: int(len(data) * 0.5)])
+    s = run_pipeline(RunOptions(source=str(truncated), model=str(tiny_models["int8"]), show=False,
+                                threads=1, quiet=True))
+    assert 5 <= s["frames"] < 40 and s["stopped_by"] == "end of source"
+    assert "edge-seg run:" in capsys.readouterr().out
+
+
+class FastLiveReader(sources.Reader):
+    live = True
+    description = "fast fake camera"
+    fps = 200.0
+
+    def __init__(self):
+        self.n = 0
+
+    def read(self):
+        time.sleep(0.002)
+        self.n += 1
+        if self.n > 300:
+            raise EOFError
+        return np.full((48, 64, 3), self.n % 255, np.uint8)
+
+
+def test_live_source_keeps_only_the_newest_frame():
+    src = sources.Source(FastLiveReader()).start()
+    got = []
+    try:
+        while (frame := src.read(timeout=5)) is not None:
+            got.append(frame)
+            time.sleep(0.02)  # a slow pipeline
+    finally:
+        src.close()
+    assert src.stats.dropped > 100
+    assert len(got) + src.stats.dropped == src.stats.frames_read
+    # what the consumer gets is fresh: captured moments before it was taken
+    assert all(b.index > a.index for a, b in zip(got, got[1:]))
