@@ -1,0 +1,91 @@
+"""Losses over the 8 category logits: void (catId 0) and IGNORE (255) never count.
+
+* ``ce``: (optionally class-weighted) sparse softmax cross-entropy, averaged over the
+  scored pixels (weighted mean when class weights are given);
+* ``dice``: soft Dice over the 7 scored categories present in the batch;
+* ``ce+dice``: their sum (``dice_weight`` scales the Dice term).
+
+Class weights: ``median_frequency_weights`` (Eigen & Fergus 2015) from the training
+masks: ``freq_c = pixels of c / pixels of the images where c occurs``,
+``w_c = median(freq) / freq_c``; void gets 0.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from edge.labels import IGNORE, NUM_CATEGORIES, VOID
+
+LOSSES = ("ce", "dice", "ce+dice")
+CLASS_WEIGHTS = ("none", "median-freq")
+
+
+def class_pixel_stats(masks) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels per category, pixels of the images containing that category) over masks."""
+    counts = np.zeros(NUM_CATEGORIES, np.int64)
+    image_pixels = np.zeros(NUM_CATEGORIES, np.int64)
+    for mask in masks:
+        valid = mask[mask != IGNORE]
+        c = np.bincount(valid.ravel(), minlength=256)[:NUM_CATEGORIES]
+        counts += c
+        image_pixels += np.where(c > 0, valid.size, 0)
+    return counts, image_pixels
+
+
+def median_frequency_weights(masks, max_weight: float | None = None) -> np.ndarray:
+    """(8,) float32 weights, void 0; categories never seen get weight 0 as well."""
+    counts, image_pixels = class_pixel_stats(masks)
+    freq = np.where(image_pixels > 0, counts / np.maximum(image_pixels, 1), 0.0)
+    scored = np.arange(NUM_CATEGORIES) != VOID
+    present = scored & (freq > 0)
+    if not present.any():
+        raise ValueError("no scored category occurs in the training masks")
+    median = np.median(freq[present])
+    weights = np.where(present, median / np.where(present, freq, 1.0), 0.0)
+    if max_weight is not None:
+        weights = np.minimum(weights, max_weight)
+    return weights.astype(np.float32)
+
+
+def make_loss(kind: str = "ce", class_weights=None, dice_weight: float = 1.0,
+              num_classes: int = NUM_CATEGORIES):
+    """loss(y int (B,H,W) catIds with 255 = ignore, logits (B,H,W,C)) -> scalar (this
+    replica's mean; divide by the replica count under a tf.distribute strategy)."""
+    import tensorflow as tf
+
+    if kind not in LOSSES:
+        raise ValueError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
+    weights = None if class_weights is None else tf.constant(np.asarray(class_weights, np.float32))
+    scored = tf.constant(np.arange(num_classes) != VOID)
+
+    def ce_term(labels, logits, valid):
+        safe = tf.where(valid, labels, 0)
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe, logits=logits)
+        w = tf.cast(valid, tf.float32)
+        if weights is not None:
+            w = w * tf.gather(weights, safe)
+        return tf.math.divide_no_nan(tf.reduce_sum(ce * w), tf.reduce_sum(w))
+
+    def dice_term(labels, logits, valid):
+        probs = tf.nn.softmax(logits, axis=-1)
+        vmask = tf.cast(valid, tf.float32)[..., None]
+        onehot = tf.one_hot(tf.where(valid, labels, 0), num_classes) * vmask
+        probs = probs * vmask
+        inter = tf.reduce_sum(probs * onehot, axis=[0, 1, 2])
+        denom = tf.reduce_sum(probs, axis=[0, 1, 2]) + tf.reduce_sum(onehot, axis=[0, 1, 2])
+        dice = (2.0 * inter + 1.0) / (denom + 1.0)
+        present = tf.logical_and(scored, tf.reduce_sum(onehot, axis=[0, 1, 2]) > 0)
+        n = tf.reduce_sum(tf.cast(present, tf.float32))
+        return tf.math.divide_no_nan(tf.reduce_sum(tf.where(present, 1.0 - dice, 0.0)), n)
+
+    def loss(labels, logits):
+        labels = tf.cast(labels, tf.int32)
+        logits = tf.cast(logits, tf.float32)
+        valid = tf.logical_and(tf.logical_and(labels != IGNORE, labels != VOID), labels < num_classes)
+        total = 0.0
+        if kind in ("ce", "ce+dice"):
+            total += ce_term(labels, logits, valid)
+        if kind in ("dice", "ce+dice"):
+            total += dice_weight * dice_term(labels, logits, valid)
+        return total
+
+    return loss
