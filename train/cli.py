@@ -1,0 +1,144 @@
+"""`edge-seg train`, `edge-seg eval`, `edge-seg sweep` (and `edge-seg data`, from data_cli).
+
+TensorFlow is imported inside the command functions only, so `edge-seg --help` stays fast
+and works without the training extra.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .data_cli import data  # noqa: F401  (entry point train.cli:data)
+
+ARCH_CHOICES = ["unet-mobilenetv2", "lraspp-mobilenetv2", "deeplabv3plus-mobilenetv2", "unet-small"]
+FORMAT_CHOICE = click.Choice(["auto", "cityscapes", "camvid", "folder"])
+
+
+def _size(ctx, param, value):
+    if value is None:
+        return None
+    from edge.preprocess import parse_size
+    try:
+        return parse_size(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def train_options(f):
+    """The options of `train`, shared with `sweep` grids (names = TrainConfig fields)."""
+    opts = [
+        click.option("--data", "data_root", type=click.Path(path_type=Path), required=True,
+                     help="dataset root (Cityscapes, CamVid SegNet layout, or folder)"),
+        click.option("--format", "fmt", type=FORMAT_CHOICE, default="auto", show_default=True),
+        click.option("--arch", type=click.Choice(ARCH_CHOICES), default="unet-mobilenetv2", show_default=True),
+        click.option("--alpha", type=float, default=None,
+                     help="width multiplier (MobileNetV2: 0.35 0.5 0.75 1.0 1.3 1.4) [default: 0.75 "
+                          "for unet-mobilenetv2]"),
+        click.option("--input-size", default="512x256", show_default=True, callback=_size,
+                     help="model input WIDTHxHEIGHT, multiples of 32"),
+        click.option("--backbone-weights", default="none", show_default=True,
+                     help="none | imagenet (Keras cache only: this machine is offline) | PATH to .h5"),
+        click.option("--bn-momentum", type=float, default=0.9, show_default=True),
+        click.option("--epochs", type=int, default=40, show_default=True),
+        click.option("--batch", type=int, default=8, show_default=True),
+        click.option("--lr", type=float, default=2e-3, show_default=True, help="peak learning rate (AdamW)"),
+        click.option("--weight-decay", type=float, default=1e-4, show_default=True),
+        click.option("--warmup-epochs", type=float, default=1.0, show_default=True),
+        click.option("--loss", type=click.Choice(["ce", "dice", "ce+dice"]), default="ce", show_default=True),
+        click.option("--dice-weight", type=float, default=1.0, show_default=True),
+        click.option("--class-weights", type=click.Choice(["none", "median-freq"]), default="none",
+                     show_default=True),
+        click.option("--max-class-weight", type=float, default=None, help="clip class weights"),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--steps-per-epoch", type=int, default=None,
+                     help="default: train frames // batch"),
+        click.option("--time-budget", type=float, default=None,
+                     help="stop training after this many seconds (then score and finish)"),
+        click.option("--patience", type=int, default=20, show_default=True,
+                     help="early stopping: epochs without val mIoU(7) gain (0 = off)"),
+        click.option("--max-val-samples", type=int, default=None,
+                     help="score only the first N val frames each epoch (eval.json uses all)"),
+        click.option("--no-augment", is_flag=True, help="no flips/scale-crop/colour jitter"),
+        click.option("--distribute", type=click.Choice(["none", "mirrored", "multi-worker"]), default="none",
+                     show_default=True),
+        click.option("--mlflow", is_flag=True, help="log to a local MLflow file store (needs mlflow)"),
+        click.option("--mlflow-uri", default=None, help="MLflow tracking URI [default: RUN_DIR/../mlruns]"),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def config_from_options(**o):
+    from .trainer import TrainConfig
+    return TrainConfig(
+        data=str(o["data_root"]), format=o["fmt"], arch=o["arch"], alpha=o["alpha"],
+        input_size=tuple(o["input_size"]), backbone_weights=o["backbone_weights"],
+        bn_momentum=o["bn_momentum"], epochs=o["epochs"], batch=o["batch"], lr=o["lr"],
+        weight_decay=o["weight_decay"], warmup_epochs=o["warmup_epochs"], loss=o["loss"],
+        dice_weight=o["dice_weight"], class_weights=o["class_weights"],
+        max_class_weight=o["max_class_weight"], seed=o["seed"], run_dir=str(o["run_dir"]),
+        steps_per_epoch=o["steps_per_epoch"], time_budget=o["time_budget"],
+        patience=o["patience"] or None, max_val_samples=o["max_val_samples"],
+        augment=not o["no_augment"], distribute=o["distribute"], mlflow=o["mlflow"],
+        mlflow_uri=o["mlflow_uri"])
+
+
+@click.command()
+@train_options
+@click.option("--run-dir", type=click.Path(path_type=Path), default="runs/run", show_default=True)
+@click.option("--resume", is_flag=True,
+              help="continue the run in --run-dir from its last finished epoch (its config.json "
+                   "wins; --epochs/--time-budget given explicitly override it)")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+@click.pass_context
+def train(ctx, resume, quiet, **options):
+    """Train a segmentation model; the run folder holds config.json, best.keras, last/,
+    history.csv, tb/ and eval.json."""
+    from click.core import ParameterSource
+
+    from .trainer import train_model
+    cfg = config_from_options(**options)
+    overrides = {}
+    if resume:
+        for name, key in (("epochs", "epochs"), ("time_budget", "time_budget")):
+            if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+                overrides[key] = options[name]
+    train_model(cfg, resume=resume, overrides=overrides, progress=not quiet)
+
+
+@click.command("eval")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--data", "data_root", type=click.Path(path_type=Path), required=True)
+@click.option("--format", "fmt", type=FORMAT_CHOICE, default="auto", show_default=True)
+@click.option("--split", default="val", show_default=True)
+@click.option("--input-size", default=None, callback=_size,
+              help="model input WIDTHxHEIGHT [default: the model's own]")
+@click.option("--at-label-resolution", is_flag=True,
+              help="upsample predictions (nearest) to the label size before scoring")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
+              help="write metrics.json, confusion matrix, IoU bars and a sample grid here")
+@click.option("--limit", type=int, default=0, help="score only the first N frames (0 = all)")
+@click.option("--batch", type=int, default=8, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print metrics as JSON instead of the table")
+def evaluate(model, data_root, fmt, split, input_size, at_label_resolution, report_dir, limit, batch,
+             as_json):
+    """Score a .keras or .tflite model on a dataset split (same preprocessing and metrics)."""
+    from .eval_cli import run_eval
+    run_eval(model, data_root, fmt, split, input_size, at_label_resolution, report_dir, limit, batch,
+             as_json)
+
+
+@click.command()
+@click.option("--grid", "grid_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="YAML: base options + grid of option lists (see train/sweep.py)")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default="runs/sweep", show_default=True)
+@click.option("--mlflow", is_flag=True, help="log every run to MLflow")
+@click.option("--dry-run", is_flag=True, help="list the runs, train nothing")
+@click.option("--no-latency", is_flag=True, help="skip the TFLite fp32 latency measurement")
+def sweep(grid_path, out_dir, mlflow, dry_run, no_latency):
+    """Train over a grid of `train` options with a per-run budget; print a leaderboard."""
+    from .sweep import run_sweep
+    run_sweep(grid_path, out_dir, mlflow=mlflow, dry_run=dry_run, latency=not no_latency)
+

@@ -1,0 +1,167 @@
+"""Scoring a model on a dataset split through the shared preprocessing and metrics.
+
+The same code scores a tf_keras model (``.keras``) and a TFLite model (through the
+runtime's :class:`edge.segmenter.Segmenter`): frames are read with
+``train.datasets.read_pair`` (``purpose='eval'``), normalised with
+``edge.preprocess.normalize`` and scored with ``edge.metrics.SegMetrics``, either at model
+size (the default) or, with ``at_label_resolution``, after upsampling the prediction
+(nearest) to the label's own size as the Cityscapes benchmark does.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import UserError
+from edge.metrics import SegMetrics
+from edge.preprocess import normalize, resize_image, resize_mask
+
+from .datasets import Sample, read_image, read_instances, read_mask
+
+
+@dataclass
+class Frame:
+    sample: Sample
+    rgb: np.ndarray        # RGB uint8 at model size
+    mask: np.ndarray       # scored mask (model size or label size)
+    instances: np.ndarray | None
+
+
+def _nearest_int(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """NEAREST resize for any integer dtype (cv2 lacks int32 nearest on some builds)."""
+    h, w = array.shape[:2]
+    if (w, h) == tuple(size):
+        return array
+    rows = np.minimum(((np.arange(size[1]) + 0.5) * h / size[1]).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(size[0]) + 0.5) * w / size[0]).astype(np.int64), w - 1)
+    return array[rows[:, None], cols[None, :]]
+
+
+def load_frame(sample: Sample, size, at_label_resolution: bool = False,
+               with_instances: bool = True) -> Frame:
+    image = read_image(sample.image)
+    mask = read_mask(sample, purpose="eval")
+    if image.shape[:2] != mask.shape:
+        raise UserError(f"{sample.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
+                        f"{sample.image.name} is {image.shape[1]}x{image.shape[0]}")
+    instances = read_instances(sample) if with_instances else None
+    rgb = resize_image(image, size)
+    if not at_label_resolution:
+        mask = resize_mask(mask, size)
+        if instances is not None:
+            instances = _nearest_int(instances, size)
+    return Frame(sample, rgb, mask, instances)
+
+
+def iter_frames(samples, size, at_label_resolution=False, with_instances=True, workers=2):
+    """Frames in order, read by a small thread pool (cv2 releases the GIL)."""
+    with ThreadPoolExecutor(workers) as pool:
+        chunk = 16
+        for start in range(0, len(samples), chunk):
+            yield from pool.map(lambda s: load_frame(s, size, at_label_resolution, with_instances),
+                                samples[start:start + chunk])
+
+
+def keras_predictor(model, batch: int = 8):
+    """predict(list of RGB uint8 frames at model size) -> list of uint8 category masks."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def _classes(x):
+        return tf.cast(tf.argmax(model(x, training=False), axis=-1), tf.uint8)
+
+    def predict(frames_rgb):
+        out = []
+        for start in range(0, len(frames_rgb), batch):
+            chunk = frames_rgb[start:start + batch]
+            x = np.stack([normalize(f) for f in chunk])
+            n = len(x)
+            if n < batch:  # pad to a fixed batch: one trace only
+                x = np.concatenate([x, np.zeros((batch - n,) + x.shape[1:], x.dtype)])
+            out.extend(_classes(tf.constant(x)).numpy()[:n])
+        return out
+
+    return predict
+
+
+def segmenter_predictor(segmenter):
+    """Adapter for edge.segmenter.Segmenter: RGB at model size -> category mask at model size."""
+    def predict(frames_rgb):
+        return [np.asarray(_segment_rgb(segmenter, f), np.uint8) for f in frames_rgb]
+    return predict
+
+
+def _segment_rgb(segmenter, rgb):
+    for name in ("segment_rgb", "predict_rgb", "infer_rgb"):
+        fn = getattr(segmenter, name, None)
+        if fn is not None:
+            return fn(rgb)
+    # fall back to the BGR frame API: a frame already at model size is not resized again
+    import cv2
+    result = segmenter.segment(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return getattr(result, "mask", result)
+
+
+def score(predict, samples, size, at_label_resolution=False, with_instances=True, batch=8,
+          keep_samples: int = 0, progress=None):
+    """SegMetrics over ``samples``; also returns up to ``keep_samples`` (frame, prediction)
+    pairs spread over the split for a report."""
+    metrics = SegMetrics()
+    kept = []
+    keep_every = max(1, len(samples) // keep_samples) if keep_samples else 0
+    pending: list[Frame] = []
+    index = 0
+
+    def flush():
+        nonlocal index
+        preds = predict([f.rgb for f in pending])
+        for frame, pred in zip(pending, preds):
+            if at_label_resolution:
+                pred = resize_mask(pred, (frame.mask.shape[1], frame.mask.shape[0]))
+            metrics.update(frame.mask, pred, frame.instances)
+            if keep_every and index % keep_every == 0 and len(kept) < keep_samples:
+                kept.append((frame, pred))
+            index += 1
+            if progress is not None:
+                progress.update(1)
+        pending.clear()
+
+    for frame in iter_frames(samples, size, at_label_resolution, with_instances):
+        pending.append(frame)
+        if len(pending) == batch:
+            flush()
+    if pending:
+        flush()
+    return metrics, kept
+
+
+class CachedValSet:
+    """The validation frames decoded once (at model size) for per-epoch scoring."""
+
+    def __init__(self, samples, size):
+        self.size = size
+        self.frames = list(iter_frames(samples, size, False, with_instances=False))
+
+    def score(self, predict, batch=8) -> SegMetrics:
+        metrics = SegMetrics()
+        for start in range(0, len(self.frames), batch * 4):
+            chunk = self.frames[start:start + batch * 4]
+            for frame, pred in zip(chunk, predict([f.rgb for f in chunk])):
+                metrics.update(frame.mask, pred)
+        return metrics
+
+
+def model_kind(path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix in (".keras", ".h5"):
+        return "keras"
+    if suffix == ".tflite":
+        return "tflite"
+    if os.path.isdir(path):
+        raise UserError(f"{path}: a folder; pass a .keras or .tflite model file "
+                        "(a run folder's best model is RUN/best.keras)")
+    raise UserError(f"{path}: unknown model type; expected .keras or .tflite")
