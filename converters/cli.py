@@ -1,0 +1,82 @@
+"""`edge-seg convert` and `edge-seg compare` (TensorFlow is imported inside the commands)."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from edge.errors import UserError
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--fp32", is_flag=True, help="plain float32 TFLite")
+@click.option("--fp16", is_flag=True, help="float16 weights (the GPU-delegate variant)")
+@click.option("--int8", is_flag=True, help="post-training full-integer int8 (needs --calibration)")
+@click.option("--dynamic", is_flag=True, help="dynamic-range int8 weights, float activations")
+@click.option("--qat", is_flag=True, help="quantisation-aware fine-tune, then full-integer int8")
+@click.option("--qat-epochs", default=1, show_default=True, type=int)
+@click.option("--qat-steps", default=None, type=int, help="steps per QAT epoch [default: one pass over train]")
+@click.option("--qat-lr", default=1e-4, show_default=True, type=float)
+@click.option("--qat-batch", default=4, show_default=True, type=int)
+@click.option("--calibration", "calibration", default=None,
+              help="calibration manifest (.json from 'edge-seg calibrate') or a dataset root")
+@click.option("--calibration-root", default=None, type=click.Path(file_okay=False),
+              help="dataset root for a manifest whose recorded root is elsewhere")
+@click.option("--io", "io", type=click.Choice(["uint8", "int8", "float32"]), default="uint8", show_default=True,
+              help="input/output type of int8 models")
+@click.option("-o", "--output-dir", default=None, type=click.Path(file_okay=False),
+              help="folder for the .tflite files [default: beside MODEL]")
+def convert(model, fp32, fp16, int8, dynamic, qat, qat_epochs, qat_steps, qat_lr, qat_batch,
+            calibration, calibration_root, io, output_dir):
+    """Export MODEL (.keras) to TFLite variants <model>-fp32/-fp16/-int8/-dynamic/-qat-int8.tflite,
+    each with its sidecar metadata <name>.json."""
+    wanted = [v for v, on in (("fp32", fp32), ("fp16", fp16), ("int8", int8), ("dynamic", dynamic),
+                              ("qat-int8", qat)) if on]
+    if not wanted:
+        raise UserError("nothing to convert: pass one or more of --fp32 --fp16 --int8 --dynamic --qat")
+    from .tflite_export import export
+
+    export(model, wanted, output_dir, calibration, io, calibration_root, qat_epochs, qat_steps,
+           qat_lr, qat_batch, log=lambda m: click.echo(m, err=True))
+
+
+@click.command()
+@click.argument("float_model", type=click.Path(dir_okay=False))
+@click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--data", "root", required=True, type=click.Path(file_okay=False), help="dataset root")
+@click.option("--split", default="val", show_default=True)
+@click.option("--format", "fmt", default="auto", show_default=True,
+              type=click.Choice(["auto", "cityscapes", "camvid", "folder"]))
+@click.option("--threads", default=2, show_default=True, type=int)
+@click.option("--max-frames", default=None, type=int, help="score only the first N frames")
+@click.option("--max-drop", default=None, type=float,
+              help="exit 1 when any variant's mIoU(7) drops more than this many points")
+@click.option("--max-category-drop", default=None, type=float,
+              help="exit 1 when any int8 variant's category IoU drops more than this many points")
+@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False))
+@click.option("--markdown", "md_out", default=None, type=click.Path(dir_okay=False))
+def compare(float_model, models, root, split, fmt, threads, max_frames, max_drop, max_category_drop,
+            json_out, md_out):
+    """Score FLOAT_MODEL and every variant MODEL on the same frames: size, mIoU(7), drop vs
+    float, agreement with the float predictions, worst category, latency, GPU verdict."""
+    from edge.model_meta import atomic_write_bytes, atomic_write_json
+
+    from .compare import check_budgets, format_markdown, format_text, run_compare
+
+    def progress(i, total):
+        click.echo(f"\rscoring {i}/{total} frames", nl=i == total, err=True)
+
+    result = run_compare(float_model, list(models), root, split, threads, fmt, max_frames, log=progress)
+    problems = check_budgets(result, max_drop, max_category_drop)
+    result["budget"] = {"max_drop": max_drop, "max_category_drop": max_category_drop, "violations": problems}
+    click.echo(format_text(result))
+    if json_out:
+        atomic_write_json(json_out, result)
+    if md_out:
+        limits = max_drop is not None or max_category_drop is not None
+        atomic_write_bytes(md_out, format_markdown(result, problems if limits else None).encode())
+    if problems:
+        for p in problems:
+            click.echo(f"budget exceeded: {p}", err=True)
+        sys.exit(1)

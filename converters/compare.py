@@ -1,0 +1,289 @@
+"""Accuracy regression: every exported variant against the float model, on the same frames.
+
+Frames come from ``train.datasets.read_pair`` at the model size (the shared
+preprocessing); scores from ``edge.metrics`` (SegMetrics for mIoU(7) against the ground
+truth, ``agreement`` for pixel agreement with the float model's own predictions).
+The float .keras model runs through ``model.predict`` on ``edge.preprocess.normalize``d
+input; .tflite variants run through the runtime's ``edge.segmenter.Segmenter`` when it is
+installed (the one .tflite inference path), else through a minimal LiteRT runner that
+reads the same sidecar metadata.
+
+Latency is measured separately, model call only, batch 1, at the chosen thread count:
+LiteRT ``invoke()`` (XNNPACK) for .tflite, a compiled ``tf.function`` for .keras.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.errors import UserError
+from edge.labels import CATEGORY_NAMES
+from edge.metrics import SegMetrics, agreement
+from edge.preprocess import normalize, quantize_input, resize_mask
+
+INT8_VARIANTS = ("int8", "qat-int8")
+
+
+# ------------------------------------------------------------------ runners
+
+class KerasRunner:
+    kind = "keras"
+
+    def __init__(self, path, threads: int):
+        import converters  # noqa: F401
+        import tensorflow as tf
+        from .tflite_export import load_keras_model, model_input_size
+
+        self.path = Path(path)
+        self.model = load_keras_model(path)
+        self.size = model_input_size(self.model)
+        self.variant = "float (keras)"
+        self.meta = {}
+        self._call = tf.function(lambda x: self.model(x, training=False))
+
+    def predict_masks(self, rgb_batch: np.ndarray) -> np.ndarray:
+        logits = self.model.predict(normalize(rgb_batch), batch_size=len(rgb_batch), verbose=0)
+        return np.argmax(logits, -1).astype(np.uint8)
+
+    def timer(self, rgb: np.ndarray):
+        x = normalize(rgb)[None]
+        return lambda: self._call(x).numpy()
+
+
+class LiteRTRunner:
+    """.tflite inference through the runtime's Segmenter (XNNPACK, like a device runs it);
+    a minimal LiteRT runner over the same metadata when the runtime isn't installed."""
+    kind = "tflite"
+
+    def __init__(self, path, threads: int):
+        from edge.model_meta import read_meta
+
+        self.path = Path(path)
+        self.meta = read_meta(path)
+        self.size = tuple(self.meta["input_size"])
+        self.variant = self.meta.get("variant", self.path.stem)
+        self.segmenter = _segmenter(path, threads)
+        if self.segmenter is None:
+            from ai_edge_litert.interpreter import Interpreter
+            self.interp = Interpreter(model_path=str(path), num_threads=threads)
+            self.interp.allocate_tensors()
+            self.inp = self.interp.get_input_details()[0]
+            self.out = self.interp.get_output_details()[0]
+
+    def _input(self, rgb):
+        x = normalize(rgb)[None]
+        scale, zero = self.inp["quantization"]
+        if self.inp["dtype"] != np.float32:
+            x = quantize_input(x, scale, zero, self.inp["dtype"])
+        return x
+
+    def predict_masks(self, rgb_batch: np.ndarray) -> np.ndarray:
+        out = []
+        for rgb in rgb_batch:
+            if self.segmenter is not None:
+                mask = self.segmenter.predict_mask(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+                mask = mask[0] if isinstance(mask, tuple) else mask
+                mask = resize_mask(np.asarray(mask, np.uint8), self.size)
+            else:
+                self.interp.set_tensor(self.inp["index"], self._input(rgb))
+                self.interp.invoke()
+                # argmax on integer logits: dequantisation is monotonic (scale > 0)
+                mask = np.argmax(self.interp.get_tensor(self.out["index"])[0], -1).astype(np.uint8)
+            out.append(mask)
+        return np.stack(out)
+
+    def timer(self, rgb: np.ndarray):
+        if self.segmenter is not None:
+            tensor = self.segmenter.preprocess(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            return lambda: self.segmenter.infer(tensor)
+        self.interp.set_tensor(self.inp["index"], self._input(rgb))
+        return self.interp.invoke
+
+
+def _segmenter(path, threads):
+    try:
+        from edge.segmenter import Segmenter
+    except ImportError:
+        return None
+    return Segmenter(str(path), threads=threads, delegate="xnnpack")
+
+
+def make_runner(path, threads: int):
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: model not found")
+    if path.suffix == ".tflite":
+        return LiteRTRunner(path, threads)
+    if path.suffix in (".keras", ".h5"):
+        return KerasRunner(path, threads)
+    raise UserError(f"{path}: expected a .keras or .tflite model")
+
+
+def set_tf_threads(threads: int) -> None:
+    import converters  # noqa: F401
+    import tensorflow as tf
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow already initialised in this process
+        pass
+
+
+def latency_ms(fn, runs: int = 20, warmup: int = 3) -> dict:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return {"p50": float(np.percentile(times, 50)), "p90": float(np.percentile(times, 90)), "runs": runs}
+
+
+# ------------------------------------------------------------------ comparison
+
+def _points(a, b) -> float:
+    return float((a - b) * 100.0) if not (math.isnan(a) or math.isnan(b)) else float("nan")
+
+
+def run_compare(float_path, variant_paths, data_root, split: str = "val", threads: int = 2,
+                fmt: str = "auto", max_frames: int | None = None, latency_runs: int = 20,
+                batch: int = 8, log=None) -> dict:
+    from train.datasets import load_split, read_pair
+
+    if not variant_paths:
+        raise UserError("compare: name at least one variant model after the float model")
+    set_tf_threads(threads)
+    reference = make_runner(float_path, threads)
+    variants = [make_runner(p, threads) for p in variant_paths]
+    for v in variants:
+        if tuple(v.size) != tuple(reference.size):
+            raise UserError(f"{v.path}: input {v.size[0]}x{v.size[1]} differs from the float model's "
+                            f"{reference.size[0]}x{reference.size[1]}")
+    samples = load_split(data_root, fmt, split)
+    if max_frames:
+        samples = samples[:max_frames]
+    size = tuple(reference.size)
+
+    metrics = [SegMetrics() for _ in range(len(variants) + 1)]
+    masks = [[] for _ in range(len(variants) + 1)]
+    runners = [reference] + variants
+    first_rgb = None
+    for start in range(0, len(samples), batch):
+        chunk = samples[start:start + batch]
+        pairs = [read_pair(s, size, purpose="eval") for s in chunk]
+        rgb = np.stack([p[0] for p in pairs])
+        gts = [p[1] for p in pairs]
+        if first_rgb is None:
+            first_rgb = rgb[0]
+        for k, runner in enumerate(runners):
+            pred = runner.predict_masks(rgb)
+            for gt, m in zip(gts, pred):
+                metrics[k].update(gt, m)
+            masks[k].append(pred)
+        if log:
+            log(min(start + batch, len(samples)), len(samples))
+    masks = [np.concatenate(m) for m in masks]
+
+    rows = []
+    ref_result = metrics[0].result()
+    for k, runner in enumerate(runners):
+        res = metrics[k].result()
+        row = {
+            "model": str(runner.path), "file": runner.path.name, "kind": runner.kind,
+            "format": runner.variant, "size_bytes": runner.path.stat().st_size,
+            "miou7": res["miou7"], "iou": res["iou"],
+            "latency_ms": latency_ms(runner.timer(first_rgb), latency_runs),
+            "gpu": (runner.meta.get("gpu") or {}).get("verdict") if runner.meta else None,
+            "io": (runner.meta.get("quantization") or {}).get("io") if runner.meta else "float32",
+        }
+        if k == 0:
+            row.update(drop_points=0.0, pixel_agreement=1.0, worst_category=None,
+                       worst_category_drop=0.0, iou_drop_points={c: 0.0 for c in CATEGORY_NAMES[1:]})
+        else:
+            agree = agreement(masks[0], masks[k])
+            drops = {c: _points(ref_result["iou"][c], res["iou"][c]) for c in CATEGORY_NAMES[1:]}
+            finite = {c: d for c, d in drops.items() if not math.isnan(d)}
+            worst = max(finite, key=finite.get) if finite else None
+            row.update(drop_points=_points(ref_result["miou7"], res["miou7"]),
+                       pixel_agreement=agree["pixel_agreement"], agreement_miou7=agree["miou7"],
+                       worst_category=worst, worst_category_drop=finite.get(worst, float("nan")),
+                       iou_drop_points=drops)
+        rows.append(row)
+    return {"float_model": str(float_path), "data": str(data_root), "split": split,
+            "frames": len(samples), "input_size": list(size), "threads": threads, "rows": rows}
+
+
+def check_budgets(result: dict, max_drop: float | None = None, max_category_drop: float | None = None,
+                  budgets: dict | None = None, max_size_ratio: float | None = None) -> list[str]:
+    """Violations, one line each: ``max_drop`` (points, every variant), ``budgets``
+    ({variant: points}), ``max_category_drop`` (points, int8 variants), ``max_size_ratio``
+    (int8 file over fp32 file; the fp32 .tflite row, else the float model file)."""
+    problems = []
+    rows = result["rows"][1:]
+    fp32 = next((r for r in rows if r["format"] == "fp32"), result["rows"][0])
+    for r in rows:
+        name = f"{r['file']} ({r['format']})"
+        limits = []
+        if max_drop is not None:
+            limits.append(max_drop)
+        if budgets and r["format"] in budgets:
+            limits.append(budgets[r["format"]])
+        for limit in limits:
+            if not r["drop_points"] <= limit:
+                problems.append(f"{name}: mIoU(7) drop {r['drop_points']:.3f} points > budget {limit:g}")
+                break
+        if max_category_drop is not None and r["format"] in INT8_VARIANTS:
+            for c, d in r["iou_drop_points"].items():
+                if d > max_category_drop:
+                    problems.append(f"{name}: {c} IoU drop {d:.2f} points > budget {max_category_drop:g}")
+        if max_size_ratio is not None and r["format"] in INT8_VARIANTS:
+            ratio = r["size_bytes"] / fp32["size_bytes"]
+            if ratio > max_size_ratio:
+                problems.append(f"{name}: {ratio:.0%} of the fp32 file > budget {max_size_ratio:.0%}")
+    return problems
+
+
+# ------------------------------------------------------------------ tables
+
+COLUMNS = ("format", "file", "size MB", "mIoU(7)", "drop pt", "agreement", "worst category drop",
+           "p50 ms", "p90 ms", "GPU delegate")
+
+
+def table_rows(result: dict) -> list[list[str]]:
+    out = []
+    for r in result["rows"]:
+        worst = "-" if not r["worst_category"] else f"{r['worst_category']} {r['worst_category_drop']:+.2f}"
+        out.append([r["format"], r["file"], f"{r['size_bytes'] / 1e6:.2f}", f"{r['miou7'] * 100:.2f}",
+                    f"{r['drop_points']:+.3f}", f"{r['pixel_agreement'] * 100:.2f}%", worst,
+                    f"{r['latency_ms']['p50']:.1f}", f"{r['latency_ms']['p90']:.1f}", r["gpu"] or "-"])
+    return out
+
+
+def _caption(result) -> str:
+    return (f"{result['frames']} {result['split']} frames of {result['data']} at "
+            f"{result['input_size'][0]}x{result['input_size'][1]}; drop = float mIoU(7) minus variant, "
+            f"in points; agreement = pixels where the variant's mask equals the float model's; "
+            f"latency = model call, batch 1, {result['threads']} threads")
+
+
+def format_text(result: dict) -> str:
+    rows = [list(COLUMNS)] + table_rows(result)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines + ["", _caption(result)])
+
+
+def format_markdown(result: dict, problems=None) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(r) + " |" for r in table_rows(result)]
+    lines += ["", _caption(result) + "."]
+    if problems is not None:
+        lines += ["", "Budget check: " + ("all variants within budget." if not problems else
+                                          "FAILED — " + "; ".join(problems))]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,281 @@
+"""TFLite export: fp32, fp16, dynamic-range and full-integer int8 (PTQ and QAT).
+
+Every variant is converted in memory with ``tf.lite.TFLiteConverter.from_keras_model``,
+then written atomically beside its sidecar metadata (edge.model_meta): an interrupted
+export never leaves a partial .tflite. The int8 representative dataset goes through the
+training preprocessing (``train.datasets.read_pair`` + ``edge.preprocess.normalize``).
+All inputs (model, variants, calibration set) are checked before any conversion starts.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import converters  # noqa: F401  (selects tf_keras before TensorFlow loads)
+from edge.errors import UserError
+from edge.model_meta import atomic_write_bytes, file_sha256, make_meta, write_meta
+from edge.preprocess import normalize
+
+VARIANTS = ("fp32", "fp16", "int8", "dynamic", "qat-int8")
+IO_TYPES = ("uint8", "int8", "float32")
+DEFAULT_CALIBRATION_FRAMES = 200
+
+
+# ------------------------------------------------------------------ model
+
+def load_keras_model(path):
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: model not found")
+    if path.suffix not in (".keras", ".h5"):
+        raise UserError(f"{path}: expected a Keras model (.keras or .h5) to convert")
+    import tf_keras as keras
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 -- any load failure is the user's file
+        raise UserError(f"{path}: cannot load Keras model ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+
+
+def model_input_size(model) -> tuple[int, int]:
+    shape = model.input_shape
+    if isinstance(shape, list):
+        raise UserError(f"model {model.name} has {len(shape)} inputs; expected one image input")
+    _, h, w, c = shape
+    if h is None or w is None or c != 3:
+        raise UserError(f"model {model.name}: input shape {shape}; expected a fixed (H, W, 3) input")
+    return int(w), int(h)
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+    out = {}
+    for pkg in ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "edge-seg"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+# ------------------------------------------------------------------ calibration
+
+@dataclass
+class Calibration:
+    """A checked calibration set: the samples and where they came from."""
+    samples: list
+    root: Path
+    source: str                      # manifest path or dataset root
+    manifest: dict = field(default_factory=dict)
+    sha256: str | None = None        # of the manifest file (or of the in-memory selection)
+
+    def describe(self) -> dict:
+        m = self.manifest
+        return {"source": self.source, "manifest_sha256": self.sha256, "frames": len(self.samples),
+                "strategy": m.get("strategy"), "seed": m.get("seed"),
+                "dataset_fingerprint": m.get("dataset", {}).get("fingerprint")}
+
+
+def resolve_calibration(spec, input_size, root_override=None,
+                        n: int = DEFAULT_CALIBRATION_FRAMES) -> Calibration:
+    """``spec`` is a manifest (.json) or a dataset root (stratified selection of ``n`` train
+    frames made on the spot). Checked before any work: exists, non-empty, same input size,
+    files present, dataset unchanged, first frame readable."""
+    from calibration.select import load_manifest_samples, select
+    from train.datasets import read_pair
+
+    path = Path(spec)
+    if path.is_file():
+        samples, root, manifest = load_manifest_samples(path, input_size, root_override)
+        cal = Calibration(samples, root, str(path), manifest, file_sha256(path))
+    elif path.is_dir():
+        manifest = select(path, n, "stratified", 0, input_size)
+        from train.datasets import load_split
+        by_image = {s.image.resolve(): s for s in load_split(path, manifest["dataset"]["format"], "train")}
+        samples = [by_image[(path / f["image"]).resolve()] for f in manifest["files"]]
+        digest = hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()
+        cal = Calibration(samples, path.resolve(), str(path), manifest, digest)
+    else:
+        raise UserError(f"--calibration {spec}: no such manifest or dataset folder")
+    if not cal.samples:
+        raise UserError(f"--calibration {spec}: the calibration set is empty")
+    read_pair(cal.samples[0], input_size)  # unreadable data fails here, not mid-conversion
+    return cal
+
+
+def representative_dataset(samples, size):
+    """Generator factory for TFLiteConverter.representative_dataset: one normalised
+    (1, H, W, 3) float32 frame per sample, exactly as training sees it."""
+    from train.datasets import read_pair
+
+    def gen():
+        for s in samples:
+            image, _ = read_pair(s, size)
+            yield [normalize(image)[None]]
+    return gen
+
+
+# ------------------------------------------------------------------ conversion
+
+_KNOWN_LAYERS = {"InputLayer", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "BatchNormalization",
+                 "ReLU", "Activation", "Add", "Concatenate", "UpSampling2D", "MaxPooling2D",
+                 "AveragePooling2D", "GlobalAveragePooling2D", "Multiply", "ZeroPadding2D",
+                 "Dense", "Reshape", "Dropout", "Conv2DTranspose", "Softmax"}
+
+
+def _suspect_layers(model, message: str) -> list[str]:
+    names = {layer.name: layer for layer in model.layers}
+    hits = [n for n in names if re.search(rf"(?<![\w]){re.escape(n)}/", message)]
+    hits = [n for n in hits if type(names[n]).__name__ not in ("InputLayer",)]
+    if not hits:
+        hits = [n for n, layer in names.items() if type(layer).__name__ not in _KNOWN_LAYERS]
+    return [f"'{n}' ({type(names[n]).__name__})" for n in hits]
+
+
+def _converter_error(model, variant: str, error: Exception) -> UserError:
+    message = str(error)
+    ops = re.findall(r"'tfl?\.(\w+)' op", message)
+    select = re.search(r"TF Select ops: ([^\n]+)", message)
+    if select:
+        ops += [o.strip() for o in select.group(1).split(",")]
+    ops = sorted(set(ops))
+    layers = _suspect_layers(model, message)
+    where = f" in layer {', '.join(layers)}" if layers else ""
+    what = f"op {', '.join(ops)}" if ops else "an op"
+    if variant in ("int8", "qat-int8"):
+        fix = ("replace that layer with int8-capable layers (Conv2D, DepthwiseConv2D, ReLU/ReLU6, "
+               "Add, Concatenate, UpSampling2D), or export --fp16 / --dynamic, which keep it in float")
+    else:
+        fix = "replace that layer with TFLite builtin ops (no Lambda with arbitrary TensorFlow ops)"
+    first = message.strip().splitlines()[0][:160] if message.strip() else type(error).__name__
+    return UserError(f"{variant} conversion failed: {what}{where} has no TFLite "
+                     f"{'int8 ' if variant in ('int8', 'qat-int8') else ''}kernel; fix: {fix} ({first})")
+
+
+def make_converter(model, variant: str, rep_data=None, io: str = "uint8"):
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if variant == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif variant in ("int8", "qat-int8"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if rep_data is not None:
+            converter.representative_dataset = rep_data
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        dtype = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io]
+        converter.inference_input_type = dtype
+        converter.inference_output_type = dtype
+    elif variant != "fp32":
+        raise UserError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    return converter
+
+
+def convert(model, variant: str, rep_data=None, io: str = "uint8") -> bytes:
+    """One variant as .tflite bytes; converter failures become a UserError naming the layer."""
+    if variant == "int8" and rep_data is None:
+        raise UserError("--int8 needs a calibration set: pass --calibration MANIFEST|ROOT")
+    converter = make_converter(model, variant, rep_data, io)
+    try:
+        return converter.convert()
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- ConverterError and friends
+        raise _converter_error(model, variant, e) from None
+
+
+def io_details(content: bytes) -> dict:
+    """dtype, shape and quantisation (scale, zero point) of the model's input and output."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=content)
+
+    def describe(d):
+        scale, zero = d["quantization"]
+        return {"name": d["name"], "dtype": d["dtype"].__name__, "shape": [int(v) for v in d["shape"]],
+                "scale": float(scale), "zero_point": int(zero), "quantized": bool(scale)}
+    ins, outs = interp.get_input_details(), interp.get_output_details()
+    return {"input": describe(ins[0]), "output": describe(outs[0])}
+
+
+QUANTIZATION_MODE = {"fp32": "none", "fp16": "float16 weights", "dynamic": "dynamic-range int8 weights",
+                     "int8": "full-integer int8 (post-training)",
+                     "qat-int8": "full-integer int8 (quantisation-aware training)"}
+
+
+def variant_meta(variant, input_size, content, source_path, source_sha, calibration=None,
+                 io=None, gpu=None, qat=None) -> dict:
+    details = io_details(content)
+    extra = {
+        "input": details["input"], "output": details["output"], "output_kind": "logits",
+        "quantization": {"mode": QUANTIZATION_MODE[variant],
+                         "io": io if variant in ("int8", "qat-int8") else "float32"},
+        "source_model": {"file": Path(source_path).name, "sha256": source_sha},
+        "calibration": calibration.describe() if calibration is not None else None,
+        "converter": versions(),
+        "gpu": gpu,
+    }
+    if qat is not None:
+        extra["qat"] = qat
+    return make_meta(input_size, variant, **extra)
+
+
+def output_path(model_path, out_dir, variant) -> Path:
+    model_path = Path(model_path)
+    return Path(out_dir or model_path.parent) / f"{model_path.stem}-{variant}.tflite"
+
+
+def write_variant(path, content: bytes, meta: dict) -> Path:
+    """Model first, then its sidecar (with the model's sha256), each atomically."""
+    atomic_write_bytes(path, content)
+    write_meta(path, meta)
+    return Path(path)
+
+
+def export(model_path, variants, out_dir=None, calibration=None, io: str = "uint8",
+           calibration_root=None, qat_epochs: int = 1, qat_steps=None, qat_lr: float = 1e-4,
+           qat_batch: int = 4, log=print) -> list[Path]:
+    """Convert ``model_path`` to each of ``variants``; returns the written .tflite paths."""
+    from .gpu_check import check_gpu
+
+    variants = [v for v in VARIANTS if v in set(variants)]
+    if not variants:
+        raise UserError("nothing to convert: pass one or more of --fp32 --fp16 --int8 --dynamic --qat")
+    if io not in IO_TYPES:
+        raise UserError(f"--io {io}: choose one of {', '.join(IO_TYPES)}")
+    needs_data = [v for v in variants if v in ("int8", "qat-int8")]
+    if needs_data and not calibration:
+        raise UserError(f"--{needs_data[0].replace('qat-int8', 'qat')} needs data: pass --calibration MANIFEST|ROOT")
+    model = load_keras_model(model_path)
+    size = model_input_size(model)
+    cal = resolve_calibration(calibration, size, calibration_root) if needs_data else None
+    if "qat-int8" in variants:
+        from .qat import check_quantizable
+        check_quantizable(model)
+    source_sha = file_sha256(model_path)
+    rep = representative_dataset(cal.samples, size) if cal is not None else None
+
+    written = []
+    for variant in variants:
+        log(f"converting {Path(model_path).name} -> {variant}")
+        qat_info = None
+        if variant == "qat-int8":
+            from .qat import qat_finetune
+            q_model, qat_info = qat_finetune(model, cal, size, epochs=qat_epochs, steps=qat_steps,
+                                             lr=qat_lr, batch=qat_batch, log=log)
+            content = convert(q_model, variant, rep, io)
+        else:
+            content = convert(model, variant, rep, io)
+        gpu = check_gpu(content)
+        meta = variant_meta(variant, size, content, model_path, source_sha,
+                            cal if variant in ("int8", "qat-int8") else None,
+                            io if variant in ("int8", "qat-int8") else None, gpu, qat_info)
+        path = write_variant(output_path(model_path, out_dir, variant), content, meta)
+        log(f"  {path} ({len(content) / 1e6:.2f} MB, GPU delegate: {gpu['verdict']})")
+        written.append(path)
+    return written
