@@ -119,7 +119,10 @@ def export_onnx(model_or_path, out_path, opset: int = DEFAULT_OPSET, *, input_si
 
     import tensorflow as tf
     spec = (tf.TensorSpec((None, h, w, 3), tf.float32, name=INPUT_NAME),)
-    output_name = model.outputs[0].name.split(":")[0].split("/")[0]
+    # tf2onnx names the ONNX output after model.output_names (the last layer's name);
+    # outputs_as_nchw must use that name (the KerasTensor's own name may be 'Placeholder:0')
+    output_name = (list(getattr(model, "output_names", None) or [])
+                   or [model.outputs[0].name.split(":")[0].split("/")[0]])[0]
     log(f"tf2onnx {tf2onnx.__version__}: converting ({w}x{h}, opset {opset}, "
         f"{'NCHW' if nchw else 'NHWC'})")
     try:
