@@ -1,8 +1,9 @@
 """GPU-delegate compatibility of a .tflite model.
 
 ``tf.lite.experimental.Analyzer.analyze(gpu_compatibility=True)`` prints its report from
-C++ straight to file descriptor 1, so :func:`analyzer_report` redirects fd 1 (``os.dup2``)
-into a temporary file around the call and reads it back. The report lists every op
+C++ (file descriptor 1) or Python, depending on the build, so :func:`analyzer_report`
+redirects fd 1 (``os.dup2``) into a temporary file and ``sys.stdout`` into a buffer around
+the call and reads both back. The report lists every op
 (``Op#3 CONV_2D(...)``), a ``GPU COMPATIBILITY WARNING`` per op the delegate rejects and
 a closing verdict ("Your model looks compatible with GPU delegate...").
 
@@ -38,28 +39,36 @@ _WARNING = re.compile(r"GPU COMPATIBILITY WARNING:\s*(.*)")
 _COMPATIBLE = "looks compatible with GPU delegate"
 
 
-def _capture_fd1(fn) -> str:
-    """Run ``fn`` with file descriptor 1 (C/C++ stdout) redirected; return what it wrote."""
+def _capture_stdout(fn) -> str:
+    """Run ``fn`` with both Python's ``sys.stdout`` and file descriptor 1 (C/C++ stdout)
+    redirected; return everything written to either. (The analyzer's report is printed
+    from Python in some builds and from C++ in others; under pytest sys.stdout is not fd 1.)"""
+    import contextlib
+    import io
+
     sys.stdout.flush()
+    buffer = io.StringIO()
     saved = os.dup(1)
     with tempfile.TemporaryFile(mode="w+b") as tmp:
         try:
             os.dup2(tmp.fileno(), 1)
             try:
-                fn()
+                with contextlib.redirect_stdout(buffer):
+                    fn()
             finally:
                 sys.stdout.flush()
         finally:
             os.dup2(saved, 1)
             os.close(saved)
         tmp.seek(0)
-        return tmp.read().decode("utf-8", "replace")
+        native = tmp.read().decode("utf-8", "replace")
+    return native + buffer.getvalue()
 
 
 def analyzer_report(model_content: bytes) -> str:
     import tensorflow as tf
 
-    return _capture_fd1(lambda: tf.lite.experimental.Analyzer.analyze(
+    return _capture_stdout(lambda: tf.lite.experimental.Analyzer.analyze(
         model_content=model_content, gpu_compatibility=True))
 
 
@@ -79,7 +88,9 @@ def parse_report(report: str) -> dict:
     outside = sorted({op for op in ops if op not in GPU_DELEGATE_OPS})
     version = re.search(r"TFLite runtime version ([^\s.]+\.[^\s]+?)\.?\s", report)
     compatible = analyzer_ok and not outside
-    if compatible:
+    if not ops:
+        verdict = "unknown (the analyzer's report listed no ops)"
+    elif compatible:
         verdict = "compatible"
     else:
         named = outside + [w for w in warnings if not any(op in w for op in outside)]

@@ -272,6 +272,9 @@ def export(model_path, variants, out_dir=None, calibration=None, io: str = "uint
         else:
             content = convert(model, variant, rep, io)
         gpu = check_gpu(content)
+        if variant in ("int8", "qat-int8") and "DEQUANTIZE" in gpu["ops"]:
+            log(f"  warning: the {variant} model keeps some ops in float (DEQUANTIZE inside the graph); "
+                f"ops: {', '.join(gpu['ops'])}")
         meta = variant_meta(variant, size, content, model_path, source_sha,
                             cal if variant in ("int8", "qat-int8") else None,
                             io if variant in ("int8", "qat-int8") else None, gpu, qat_info)

@@ -1,0 +1,300 @@
+"""Calibration sets, TFLite export (fp32/fp16/int8/dynamic), metadata, GPU check, bad input.
+
+Runs on a tiny hand-built tf_keras model and a few synthetic scenes, so it needs neither
+../shared nor the reference model.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge import labels
+from edge.errors import UserError
+
+tf = pytest.importorskip("tensorflow")
+
+SIZE = (64, 32)  # model input (W, H)
+
+
+# ------------------------------------------------------------------ fixtures
+
+def write_scenes(root: Path, n_train: int, n_val: int, size=(128, 64), seed: int = 0) -> Path:
+    """Synthetic street scenes (edge.synthetic) in the folder layout, masks in catIds."""
+    from edge.synthetic import render_scene
+
+    for split, n, offset in (("train", n_train, 0), ("val", n_val, 10_000)):
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "masks" / split).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            scene = render_scene(seed * 100_000 + offset + i, size)
+            cv2.imwrite(str(root / "images" / split / f"s{i:04d}.png"), scene.image)
+            cv2.imwrite(str(root / "masks" / split / f"s{i:04d}.png"), scene.categories)
+    (root / "mapping.json").write_text(json.dumps({str(c.id): c.name for c in labels.CATEGORIES}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    return write_scenes(tmp_path_factory.mktemp("scenes"), 10, 3, (128, 64), seed=1)
+
+
+def tiny_model(size=SIZE, extra=None):
+    import tf_keras as keras
+    L = keras.layers
+    inp = keras.Input((size[1], size[0], 3), name="image")
+    x = L.Conv2D(16, 3, strides=2, padding="same", use_bias=False, name="c1")(inp)
+    x = L.BatchNormalization(name="bn1")(x)
+    x = L.ReLU(6.0, name="r1")(x)
+    x = L.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = L.ReLU(6.0, name="r2")(x)
+    if extra is not None:
+        x = extra(x)
+    x = L.UpSampling2D(2, interpolation="bilinear", name="up")(x)
+    x = L.Conv2D(labels.NUM_CATEGORIES, 1, name="head")(x)
+    return keras.Model(inp, x, name="tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny_keras(tmp_path_factory) -> Path:
+    import tf_keras as keras
+    keras.utils.set_random_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    tiny_model().save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def manifest(scenes, tmp_path_factory) -> Path:
+    from calibration.select import select, write_manifest
+    path = tmp_path_factory.mktemp("cal") / "scenes.json"
+    write_manifest(path, select(scenes, n=6, size=SIZE))
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_keras, manifest, tmp_path_factory):
+    from converters.tflite_export import export
+    out = tmp_path_factory.mktemp("out")
+    paths = export(tiny_keras, ["fp32", "fp16", "int8", "dynamic"], out, str(manifest), log=lambda m: None)
+    return {p.stem.split("tiny-")[1]: p for p in paths}
+
+
+# ------------------------------------------------------------------ calibration
+
+def _hist(n_frames=100, rare_frames=(3, 41, 77)):
+    """Frame histograms where 'human' occurs in only three frames."""
+    rng = np.random.default_rng(0)
+    hist = np.zeros((n_frames, labels.NUM_CATEGORIES), np.int64)
+    hist[:, 1:6] = rng.integers(1000, 5000, (n_frames, 5))
+    hist[:, 7] = rng.integers(200, 800, n_frames)
+    for i in rare_frames:
+        hist[i, 6] = 300
+    return hist
+
+
+def test_stratified_selection_covers_rare_categories():
+    from calibration.select import choose
+    hist = _hist()
+    strat = choose(hist, 42, "stratified", seed=0)  # 3 guaranteed frames per category
+    assert len(strat) == 42 == len(set(strat))
+    assert {3, 41, 77} <= set(strat)  # every frame with the rare category is in
+    assert 3 in choose(hist, 10, "stratified", seed=0) or 41 in choose(hist, 10, "stratified", seed=0) \
+        or 77 in choose(hist, 10, "stratified", seed=0)  # even a small set has one
+    full = sum({3, 41, 77} <= set(choose(hist, 42, "random", seed=s)) for s in range(20))
+    assert full <= 8  # a random draw rarely has them all: the difference is measurable
+    assert choose(hist, 42, "stratified", seed=0) == strat  # deterministic under the seed
+    assert choose(hist, 500, "stratified", seed=0) == list(range(100))
+
+
+def test_manifest_records_selection_and_reads_back(scenes, manifest):
+    from calibration.select import load_manifest_samples
+    m = json.loads(manifest.read_text())
+    assert m["n"] == 6 and m["strategy"] == "stratified" and m["seed"] == 0
+    assert m["input_size"] == list(SIZE)
+    assert len(m["dataset"]["fingerprint"]) == 64
+    assert abs(sum(m["pixel_share"].values()) - 1) < 1e-6
+    assert all(not Path(f["image"]).is_absolute() for f in m["files"])
+    samples, root, _ = load_manifest_samples(manifest, SIZE)
+    assert len(samples) == 6 and root == scenes.resolve()
+
+
+def test_calibrate_cli(scenes, tmp_path):
+    from click.testing import CliRunner
+
+    from calibration.cli import calibrate
+    out = tmp_path / "c.json"
+    res = CliRunner().invoke(calibrate, ["--data", str(scenes), "--n", "4", "-o", str(out),
+                                         "--strategy", "random", "--seed", "3", "--size", "64x32"])
+    assert res.exit_code == 0, res.output
+    m = json.loads(out.read_text())
+    assert (m["n"], m["strategy"], m["seed"]) == (4, "random", 3)
+    assert "human" in res.output
+
+
+def test_bad_calibration_sets_fail_before_any_work(scenes, manifest, tiny_keras, tmp_path, monkeypatch):
+    import converters.tflite_export as te
+
+    def no_conversion(*a, **k):
+        raise AssertionError("conversion started despite a bad calibration set")
+    monkeypatch.setattr(te, "convert", no_conversion)
+
+    def fails(calibration, match):
+        with pytest.raises(UserError, match=match):
+            te.export(tiny_keras, ["fp32", "int8"], tmp_path, calibration, log=lambda m: None)
+        assert not list(tmp_path.glob("*.tflite"))
+
+    fails(None, "needs data")
+    fails(str(tmp_path / "nope.json"), "no such manifest")
+    m = json.loads(manifest.read_text())
+    m["dataset"]["root"] = str(scenes)
+    other = dict(m, input_size=[512, 256])
+    (tmp_path / "size.json").write_text(json.dumps(other))
+    fails(str(tmp_path / "size.json"), "made for input 512x256")
+    empty = dict(m, files=[])
+    (tmp_path / "empty.json").write_text(json.dumps(empty))
+    fails(str(tmp_path / "empty.json"), "empty")
+    missing = dict(m, files=m["files"] + [{"image": "images/train/gone.png", "mask": "masks/train/gone.png"}])
+    (tmp_path / "missing.json").write_text(json.dumps(missing))
+    fails(str(tmp_path / "missing.json"), "not found")
+    changed = json.loads(json.dumps(m))
+    changed["dataset"]["fingerprint"] = "0" * 64
+    (tmp_path / "changed.json").write_text(json.dumps(changed))
+    fails(str(tmp_path / "changed.json"), "fingerprint")
+
+
+# ------------------------------------------------------------------ export
+
+def test_every_variant_has_file_and_metadata(exported, tiny_keras, manifest):
+    from edge.model_meta import file_sha256, read_meta
+    assert set(exported) == {"fp32", "fp16", "int8", "dynamic"}
+    for variant, path in exported.items():
+        meta = read_meta(path)
+        assert meta["variant"] == variant
+        assert meta["input_size"] == list(SIZE)
+        assert meta["normalization"]["mean"] == 127.5
+        assert [c["name"] for c in meta["categories"]] == list(labels.CATEGORY_NAMES)
+        assert meta["source_model"]["sha256"] == file_sha256(tiny_keras)
+        assert meta["model_sha256"] == file_sha256(path)
+        assert meta["converter"]["tensorflow"] == tf.__version__
+        assert meta["gpu"]["verdict"] in ("compatible",) or meta["gpu"]["verdict"].startswith("incompatible")
+        assert "CONV_2D" in meta["gpu"]["ops"]
+        assert not list(path.parent.glob(".*.tmp"))
+    int8 = read_meta(exported["int8"])
+    assert int8["input"]["dtype"] == "uint8" and int8["input"]["scale"] > 0
+    assert int8["output"]["dtype"] == "uint8"
+    assert int8["calibration"]["manifest_sha256"] == file_sha256(manifest)
+    assert int8["calibration"]["frames"] == 6
+    assert read_meta(exported["fp16"])["gpu"]["compatible"] is True
+    assert read_meta(exported["fp32"])["input"]["dtype"] == "float32"
+    assert exported["int8"].stat().st_size < exported["fp32"].stat().st_size
+
+
+def test_int8_runs_through_the_runtime_and_matches_fp32(exported, scenes):
+    from edge.segmenter import Segmenter
+    from train.datasets import load_split, read_pair
+    frame = cv2.cvtColor(read_pair(load_split(scenes, split="val")[0], SIZE)[0], cv2.COLOR_RGB2BGR)
+    ref = Segmenter(exported["fp32"], threads=1, delegate="xnnpack").predict_mask(frame)[0]
+    for variant in ("fp16", "int8", "dynamic"):
+        mask = Segmenter(exported[variant], threads=1, delegate="xnnpack").predict_mask(frame)[0]
+        assert mask.shape == ref.shape
+        assert (mask == ref).mean() > 0.9, variant
+
+
+@pytest.mark.parametrize("io", ["int8", "float32"])
+def test_io_types(tiny_keras, manifest, tmp_path, io):
+    from converters.tflite_export import export
+    from edge.model_meta import read_meta
+    (path,) = export(tiny_keras, ["int8"], tmp_path, str(manifest), io=io, log=lambda m: None)
+    meta = read_meta(path)
+    assert meta["input"]["dtype"] == io and meta["output"]["dtype"] == io
+    assert meta["quantization"]["io"] == io
+
+
+def test_interrupted_conversion_leaves_no_partial_file(tiny_keras, tmp_path, monkeypatch):
+    import edge.model_meta as mm
+    from converters.tflite_export import export
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(mm.os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export(tiny_keras, ["fp32"], tmp_path, log=lambda m: None)
+    assert not [p for p in tmp_path.iterdir()], list(tmp_path.iterdir())
+
+
+def test_layer_the_int8_converter_cannot_handle_is_named():
+    import tf_keras as keras
+
+    from converters.qat import check_quantizable
+    from converters.tflite_export import convert
+    model = tiny_model(extra=lambda x: keras.layers.Lambda(lambda t: tf.math.cumprod(t, axis=1),
+                                                           name="running_prod")(x))
+
+    def rep():
+        for _ in range(2):
+            yield [np.zeros((1, SIZE[1], SIZE[0], 3), np.float32)]
+    with pytest.raises(UserError) as info:
+        convert(model, "int8", rep)
+    msg = str(info.value)
+    assert "running_prod" in msg and "fix:" in msg and "\n" not in msg, msg
+    with pytest.raises(UserError, match="running_prod.*fix:"):
+        check_quantizable(model)
+
+
+def test_qat_names_unsupported_layer():
+    import tf_keras as keras
+
+    from converters.qat import check_quantizable
+    model = tiny_model(extra=lambda x: keras.layers.LayerNormalization(name="odd_norm")(x))
+    with pytest.raises(UserError, match="odd_norm.*LayerNormalization.*fix:"):
+        check_quantizable(model)
+    check_quantizable(tiny_model())  # the plain model passes
+
+
+# ------------------------------------------------------------------ GPU check
+
+def test_gpu_report_parsing():
+    from converters.gpu_check import parse_report
+    ok = ("Subgraph#0 main(T#0) -> [T#9]\n  Op#0 CONV_2D(T#0, T#1, T#2) -> [T#3]\n"
+          "  Op#1 RESIZE_BILINEAR(T#3, T#4) -> [T#5]\n\n"
+          "Your model looks compatible with GPU delegate on TFLite runtime version 2.21.0.\n")
+    r = parse_report(ok)
+    assert r["compatible"] and r["verdict"] == "compatible" and r["ops"] == ["CONV_2D", "RESIZE_BILINEAR"]
+    bad = ("  Op#0 CONV_2D(T#0) -> [T#3]\n  Op#1 SEGMENT_SUM(T#3, T#4) -> [T#5]\n"
+           "GPU COMPATIBILITY WARNING: Not supported op SEGMENT_SUM\n"
+           "GPU COMPATIBILITY WARNING: Subgraph#0 has GPU delegate compatibility issues at nodes 1\n")
+    r = parse_report(bad)
+    assert not r["compatible"] and "SEGMENT_SUM" in r["verdict"] and r["unsupported_ops"] == ["SEGMENT_SUM"]
+    # the analyzer saying "compatible" is not enough when an op is outside the delegate's list
+    r = parse_report(ok.replace("RESIZE_BILINEAR", "TOPK_V2"))
+    assert not r["compatible"] and r["analyzer_verdict"] == "compatible" and r["unsupported_ops"] == ["TOPK_V2"]
+
+
+def test_gpu_check_captures_analyzer_output(exported, capfd):
+    from converters.gpu_check import check_gpu
+    result = check_gpu(exported["fp16"].read_bytes())
+    assert result["analyzer_verdict"] == "compatible"
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D"} <= set(result["ops"])
+    assert "ModelAnalyzer" not in capfd.readouterr().out  # captured, not printed
+
+
+# ------------------------------------------------------------------ CLI
+
+def test_convert_cli_errors_are_one_line(tiny_keras, tmp_path):
+    import subprocess
+    import sys
+    exe = Path(sys.executable).parent / "edge-seg"
+    for args, needle in (([str(tiny_keras)], "nothing to convert"),
+                         ([str(tiny_keras), "--int8"], "needs data"),
+                         ([str(tmp_path / "none.keras"), "--fp32"], "model not found")):
+        out = subprocess.run([str(exe), "convert", *args], capture_output=True, text=True,
+                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+        assert out.returncode == 2, out.stderr
+        errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and needle in errors[0], out.stderr
+        assert "Traceback" not in out.stderr
