@@ -155,6 +155,31 @@ def test_backend_interpreter_interface(exported, keras_model):
     assert not logs
 
 
+@pytest.mark.slow
+@needs_tf2onnx
+@needs_ort
+@pytest.mark.parametrize("arch", ["unet-mobilenetv2", "lraspp-mobilenetv2",
+                                  "deeplabv3plus-mobilenetv2", "unet-small"])
+def test_product_architectures_convert(arch, tmp_path):
+    """Every architecture `edge-seg train` builds converts, and ONNX Runtime agrees with Keras."""
+    import tf_keras as keras
+    from converters.onnx_export import export_onnx
+    from train.models import build_model
+    model = build_model(arch, input_size=(W, H))
+    rng = np.random.default_rng(1)
+    for layer in model.layers:  # realistic logit magnitudes instead of the init's ~0
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape).astype(np.float32),
+                               rng.normal(0, 0.2, beta.shape).astype(np.float32),
+                               rng.normal(0, 0.2, mean.shape).astype(np.float32),
+                               rng.uniform(0.5, 1.5, var.shape).astype(np.float32)])
+    report = export_onnx(model, tmp_path / f"{arch}.onnx", arch=arch)
+    print(f"{arch}: max abs diff {report.max_abs_diff:.3g}")
+    assert report.max_abs_diff is not None and report.max_abs_diff < TOLERANCE
+    assert not report.notes
+
+
 def test_choose_providers():
     from edge.backends_onnx import choose_providers
     cpu, cuda, trt = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
