@@ -89,21 +89,14 @@ def keras_predictor(model, batch: int = 8):
 
 
 def segmenter_predictor(segmenter):
-    """Adapter for edge.segmenter.Segmenter: RGB at model size -> category mask at model size."""
-    def predict(frames_rgb):
-        return [np.asarray(_segment_rgb(segmenter, f), np.uint8) for f in frames_rgb]
-    return predict
-
-
-def _segment_rgb(segmenter, rgb):
-    for name in ("segment_rgb", "predict_rgb", "infer_rgb"):
-        fn = getattr(segmenter, name, None)
-        if fn is not None:
-            return fn(rgb)
-    # fall back to the BGR frame API: a frame already at model size is not resized again
+    """edge.segmenter.Segmenter (the runtime's one .tflite path): RGB frames at model size ->
+    category masks at that size. The frame is handed over as BGR at model size, so the
+    runtime's resize is a no-op and its preprocessing (normalise/quantise) is what runs."""
     import cv2
-    result = segmenter.segment(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    return getattr(result, "mask", result)
+
+    def predict(frames_rgb):
+        return [segmenter.predict_mask(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))[1] for f in frames_rgb]
+    return predict
 
 
 def score(predict, samples, size, at_label_resolution=False, with_instances=True, batch=8,

@@ -1,0 +1,188 @@
+"""`edge-seg eval MODEL --data ROOT`: the table and the report folder."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import UserError
+from edge.labels import CATEGORY_NAMES, colors_rgb
+from edge.model_meta import atomic_write_json
+
+from .evaluate import model_kind, score
+
+
+def load_predictor(model_path: Path, input_size, batch: int):
+    """(predict, input size, description) for a .keras or .tflite model."""
+    kind = model_kind(model_path)
+    if not Path(model_path).is_file():
+        raise UserError(f"{model_path}: model file not found")
+    if kind == "keras":
+        import train  # noqa: F401
+        import tf_keras as keras
+
+        from .evaluate import keras_predictor
+        try:
+            model = keras.models.load_model(model_path, compile=False)
+        except Exception as e:  # noqa: BLE001
+            raise UserError(f"{model_path}: cannot load the Keras model ({str(e).splitlines()[0]})") from None
+        h, w = model.input_shape[1:3]
+        if input_size is not None and tuple(input_size) != (w, h):
+            if h is not None:
+                raise UserError(f"{model_path}: the model's input is fixed at {w}x{h}; "
+                                f"drop --input-size {input_size[0]}x{input_size[1]}")
+        size = (w, h) if h is not None else tuple(input_size or (512, 256))
+        return keras_predictor(model, batch), size, f"{Path(model_path).name} (Keras float)"
+    from edge.segmenter import Segmenter
+
+    from .evaluate import segmenter_predictor
+    seg = Segmenter(model_path, threads=None, delegate="cpu")
+    if input_size is not None and tuple(input_size) != tuple(seg.input_size):
+        raise UserError(f"{model_path}: the model's input is fixed at "
+                        f"{seg.input_size[0]}x{seg.input_size[1]}; drop --input-size")
+    return segmenter_predictor(seg), tuple(seg.input_size), seg.describe()
+
+
+def _fmt(v) -> str:
+    return "  n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+
+def format_table(result: dict, title: str) -> str:
+    lines = [title, f"{'category':<14}{'IoU':>8}{'Dice':>8}"]
+    for name in CATEGORY_NAMES[1:]:
+        lines.append(f"{name:<14}{_fmt(result['iou'][name]):>8}{_fmt(result['dice'][name]):>8}")
+    lines.append("-" * 30)
+    lines.append(f"{'mIoU(7)':<14}{_fmt(result['miou7']):>8}   (void ignored, official category score)")
+    lines.append(f"{'mIoU(8)':<14}{_fmt(result['miou8']):>8}   (void as a class)")
+    lines.append(f"{'mean Dice(7)':<14}{_fmt(result['mdice7']):>8}")
+    lines.append(f"{'pixel acc':<14}{_fmt(result['pixel_accuracy']):>8}")
+    if "iiou" in result:
+        for name, v in result["iiou"].items():
+            lines.append(f"{'iIoU ' + name:<14}{_fmt(v):>8}")
+        lines.append(f"{'mean iIoU':<14}{_fmt(result['miiou']):>8}")
+    else:
+        lines.append("iIoU          n/a (no instance maps in this dataset)")
+    return "\n".join(lines)
+
+
+def run_eval(model_path, data_root, fmt, split, input_size, at_label_resolution, report_dir, limit,
+             batch, as_json):
+    from tqdm import tqdm
+
+    from .datasets import load_split
+
+    samples = load_split(data_root, fmt, split)
+    if limit:
+        samples = samples[:limit]
+    predict, size, desc = load_predictor(Path(model_path), input_size, batch)
+    resolution = ("label resolution (predictions upsampled nearest)" if at_label_resolution
+                  else f"model size {size[0]}x{size[1]}")
+    t0 = time.time()
+    with tqdm(total=len(samples), desc="eval", file=sys.stderr, disable=as_json) as bar:
+        metrics, kept = score(predict, samples, size, at_label_resolution, True, batch,
+                              keep_samples=8 if report_dir else 0, progress=bar)
+    seconds = time.time() - t0
+    result = metrics.result()
+    summary = {"model": str(model_path), "description": desc, "data": str(data_root), "split": split,
+               "frames": len(samples), "scored_at": resolution, "input_size": list(size),
+               "seconds": seconds, **result}
+    title = (f"{desc} on {data_root} [{split}], {len(samples)} frames, scored at {resolution}")
+    if as_json:
+        print(json.dumps({k: v for k, v in summary.items() if k != "confusion_matrix"}, indent=2))
+    else:
+        print(format_table(result, title))
+    if report_dir:
+        write_report(Path(report_dir), summary, kept, title)
+        print(f"report written to {report_dir}/", file=sys.stderr)
+    return summary
+
+
+# ------------------------------------------------------------------ report
+
+def write_report(out: Path, summary: dict, kept, title: str):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "metrics.json", summary)
+
+    # confusion matrix, rows normalised (ground truth), void row shown for completeness
+    cm = np.asarray(summary["confusion_matrix"], np.float64)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(CATEGORY_NAMES)), CATEGORY_NAMES, rotation=45, ha="right")
+    ax.set_yticks(range(len(CATEGORY_NAMES)), CATEGORY_NAMES)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("ground truth")
+    for i in range(norm.shape[0]):
+        for j in range(norm.shape[1]):
+            if cm[i].sum():
+                ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title("confusion matrix (row-normalised)\n" + summary["scored_at"], fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "confusion_matrix.png", dpi=110)
+    plt.close(fig)
+
+    # per-category IoU bars
+    names = list(CATEGORY_NAMES[1:])
+    ious = [summary["iou"][n] for n in names]
+    colors = colors_rgb()[1:] / 255.0
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    bars = ax.bar(names, [0 if math.isnan(v) else v for v in ious], color=colors, edgecolor="black")
+    for bar, v in zip(bars, ious):
+        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.01, _fmt(v).strip(),
+                ha="center", fontsize=8)
+    ax.axhline(summary["miou7"], color="gray", ls="--", lw=1)
+    ax.text(len(names) - 0.5, summary["miou7"] + 0.01, f"mIoU(7) {summary['miou7']:.3f}", ha="right",
+            fontsize=8, color="gray")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("IoU")
+    ax.set_title(f"per-category IoU, {summary['split']} ({summary['scored_at']})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "category_iou.png", dpi=110)
+    plt.close(fig)
+
+    if kept:
+        write_sample_grid(out / "samples.png", kept)
+
+
+def write_sample_grid(path: Path, kept, tile_width: int = 384):
+    """Rows of image | ground truth | prediction | errors (red wrong, black unscored)."""
+    import cv2
+
+    palette = colors_rgb()
+    rows = []
+    for frame, pred in kept:
+        gt = frame.mask
+        h, w = gt.shape
+        image = cv2.resize(frame.rgb, (w, h), interpolation=cv2.INTER_LINEAR)
+        gt_rgb = np.where((gt == 255)[..., None], np.uint8(255), palette[np.minimum(gt, 7)])
+        pred_rgb = palette[pred]
+        err = np.full((h, w, 3), 200, np.uint8)
+        scored = (gt != 255) & (gt != 0)
+        err[scored & (pred == gt)] = (40, 160, 40)
+        err[scored & (pred != gt)] = (220, 30, 30)
+        err[~scored] = (0, 0, 0)
+        row = np.concatenate([image, gt_rgb, pred_rgb, err], axis=1)
+        scale = tile_width / w
+        rows.append(cv2.resize(row, (int(row.shape[1] * scale), int(h * scale)),
+                               interpolation=cv2.INTER_NEAREST))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    grid = np.concatenate(rows, axis=0)
+    header = np.full((24, width, 3), 255, np.uint8)
+    for i, text in enumerate(("image", "ground truth", "prediction", "errors (red wrong, black unscored)")):
+        cv2.putText(header, text, (i * tile_width + 6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    grid = np.concatenate([header, grid], axis=0)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    from edge.model_meta import atomic_write_bytes
+    atomic_write_bytes(path, buf.tobytes())

@@ -1,0 +1,181 @@
+"""`edge-seg sweep --grid GRID.yaml`: `train` over a grid of options, then a leaderboard.
+
+GRID.yaml::
+
+    base:                    # options every run shares (names as `edge-seg train` options,
+      data: ../shared/datasets/camvid   # dashes or underscores)
+      epochs: 4
+      time_budget: 900       # the per-run budget, seconds of training
+    grid:                    # cartesian product of these lists (optional)
+      loss: [ce, ce+dice]
+      class_weights: [none, median-freq]
+    runs:                    # and/or an explicit list of option sets (optional)
+      - {arch: unet-mobilenetv2, alpha: 0.75}
+      - {arch: lraspp-mobilenetv2, alpha: 1.0}
+
+Every combination of ``runs`` x ``grid`` is trained into OUT/<name>/ (a normal run folder,
+so an interrupted sweep resumes its unfinished runs and skips the finished ones). The
+leaderboard (params, MACs at 512x256, val mIoU(7) and per-category IoU, TFLite fp32
+latency batch 1 at 512x256 on this machine, wall time) goes to stdout, OUT/leaderboard.md
+and OUT/leaderboard.json.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+from edge.errors import UserError
+from edge.labels import CATEGORY_NAMES
+from edge.model_meta import atomic_write_bytes, atomic_write_json
+
+
+def _norm_key(k: str) -> str:
+    k = str(k).replace("-", "_")
+    return {"data_root": "data", "fmt": "format"}.get(k, k)
+
+
+def load_grid(path: Path) -> tuple[dict, list[dict]]:
+    import yaml
+    from .trainer import TrainConfig
+
+    try:
+        spec = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"{path}: unreadable grid file ({e})") from None
+    if not isinstance(spec, dict):
+        raise UserError(f"{path}: expected a mapping with base/grid/runs")
+    unknown = set(spec) - {"base", "grid", "runs"}
+    if unknown:
+        raise UserError(f"{path}: unknown top-level keys {sorted(unknown)} (use base, grid, runs)")
+    base = {_norm_key(k): v for k, v in (spec.get("base") or {}).items()}
+    grid = {_norm_key(k): (v if isinstance(v, list) else [v]) for k, v in (spec.get("grid") or {}).items()}
+    runs = [{_norm_key(k): v for k, v in r.items()} for r in (spec.get("runs") or [{}])]
+    valid = {f for f in TrainConfig.__dataclass_fields__} - {"run_dir", "version"}
+    for where, keys in (("base", base), ("grid", grid), *(("runs", r) for r in runs)):
+        bad = set(keys) - valid
+        if bad:
+            raise UserError(f"{path}: unknown option(s) {sorted(bad)} in {where}; "
+                            f"valid: {', '.join(sorted(valid))}")
+    combos = []
+    keys = list(grid)
+    for run in runs:
+        for values in itertools.product(*(grid[k] for k in keys)) if keys else [()]:
+            combos.append({**base, **run, **dict(zip(keys, values))})
+    if not all("data" in c for c in combos):
+        raise UserError(f"{path}: every run needs data (set it in base)")
+    return base, combos
+
+
+def run_name(options: dict, base: dict) -> str:
+    varying = {k: v for k, v in options.items() if k not in base or base[k] != v}
+    parts = [f"{k}={v}" for k, v in sorted(varying.items()) if k != "data"] or ["base"]
+    return re.sub(r"[^A-Za-z0-9=.+_-]+", "_", ",".join(parts))[:120]
+
+
+def tflite_fp32_latency(model, runs: int = 20, threads: int = 2) -> float:
+    """Median ms of one 512x256 (or the model's size) fp32 TFLite inference, batch 1."""
+    import numpy as np
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    content = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    it = Interpreter(model_content=content, num_threads=threads)
+    it.allocate_tensors()
+    inp = it.get_input_details()[0]
+    x = np.random.default_rng(0).uniform(-1, 1, inp["shape"]).astype(np.float32)
+    times = []
+    for i in range(runs + 3):
+        it.set_tensor(inp["index"], x)
+        t0 = time.perf_counter()
+        it.invoke()
+        if i >= 3:
+            times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times))
+
+
+def measure(cfg, latency: bool) -> dict:
+    """Params and MACs at 512x256 (and fp32 TFLite latency) of the run's architecture."""
+    import tf_keras as keras
+
+    from .models import build_model, count_macs
+    keras.backend.clear_session()
+    m = build_model(cfg.arch, (512, 256), cfg.alpha)
+    out = {"params": m.count_params(), "macs_512x256": count_macs(m)}
+    if latency:
+        out["tflite_fp32_ms"] = tflite_fp32_latency(m)
+    keras.backend.clear_session()
+    return out
+
+
+def run_sweep(grid_path: Path, out_dir: Path, mlflow: bool = False, dry_run: bool = False,
+              latency: bool = True) -> list[dict]:
+    from .trainer import TrainConfig, find_last, train_model
+
+    base, combos = load_grid(grid_path)
+    out_dir = Path(out_dir)
+    names = [run_name(c, base) for c in combos]
+    if len(set(names)) != len(names):
+        names = [f"{i:02d}-{n}" for i, n in enumerate(names)]
+    print(f"{len(combos)} run(s) -> {out_dir}/", file=sys.stderr)
+    for name, c in zip(names, combos):
+        print(f"  {name}", file=sys.stderr)
+    if dry_run:
+        return []
+    rows = []
+    for name, options in zip(names, combos):
+        run_dir = out_dir / name
+        cfg = TrainConfig.from_dict({**options, "run_dir": str(run_dir), "mlflow": mlflow or
+                                     options.get("mlflow", False)})
+        row = {"run": name, **{k: v for k, v in options.items() if k != "data"}}
+        t0 = time.time()
+        try:
+            if (run_dir / "eval.json").is_file():
+                print(f"[{name}] finished before, reusing its eval.json", file=sys.stderr)
+            else:
+                resume = run_dir.exists() and find_last(run_dir) is not None
+                print(f"[{name}] {'resuming' if resume else 'training'}", file=sys.stderr)
+                import tf_keras as keras
+                keras.backend.clear_session()
+                train_model(cfg, resume=resume, progress=False)
+            summary = json.loads((run_dir / "eval.json").read_text())
+            saved = json.loads((run_dir / "config.json").read_text())
+            cfg.alpha = saved.get("alpha", cfg.alpha)
+            m = summary["metrics"]
+            row.update(arch=saved.get("arch"), alpha=saved.get("alpha"), miou7=m["miou7"],
+                       iou={c: m["iou"][c] for c in CATEGORY_NAMES[1:]},
+                       epochs_run=summary["epochs_run"], best_epoch=summary["best_epoch"],
+                       wall_seconds=summary["wall_seconds"])
+            row.update(measure(cfg, latency))
+        except UserError as e:
+            row["error"] = str(e)
+            print(f"[{name}] failed: {e}", file=sys.stderr)
+        row["sweep_seconds"] = time.time() - t0
+        rows.append(row)
+        atomic_write_json(out_dir / "leaderboard.json", rows)
+    table = leaderboard_markdown(rows)
+    atomic_write_bytes(out_dir / "leaderboard.md", (table + "\n").encode())
+    print(table)
+    return rows
+
+
+def leaderboard_markdown(rows: list[dict]) -> str:
+    cats = CATEGORY_NAMES[1:]
+    head = ["run", "arch", "alpha", "params (M)", "GMAC 512x256", "val mIoU(7)", *cats,
+            "TFLite fp32 ms", "epochs", "wall (min)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    ok = sorted((r for r in rows if "miou7" in r), key=lambda r: -r["miou7"])
+    for r in ok:
+        lat = f"{r['tflite_fp32_ms']:.0f}" if "tflite_fp32_ms" in r else "-"
+        lines.append("| " + " | ".join([
+            r["run"], str(r["arch"]), f"{r['alpha']:g}", f"{r['params'] / 1e6:.2f}",
+            f"{r['macs_512x256'] / 1e9:.3f}", f"{r['miou7']:.4f}",
+            *[f"{r['iou'][c]:.3f}" for c in cats], lat, str(r["epochs_run"]),
+            f"{r['wall_seconds'] / 60:.1f}"]) + " |")
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['run']} | failed: {r['error']} |")
+    return "\n".join(lines)
