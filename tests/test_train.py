@@ -1,0 +1,171 @@
+"""`edge-seg train`: one short epoch end to end, resume after kill -9, NaN handling, and the
+mirrored strategy on two logical CPU devices. Tiny models and few steps: CI-friendly."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("tf_keras")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CAMVID = REPO.parent / "shared" / "datasets" / "camvid"
+TINY = ["--arch", "unet-mobilenetv2", "--alpha", "0.35", "--input-size", "128x64", "--batch", "4",
+        "--max-val-samples", "6", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    """CamVid when ../shared is there, else a synthetic CamVid-layout dataset."""
+    if (SHARED_CAMVID / "train").is_dir():
+        return SHARED_CAMVID
+    synthetic = pytest.importorskip("train.synthetic_dataset", reason="no CamVid and no synthetic writer")
+    return Path(synthetic.write_dataset(tmp_path_factory.mktemp("synth-train"), "camvid", n_train=16,
+                                        n_val=6, size=(256, 128), seed=5))
+
+
+def edge_seg(*args) -> list[str]:
+    return [sys.executable, "-c", "from edge.cli import main; main()", *map(str, args)]
+
+
+def run(args, timeout=600, **kw):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env, **kw)
+
+
+@pytest.mark.slow
+def test_train_one_epoch_writes_a_complete_run_folder(data_root, tmp_path):
+    run_dir = tmp_path / "run"
+    out = run(edge_seg("train", "--data", data_root, *TINY, "--epochs", "1", "--steps-per-epoch", "3",
+                       "--loss", "ce+dice", "--class-weights", "median-freq", "--run-dir", run_dir))
+    assert out.returncode == 0, out.stderr[-3000:]
+    for name in ("config.json", "best.keras", "last/state.json", "history.csv", "eval.json", "tb"):
+        assert (run_dir / name).exists(), name
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["arch"] == "unet-mobilenetv2" and config["alpha"] == 0.35
+    assert config["input_size"] == [128, 64] and len(config["class_weight_values"]) == 8
+    assert config["macs"] > 0 and config["params"] > 0
+    summary = json.loads((run_dir / "eval.json").read_text())
+    assert 0.0 <= summary["metrics"]["miou7"] <= 1.0
+    assert summary["epochs_run"] == 1
+    lines = (run_dir / "history.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,") and len(lines) == 2
+    assert not list(run_dir.glob("*.tmp*")) and not (run_dir / "last.tmp").exists()
+
+    # a second start into the same folder refuses instead of overwriting
+    again = run(edge_seg("train", "--data", data_root, *TINY, "--epochs", "1", "--run-dir", run_dir))
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_epoch(data_root, tmp_path):
+    run_dir = tmp_path / "run"
+    args = edge_seg("train", "--data", data_root, *TINY, "--epochs", "3", "--steps-per-epoch", "2",
+                    "--run-dir", run_dir)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state = run_dir / "last" / "state.json"
+    deadline = time.time() + 400
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if state.is_file() and json.loads(state.read_text())["epoch"] >= 1:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)  # kill -9 mid-way (epoch 2 under way)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done = json.loads(state.read_text())["epoch"]
+    assert 1 <= done < 3
+    assert (run_dir / "best.keras").is_file()
+
+    out = run(edge_seg("train", "--data", data_root, "--run-dir", run_dir, "--resume", "--quiet"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"resuming {run_dir} after epoch {done}" in out.stderr
+    final = json.loads(state.read_text())
+    assert final["epoch"] == 3
+    assert [row["epoch"] for row in final["history"]] == [1, 2, 3]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["resumed"][0]["after_epoch"] == done
+    assert (run_dir / "eval.json").is_file()
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(data_root, tmp_path):
+    code = f"""
+import sys
+import train
+import numpy as np
+import train.trainer as T
+from train.trainer import TrainConfig, train_model, TrainingDiverged
+real = T.make_strategy
+calls = {{"n": 0}}
+# poison the loss from the second epoch on
+import train.losses as L
+make = L.make_loss
+def poisoned(*a, **k):
+    inner = make(*a, **k)
+    import tensorflow as tf
+    step = tf.Variable(0)
+    def loss(y, logits):
+        step.assign_add(1)
+        value = inner(y, logits)
+        return tf.where(step > 2, value * np.nan, value)
+    return loss
+L.make_loss = poisoned
+cfg = TrainConfig(data={str(data_root)!r}, arch="unet-mobilenetv2", alpha=0.35, input_size=(128, 64),
+                  batch=4, epochs=3, steps_per_epoch=2, max_val_samples=4, run_dir={str(tmp_path / 'run')!r})
+try:
+    train_model(cfg, progress=False)
+except TrainingDiverged as e:
+    print("DIVERGED:", e)
+    sys.exit(0)
+sys.exit(1)
+"""
+    out = run([sys.executable, "-c", code])
+    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
+    assert "loss became nan at epoch 2" in out.stdout and "are kept" in out.stdout
+    state = json.loads((tmp_path / "run" / "last" / "state.json").read_text())
+    assert state["epoch"] == 1
+    assert (tmp_path / "run" / "best.keras").is_file()
+
+
+@pytest.mark.slow
+def test_mirrored_on_two_logical_cpus_learns_like_single_device(data_root, tmp_path):
+    code = f"""
+import json, sys
+import train
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+if sys.argv[1] == "mirrored":
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from train.trainer import TrainConfig, train_model
+cfg = TrainConfig(data={str(data_root)!r}, arch="unet-small", alpha=0.5, input_size=(128, 64), batch=4,
+                  epochs=1, steps_per_epoch=12, lr=3e-3, warmup_epochs=0.1, max_val_samples=4,
+                  augment=False, distribute=sys.argv[1], run_dir=sys.argv[2], patience=None)
+train_model(cfg, progress=False)
+state = json.load(open(sys.argv[2] + "/last/state.json"))
+print("RESULT", json.dumps({{"loss": state["history"][0]["loss"], "replicas":
+      json.load(open(sys.argv[2] + "/config.json"))["replicas"]}}))
+"""
+    results = {}
+    for kind in ("none", "mirrored"):
+        out = run([sys.executable, "-c", code, kind, str(tmp_path / kind)])
+        assert out.returncode == 0, out.stderr[-3000:]
+        line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")][-1]
+        results[kind] = json.loads(line.split(" ", 1)[1])
+        history = (tmp_path / kind / "history.csv").read_text().splitlines()
+        assert len(history) == 2
+    assert results["none"]["replicas"] == 1 and results["mirrored"]["replicas"] == 2
+    # same data, same seed, same global batch: the mean training loss of the epoch agrees
+    # (BatchNorm sees 2 frames per replica instead of 4, so not bit for bit)
+    single, mirrored = results["none"]["loss"], results["mirrored"]["loss"]
+    assert abs(single - mirrored) / single < 0.15, results
