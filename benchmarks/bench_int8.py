@@ -1,0 +1,226 @@
+"""Issue 4's speed targets, side by side in one run on this machine.
+
+    .venv/bin/python benchmarks/bench_int8.py [--model models/unet-mobilenetv2-camvid.keras]
+        [--threads 2] [--runs 40] [--json out.json] [--markdown out.md]
+
+Rows, batch 1 at the model's input size, ``--threads`` threads:
+
+* int8 TFLite (full-integer, uint8 I/O) and fp32 TFLite through LiteRT with XNNPACK (the
+  interpreter's default CPU delegate, as edge.segmenter runs them). Uses
+  ``<model>-int8.tflite`` / ``-fp32.tflite`` beside the model when present, else converts
+  in memory (int8 calibrated with the committed CamVid manifest when the data is there,
+  else on random frames: speed does not depend on calibration);
+* the float Keras model called through a compiled ``tf.function`` (graph mode);
+* ONNX Runtime (CPU execution provider) on the same float model exported with tf2onnx
+  (converters.onnx_export), the alternative a user might pick;
+* the CPU's practical int8 peak: a large int8 model of stacked 1x1 convolutions
+  (``--peak-layers`` x 512->512 channels on 64x64) through the same LiteRT runtime,
+  reported in GMAC/s; the model's own int8 GMAC/s over it is the fraction of peak.
+
+Measurements are interleaved (round-robin, ``--rounds`` rounds) so a noisy neighbour
+hurts every row alike. Targets: int8 >= 2.5x faster than fp32 TFLite, >= 4x faster than
+the Keras tf.function.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+DEFAULT_MODEL = REPO / "models" / "unet-mobilenetv2-camvid.keras"
+
+
+def litert_runner(content: bytes, threads: int):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=content, num_threads=threads)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    rng = np.random.default_rng(0)
+    if inp["dtype"] == np.float32:
+        x = rng.uniform(-1, 1, inp["shape"]).astype(np.float32)
+    else:
+        info = np.iinfo(inp["dtype"])
+        x = rng.integers(info.min, info.max + 1, inp["shape"]).astype(inp["dtype"])
+    interp.set_tensor(inp["index"], x)
+    return interp.invoke
+
+
+def peak_model(threads: int, layers: int = 4, channels: int = 512, hw: int = 64):
+    """(run, MACs) of an int8 stack of 1x1 convolutions: the practical int8 GEMM peak."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from converters.tflite_export import convert
+
+    inp = keras.Input((hw, hw, channels))
+    x = inp
+    for _ in range(layers):
+        x = keras.layers.Conv2D(channels, 1, use_bias=True)(x)
+    model = keras.Model(inp, x)
+
+    def rep():
+        rng = np.random.default_rng(0)
+        for _ in range(4):
+            yield [rng.uniform(-1, 1, (1, hw, hw, channels)).astype(np.float32)]
+    content = convert(model, "int8", rep, io="int8")
+    del tf
+    return litert_runner(content, threads), layers * hw * hw * channels * channels
+
+
+def get_tflite(model, model_path, variant, size):
+    from converters.tflite_export import convert, representative_dataset
+
+    path = Path(model_path).with_name(f"{Path(model_path).stem}-{variant}.tflite") if model_path else None
+    if path is not None and path.is_file():
+        return path.read_bytes(), str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+    if variant == "fp32":
+        return convert(model, "fp32"), "converted in memory"
+    manifest = REPO / "calibration" / "camvid-train.json"
+    rep, how = None, "int8 calibrated on random frames"
+    try:
+        from converters.tflite_export import resolve_calibration
+        cal = resolve_calibration(manifest, size)
+        rep, how = representative_dataset(cal.samples[:50], size), "int8 calibrated on 50 CamVid frames"
+    except Exception:  # noqa: BLE001 -- no data here: speed does not depend on calibration
+        def rep():
+            rng = np.random.default_rng(0)
+            for _ in range(8):
+                yield [rng.uniform(-1, 1, (1, size[1], size[0], 3)).astype(np.float32)]
+    return convert(model, "int8", rep), f"converted in memory ({how})"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=str(DEFAULT_MODEL))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=40, help="timed runs per row (split over the rounds)")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--peak-layers", type=int, default=4)
+    ap.add_argument("--no-onnx", action="store_true")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--markdown", default=None)
+    args = ap.parse_args(argv)
+
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    import tf_keras as keras
+
+    from converters.tflite_export import load_keras_model, model_input_size
+    from train.models import build_model, count_macs
+
+    model_path = Path(args.model)
+    if model_path.is_file():
+        model = load_keras_model(model_path)
+        model_note = str(model_path.relative_to(REPO) if model_path.is_relative_to(REPO) else model_path)
+    else:
+        keras.utils.set_random_seed(0)
+        model = build_model("unet-mobilenetv2", (512, 256))
+        model_note = "unet-mobilenetv2 default alpha, random init (reference model not found)"
+        model_path = None
+    size = model_input_size(model)
+    macs = count_macs(model)
+    print(f"model: {model_note}, {size[0]}x{size[1]}, {macs / 1e9:.3f} GMAC, {model.count_params():,} params",
+          file=sys.stderr)
+
+    rows = {}
+    fp32, fp32_src = get_tflite(model, model_path, "fp32", size)
+    int8, int8_src = get_tflite(model, model_path, "int8", size)
+    rows["int8 TFLite (XNNPACK)"] = (litert_runner(int8, args.threads), len(int8), int8_src)
+    rows["fp32 TFLite (XNNPACK)"] = (litert_runner(fp32, args.threads), len(fp32), fp32_src)
+
+    x = np.random.default_rng(0).uniform(-1, 1, (1, size[1], size[0], 3)).astype(np.float32)
+    call = tf.function(lambda t: model(t, training=False))
+    xt = tf.constant(x)
+    rows["float Keras, tf.function"] = (lambda: call(xt).numpy(), None, "graph mode")
+
+    if not args.no_onnx:
+        try:
+            import onnxruntime as ort
+
+            from converters.onnx_export import export_onnx
+            tmp = Path(tempfile.mkdtemp()) / "model.onnx"
+            export_onnx(model, tmp, verify=False)
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = args.threads
+            opts.inter_op_num_threads = 1
+            sess = ort.InferenceSession(str(tmp), opts, providers=["CPUExecutionProvider"])
+            name = sess.get_inputs()[0].name
+            rows["float ONNX Runtime (CPU EP)"] = (lambda: sess.run(None, {name: x}), tmp.stat().st_size,
+                                                   f"tf2onnx, onnxruntime {ort.__version__}")
+        except Exception as e:  # noqa: BLE001 -- reported, not fatal
+            print(f"ONNX Runtime row skipped: {type(e).__name__}: {str(e).splitlines()[0]}", file=sys.stderr)
+
+    peak_run, peak_macs = peak_model(args.threads, args.peak_layers)
+    rows["int8 peak probe (1x1 conv)"] = (peak_run, None, f"{args.peak_layers} x 512->512 1x1 conv at 64x64")
+
+    times = {k: [] for k in rows}
+    for fn, _, _ in rows.values():
+        for _ in range(3):
+            fn()  # warm-up (graph tracing, XNNPACK packing)
+    per_round = max(1, args.runs // args.rounds)
+    for _ in range(args.rounds):
+        for k, (fn, _, _) in rows.items():
+            for _ in range(per_round):
+                t = time.perf_counter()
+                fn()
+                times[k].append((time.perf_counter() - t) * 1e3)
+
+    p50 = {k: float(np.percentile(v, 50)) for k, v in times.items()}
+    int8_ms = p50["int8 TFLite (XNNPACK)"]
+    peak_gmacs = peak_macs / (p50["int8 peak probe (1x1 conv)"] / 1e3) / 1e9
+    model_gmacs = macs / (int8_ms / 1e3) / 1e9
+    result = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "threads": args.threads, "load_avg_at_start": os.getloadavg()},
+        "model": model_note, "input_size": list(size), "macs": macs,
+        "rows": [], "peak_gmacs": peak_gmacs, "model_int8_gmacs": model_gmacs,
+        "fraction_of_int8_peak": model_gmacs / peak_gmacs,
+        "speedup_int8_vs_fp32_tflite": p50["fp32 TFLite (XNNPACK)"] / int8_ms,
+        "speedup_int8_vs_keras": p50["float Keras, tf.function"] / int8_ms,
+    }
+    if "float ONNX Runtime (CPU EP)" in p50:
+        result["speedup_int8_vs_onnxruntime"] = p50["float ONNX Runtime (CPU EP)"] / int8_ms
+    for k, (_, size_bytes, note) in rows.items():
+        v = times[k]
+        result["rows"].append({"runtime": k, "p50_ms": p50[k], "p90_ms": float(np.percentile(v, 90)),
+                               "runs": len(v), "size_bytes": size_bytes,
+                               "vs_int8": p50[k] / int8_ms, "note": note})
+
+    lines = ["| runtime | p50 ms | p90 ms | x int8 time | file MB | note |", "|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        mb = f"{r['size_bytes'] / 1e6:.2f}" if r["size_bytes"] else "-"
+        lines.append(f"| {r['runtime']} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['vs_int8']:.2f} | {mb} | {r['note']} |")
+    lines += ["",
+              f"Model {model_note}: {macs / 1e9:.3f} GMAC per {size[0]}x{size[1]} frame; {args.threads} threads; "
+              f"{result['rows'][0]['runs']} interleaved runs per row; load average at start "
+              f"{result['machine']['load_avg_at_start'][0]:.2f}.",
+              f"int8 is {result['speedup_int8_vs_fp32_tflite']:.2f}x faster than fp32 TFLite (target >= 2.5x) and "
+              f"{result['speedup_int8_vs_keras']:.2f}x faster than the Keras tf.function (target >= 4x).",
+              f"int8 peak (1x1 conv probe): {peak_gmacs:.0f} GMAC/s; the model reaches {model_gmacs:.0f} GMAC/s = "
+              f"{result['fraction_of_int8_peak']:.0%} of it."]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(text)
+    return result
+
+
+if __name__ == "__main__":
+    main()

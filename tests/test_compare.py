@@ -1,0 +1,193 @@
+"""The accuracy-regression gate (CI): converted variants against the float model.
+
+Budgets (issue 4), mIoU(7) drop vs float in points: int8 PTQ <= 0.5, QAT int8 <= 0.2,
+fp16 <= 0.05; no category's IoU drops more than 1.5 points in an int8 variant; the int8
+file is at most 30% of the fp32 file.
+
+* With ../shared and the committed reference model: the reference is converted here
+  (fp32, fp16, int8 PTQ with the committed CamVid manifest) and scored on CamVid val with
+  the committed QAT variant (a QAT fine-tune of the reference takes too long for CI; its
+  sidecar must name the committed float model's sha256).
+* Everywhere: the same assertions on synthetic street scenes with a small model trained
+  here for a few hundred steps, all variants (QAT included) converted in the test.
+* ``test_gate_catches_bad_calibration`` proves the gate fails: int8 calibrated on one
+  all-black frame. ``EDGE_SEG_GATE_BAD_CALIBRATION=1`` makes the gate tests themselves use
+  that calibration, to watch them fail.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import CAMVID, REPO
+
+tf = pytest.importorskip("tensorflow")
+
+BUDGETS = {"int8": 0.5, "qat-int8": 0.2, "fp16": 0.05}
+MAX_CATEGORY_DROP = 1.5
+MAX_SIZE_RATIO = 0.30
+REFERENCE = REPO / "models" / "unet-mobilenetv2-camvid.keras"
+BAD_CALIBRATION = os.environ.get("EDGE_SEG_GATE_BAD_CALIBRATION") == "1"
+
+SYNTH_SIZE = (128, 64)
+SYNTH_STEPS = 400
+
+
+def gate(result) -> list[str]:
+    from converters.compare import check_budgets
+    return check_budgets(result, budgets=BUDGETS, max_category_drop=MAX_CATEGORY_DROP,
+                         max_size_ratio=MAX_SIZE_RATIO)
+
+
+def black_frame_manifest(folder: Path, size) -> Path:
+    """A one-frame calibration set: an all-black image (and an all-void mask)."""
+    from calibration.select import select, write_manifest
+    from edge import labels
+
+    root = folder / "black"
+    for sub in ("images/train", "masks/train"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(root / "images/train/black.png"), np.zeros((size[1], size[0], 3), np.uint8))
+    cv2.imwrite(str(root / "masks/train/black.png"), np.zeros((size[1], size[0]), np.uint8))
+    (root / "mapping.json").write_text(json.dumps({str(c.id): c.name for c in labels.CATEGORIES}))
+    return write_manifest(folder / "black.json", select(root, n=1, size=size))
+
+
+# ------------------------------------------------------------------ synthetic scenes
+
+def train_small_model(root: Path, path: Path, steps: int = SYNTH_STEPS, seed: int = 0) -> Path:
+    """A small unet-mobilenetv2 trained briefly on the synthetic scenes."""
+    import tf_keras as keras
+
+    from edge.labels import IGNORE
+    from train.datasets import load_split
+    from train.models import build_model
+    from train.pipeline import make_dataset
+
+    keras.utils.set_random_seed(seed)
+    model = build_model("unet-mobilenetv2", SYNTH_SIZE, alpha=0.35)
+    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(3e-3, steps)),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE))
+    ds = make_dataset(load_split(root, split="train"), SYNTH_SIZE, batch=8, training=True, seed=seed)
+    model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def synthetic_setup(tmp_path_factory):
+    from calibration.select import select, write_manifest
+    from test_convert import write_scenes
+
+    base = tmp_path_factory.mktemp("gate")
+    root = write_scenes(base / "scenes", n_train=48, n_val=16, size=(256, 128), seed=7)
+    model = train_small_model(root, base / "synth.keras")
+    manifest = write_manifest(base / "cal.json", select(root, n=32, size=SYNTH_SIZE))
+    return root, model, manifest, base
+
+
+@pytest.fixture(scope="module")
+def synthetic_variants(synthetic_setup):
+    from converters.tflite_export import export
+
+    root, model, manifest, base = synthetic_setup
+    calibration = black_frame_manifest(base, SYNTH_SIZE) if BAD_CALIBRATION else manifest
+    paths = export(model, ["fp32", "fp16", "int8", "qat-int8"], base / "out", str(calibration),
+                   qat_epochs=1, qat_steps=30, qat_lr=2e-5, qat_batch=8, log=print)
+    return {p.stem.split("synth-")[1]: p for p in paths}
+
+
+@pytest.mark.slow
+def test_synthetic_gate(synthetic_setup, synthetic_variants):
+    from converters.compare import format_text, run_compare
+
+    root, model, _, _ = synthetic_setup
+    order = ("fp32", "fp16", "int8", "qat-int8")
+    result = run_compare(model, [synthetic_variants[v] for v in order], root, "val", threads=2,
+                         latency_runs=3)
+    print(format_text(result))
+    assert result["rows"][0]["miou7"] > 0.3, "the test model did not learn enough to be a fair gate"
+    assert result["rows"][1]["drop_points"] == pytest.approx(0, abs=0.01)  # fp32 tflite == keras
+    problems = gate(result)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.slow
+def test_gate_catches_bad_calibration(synthetic_setup, synthetic_variants, tmp_path):
+    from converters.compare import run_compare
+    from converters.tflite_export import export
+
+    root, model, _, _ = synthetic_setup
+    bad = black_frame_manifest(tmp_path, SYNTH_SIZE)
+    (int8,) = export(model, ["int8"], tmp_path / "bad", str(bad), log=print)
+    result = run_compare(model, [synthetic_variants["fp32"], int8], root, "val", threads=2, latency_runs=1)
+    problems = gate(result)
+    print("\n".join(problems))
+    assert any("int8" in p and "drop" in p for p in problems), problems
+
+
+@pytest.mark.slow
+def test_compare_cli_exit_code_and_outputs(synthetic_setup, synthetic_variants, tmp_path):
+    from click.testing import CliRunner
+
+    from converters.cli import compare
+
+    root, model, _, _ = synthetic_setup
+    args = [str(model), str(synthetic_variants["fp16"]), str(synthetic_variants["int8"]), "--data", str(root),
+            "--json", str(tmp_path / "t.json"), "--markdown", str(tmp_path / "t.md")]
+    ok = CliRunner().invoke(compare, args + ["--max-drop", "100"])
+    assert ok.exit_code == 0, ok.output
+    table = json.loads((tmp_path / "t.json").read_text())
+    assert [r["format"] for r in table["rows"]] == ["float (keras)", "fp16", "int8"]
+    assert {"size_bytes", "miou7", "drop_points", "pixel_agreement", "worst_category", "latency_ms", "gpu"} \
+        <= set(table["rows"][2])
+    md = (tmp_path / "t.md").read_text()
+    assert md.startswith("| format |") and "int8" in md and "within budget" in md
+    strict = CliRunner().invoke(compare, args + ["--max-drop", "-1"])  # every variant "drops" > -1
+    assert strict.exit_code == 1
+
+
+# ------------------------------------------------------------------ the reference model
+
+@pytest.fixture(scope="module")
+def reference_variants(tmp_path_factory):
+    if not REFERENCE.is_file():
+        pytest.skip(f"reference model {REFERENCE.name} not committed yet")
+    if not (CAMVID / "val").is_dir():
+        pytest.skip(f"CamVid not available at {CAMVID} (../shared is absent)")
+    from converters.tflite_export import export
+
+    out = tmp_path_factory.mktemp("ref")
+    calibration = black_frame_manifest(out, (512, 256)) if BAD_CALIBRATION else \
+        REPO / "calibration" / "camvid-train.json"
+    paths = {p.stem.rsplit("-", 1)[-1]: p for p in
+             export(REFERENCE, ["fp32", "fp16", "int8"], out, str(calibration), log=print)}
+    qat = REFERENCE.with_name(f"{REFERENCE.stem}-qat-int8.tflite")
+    if qat.is_file():
+        paths["qat-int8"] = qat
+    return paths
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_reference_gate_on_camvid_val(reference_variants):
+    from converters.compare import format_text, run_compare
+    from edge.model_meta import file_sha256, read_meta
+
+    order = [v for v in ("fp32", "fp16", "int8", "qat-int8") if v in reference_variants]
+    result = run_compare(REFERENCE, [reference_variants[v] for v in order], CAMVID, "val", threads=2,
+                         latency_runs=5)
+    print(format_text(result))
+    problems = gate(result)
+    if "qat-int8" in reference_variants:
+        meta = read_meta(reference_variants["qat-int8"])
+        if meta["source_model"]["sha256"] != file_sha256(REFERENCE):
+            problems.append("committed qat-int8 variant was not converted from the committed float model")
+    else:
+        problems.append("the committed reference has no qat-int8 variant beside it")
+    assert not problems, "\n".join(problems)
