@@ -103,24 +103,20 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(data_
     code = f"""
 import sys
 import train
-import numpy as np
+import tensorflow as tf
+import train.losses as L
 import train.trainer as T
 from train.trainer import TrainConfig, train_model, TrainingDiverged
-real = T.make_strategy
-calls = {{"n": 0}}
-# poison the loss from the second epoch on
-import train.losses as L
-make = L.make_loss
+# poison the loss as soon as the first epoch's checkpoint is written
+factor = tf.Variable(1.0)
+make, save = L.make_loss, T._save_last
 def poisoned(*a, **k):
     inner = make(*a, **k)
-    import tensorflow as tf
-    step = tf.Variable(0)
-    def loss(y, logits):
-        step.assign_add(1)
-        value = inner(y, logits)
-        return tf.where(step > 2, value * np.nan, value)
-    return loss
-L.make_loss = poisoned
+    return lambda y, logits: inner(y, logits) * factor
+def save_then_poison(*a, **k):
+    save(*a, **k)
+    factor.assign(float("nan"))
+L.make_loss, T._save_last = poisoned, save_then_poison
 cfg = TrainConfig(data={str(data_root)!r}, arch="unet-mobilenetv2", alpha=0.35, input_size=(128, 64),
                   batch=4, epochs=3, steps_per_epoch=2, max_val_samples=4, run_dir={str(tmp_path / 'run')!r})
 try:
@@ -132,7 +128,8 @@ sys.exit(1)
 """
     out = run([sys.executable, "-c", code])
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
-    assert "loss became nan at epoch 2" in out.stdout and "are kept" in out.stdout
+    assert "loss became nan at epoch 2 step 1" in out.stdout, out.stdout
+    assert "last/ (epoch 1)" in out.stdout and "are kept" in out.stdout
     state = json.loads((tmp_path / "run" / "last" / "state.json").read_text())
     assert state["epoch"] == 1
     assert (tmp_path / "run" / "best.keras").is_file()

@@ -171,17 +171,21 @@ def write_history(path: Path, rows: list[dict]):
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
+def _require_mlflow():
+    try:
+        import mlflow
+    except ImportError:
+        raise UserError("--mlflow needs mlflow, which is not installed: "
+                        "pip install 'edge-seg[mlflow]' (or drop --mlflow)") from None
+    return mlflow
+
+
 class _MLflow:
     def __init__(self, cfg: TrainConfig, run_dir: Path):
         self.active = False
         if not cfg.mlflow:
             return
-        try:
-            import mlflow
-        except ImportError:
-            raise UserError("--mlflow needs mlflow, which is not installed: "
-                            "pip install 'edge-seg[mlflow]' (or drop --mlflow)") from None
-        self.mlflow = mlflow
+        self.mlflow = mlflow = _require_mlflow()
         uri = cfg.mlflow_uri or (Path(run_dir).resolve().parent / "mlruns").as_uri()
         mlflow.set_tracking_uri(uri)
         mlflow.set_experiment("edge-seg")
@@ -234,10 +238,14 @@ def train_model(cfg: TrainConfig, resume: bool = False, overrides: dict | None =
                             "start without --resume")
         saved = json.loads((run_dir / "config.json").read_text())
         cfg = TrainConfig.from_dict({**saved, **(overrides or {})})
+        if not Path(cfg.data).exists() and saved.get("data_resolved"):
+            cfg.data = saved["data_resolved"]  # resumed from another working directory
     elif last is not None:
         raise UserError(f"{run_dir} already holds a run (last epoch in {last.name}/); "
                         "continue it with --resume or choose another --run-dir")
 
+    if cfg.mlflow:
+        _require_mlflow()
     import tensorflow as tf
     import tf_keras as keras
     from tqdm import tqdm
@@ -308,7 +316,7 @@ def train_model(cfg: TrainConfig, resume: bool = False, overrides: dict | None =
 
     macs, params = count_macs(model), model.count_params()
     config_dict = asdict(cfg)
-    config_dict.update(class_weight_values=weights, steps_per_epoch_effective=steps,
+    config_dict.update(data_resolved=str(Path(cfg.data).resolve()), class_weight_values=weights, steps_per_epoch_effective=steps,
                        total_steps=total_steps, warmup_steps=warmup, replicas=replicas,
                        train_samples=len(train_samples), val_samples=len(val_samples),
                        params=params, macs=macs, tensorflow=tf.__version__,
@@ -361,11 +369,14 @@ def train_model(cfg: TrainConfig, resume: bool = False, overrides: dict | None =
             loss = float(train_step(next(data_iter)))
             if not math.isfinite(loss):
                 bar.close()
-                kept = f"last/ (epoch {start_epoch if not history else history[-1]['epoch']})"
+                if history:
+                    kept = (f"The last good checkpoint {run_dir}/last/ (epoch {history[-1]['epoch']}) "
+                            f"and best.keras are kept")
+                else:
+                    kept = "No epoch had finished, so no checkpoint was written"
                 raise TrainingDiverged(
                     f"loss became {loss} at epoch {epoch + 1} step {step + 1}; training stopped. "
-                    f"The last good checkpoint {run_dir / kept} and best.keras are kept; "
-                    f"lower --lr (now {cfg.lr:g}) and start a new run, or --resume with a lower --lr")
+                    f"{kept}; lower --lr (now {cfg.lr:g}) and start a new run")
             losses.append(loss)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", val_miou7=f"{last_val:.4f}")
             bar.update(1)
