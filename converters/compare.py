@@ -283,6 +283,16 @@ def format_markdown(result: dict, problems=None) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(result)]
     lines += ["", _caption(result) + "."]
+    cats = CATEGORY_NAMES[1:]
+    lines += ["", "| format | " + " | ".join(cats) + " |", "|" + "---|" * (len(cats) + 1)]
+    for r in result["rows"]:
+        cells = []
+        for c in cats:
+            iou, drop = r["iou"][c], r["iou_drop_points"].get(c, 0.0)
+            cells.append("-" if math.isnan(iou) else f"{iou * 100:.1f}" + ("" if r is result["rows"][0]
+                                                                            else f" ({0.0 - drop + 0.0:+.2f})"))
+        lines.append(f"| {r['format']} | " + " | ".join(cells) + " |")
+    lines += ["", "Per-category IoU (%), change vs float in points in brackets."]
     if problems is not None:
         lines += ["", "Budget check: " + ("all variants within budget." if not problems else
                                           "FAILED — " + "; ".join(problems))]
