@@ -47,7 +47,8 @@ def train_options(f):
         click.option("--warmup-epochs", type=float, default=1.0, show_default=True),
         click.option("--loss", type=click.Choice(["ce", "dice", "ce+dice"]), default="ce", show_default=True),
         click.option("--dice-weight", type=float, default=1.0, show_default=True),
-        click.option("--class-weights", type=click.Choice(["none", "median-freq"]), default="none",
+        click.option("--class-weights", type=click.Choice(["none", "median-freq", "sqrt-median-freq"]),
+                     default="none",
                      show_default=True),
         click.option("--max-class-weight", type=float, default=None, help="clip class weights"),
         click.option("--seed", type=int, default=0, show_default=True),
@@ -90,7 +91,8 @@ def config_from_options(**o):
 @click.option("--run-dir", type=click.Path(path_type=Path), default="runs/run", show_default=True)
 @click.option("--resume", is_flag=True,
               help="continue the run in --run-dir from its last finished epoch (its config.json "
-                   "wins; --epochs/--time-budget given explicitly override it)")
+                   "wins, except --epochs --time-budget --patience --loss --dice-weight "
+                   "--class-weights --max-class-weight given explicitly)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.pass_context
 def train(ctx, resume, quiet, **options):
@@ -102,9 +104,10 @@ def train(ctx, resume, quiet, **options):
     cfg = config_from_options(**options)
     overrides = {}
     if resume:
-        for name, key in (("epochs", "epochs"), ("time_budget", "time_budget")):
+        from .trainer import RESUME_OVERRIDABLE
+        for name in RESUME_OVERRIDABLE:
             if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
-                overrides[key] = options[name]
+                overrides[name] = getattr(cfg, name)
     train_model(cfg, resume=resume, overrides=overrides, progress=not quiet)
 
 

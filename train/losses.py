@@ -7,7 +7,8 @@
 
 Class weights: ``median_frequency_weights`` (Eigen & Fergus 2015) from the training
 masks: ``freq_c = pixels of c / pixels of the images where c occurs``,
-``w_c = median(freq) / freq_c``; void gets 0.
+``w_c = median(freq) / freq_c``; void gets 0. ``sqrt-median-freq`` takes the square root,
+a milder re-balancing.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 from edge.labels import IGNORE, NUM_CATEGORIES, VOID
 
 LOSSES = ("ce", "dice", "ce+dice")
-CLASS_WEIGHTS = ("none", "median-freq")
+CLASS_WEIGHTS = ("none", "median-freq", "sqrt-median-freq")
 
 
 def class_pixel_stats(masks) -> tuple[np.ndarray, np.ndarray]:
@@ -31,8 +32,11 @@ def class_pixel_stats(masks) -> tuple[np.ndarray, np.ndarray]:
     return counts, image_pixels
 
 
-def median_frequency_weights(masks, max_weight: float | None = None) -> np.ndarray:
-    """(8,) float32 weights, void 0; categories never seen get weight 0 as well."""
+def median_frequency_weights(masks, max_weight: float | None = None, power: float = 1.0) -> np.ndarray:
+    """(8,) float32 weights, void 0; categories never seen get weight 0 as well.
+    ``power`` 0.5 gives the square-root variant (``sqrt-median-freq``): on CamVid plain
+    median-frequency (object 5.2, human 10.6 vs construction 0.46) pushed building pixels
+    into object and nature."""
     counts, image_pixels = class_pixel_stats(masks)
     freq = np.where(image_pixels > 0, counts / np.maximum(image_pixels, 1), 0.0)
     scored = np.arange(NUM_CATEGORIES) != VOID
@@ -40,7 +44,7 @@ def median_frequency_weights(masks, max_weight: float | None = None) -> np.ndarr
     if not present.any():
         raise ValueError("no scored category occurs in the training masks")
     median = np.median(freq[present])
-    weights = np.where(present, median / np.where(present, freq, 1.0), 0.0)
+    weights = np.where(present, (median / np.where(present, freq, 1.0)) ** power, 0.0)
     if max_weight is not None:
         weights = np.minimum(weights, max_weight)
     return weights.astype(np.float32)

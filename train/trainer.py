@@ -36,6 +36,10 @@ from edge.labels import CATEGORY_NAMES
 from edge.model_meta import atomic_write_bytes, atomic_write_json
 
 CONFIG_VERSION = 1
+# options a --resume may change (given explicitly on its command line); the rest of the
+# configuration always comes from the run's config.json
+RESUME_OVERRIDABLE = ("epochs", "time_budget", "patience", "loss", "dice_weight", "class_weights",
+                      "max_class_weight")
 
 
 @dataclass
@@ -260,8 +264,9 @@ def train_model(cfg: TrainConfig, resume: bool = False, overrides: dict | None =
     size = check_input_size(cfg.input_size)
     if cfg.loss not in ("ce", "dice", "ce+dice"):
         raise UserError(f"unknown --loss {cfg.loss!r}; choose ce, dice or ce+dice")
-    if cfg.class_weights not in ("none", "median-freq"):
-        raise UserError(f"unknown --class-weights {cfg.class_weights!r}; choose none or median-freq")
+    if cfg.class_weights not in ("none", "median-freq", "sqrt-median-freq"):
+        raise UserError(f"unknown --class-weights {cfg.class_weights!r}; "
+                        "choose none, median-freq or sqrt-median-freq")
     if cfg.epochs < 1 or cfg.batch < 1 or not cfg.lr > 0:
         raise UserError("--epochs and --batch must be >= 1 and --lr > 0")
 
@@ -281,14 +286,15 @@ def train_model(cfg: TrainConfig, resume: bool = False, overrides: dict | None =
 
     # class weights: computed once, stored in config.json (so a resume never recomputes)
     weights = None
-    if cfg.class_weights == "median-freq":
-        saved_w = json.loads((run_dir / "config.json").read_text()).get("class_weight_values") \
-            if resume else None
+    if cfg.class_weights != "none":
+        same = resume and all(saved.get(k) == getattr(cfg, k) for k in ("class_weights", "max_class_weight"))
+        saved_w = saved.get("class_weight_values") if same else None
         if saved_w is None:
             from .datasets import read_mask
-            _log(f"computing median-frequency class weights over {len(train_samples)} training masks")
-            saved_w = median_frequency_weights((read_mask(s) for s in train_samples),
-                                               cfg.max_class_weight).tolist()
+            _log(f"computing {cfg.class_weights} class weights over {len(train_samples)} training masks")
+            saved_w = median_frequency_weights((read_mask(s) for s in train_samples), cfg.max_class_weight,
+                                               power=0.5 if cfg.class_weights.startswith("sqrt") else 1.0
+                                               ).tolist()
         weights = saved_w
 
     start_epoch, best, bad_epochs, history, wall_before = 0, -1.0, 0, [], 0.0
@@ -324,7 +330,7 @@ def train_model(cfg: TrainConfig, resume: bool = False, overrides: dict | None =
     if resume:  # keep the original command; record each resume
         config_dict["command"] = saved.get("command")
         config_dict["resumed"] = saved.get("resumed", []) + [
-            {"after_epoch": start_epoch, "command": " ".join(sys.argv)}]
+            {"after_epoch": start_epoch, "command": " ".join(sys.argv), "overrides": overrides or {}}]
     atomic_write_json(run_dir / "config.json", config_dict)
     _log(f"{cfg.arch} alpha {cfg.alpha:g} at {size[0]}x{size[1]}: {params / 1e6:.2f} M params, "
          f"{macs / 1e9:.3f} GMAC; {len(train_samples)} train / {len(val_samples)} val frames, "
