@@ -122,3 +122,4 @@ def test_losses_ignore_void_and_ignore_pixels():
     w = median_frequency_weights(masks)
     assert w[0] == 0 and w[4] == 0  # void and absent categories
     assert w[1] < w[2] == w[3]       # frequent category weighs less
+    assert np.allclose(median_frequency_weights(masks, power=0.5) ** 2, w)
