@@ -31,7 +31,8 @@ U-Nets use only CONV_2D, DEPTHWISE_CONV_2D, ADD, CONCATENATION, RESIZE_BILINEAR 
 MAX_POOL_2D).
 
 Cost at 512x256 (count_macs): unet-mobilenetv2 alpha 0.35/0.5/0.75/1.0 = 0.41/0.51/0.82/1.05
-GMAC; lraspp alpha 1.0 = 0.76; deeplabv3plus alpha 0.75 ~ 0.8.
+GMAC; lraspp-mobilenetv2 alpha 0.75/1.0 = 0.53/0.76; deeplabv3plus-mobilenetv2 alpha
+0.75/1.0 = 0.83/1.08; unet-small alpha 0.5/0.75/1.0 = 0.36/0.95/1.43.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ ARCHS = ("unet-mobilenetv2", "lraspp-mobilenetv2", "deeplabv3plus-mobilenetv2", 
 DEFAULT_ARCH = "unet-mobilenetv2"
 MOBILENETV2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 DEFAULT_ALPHA = {"unet-mobilenetv2": 0.75, "lraspp-mobilenetv2": 1.0,
-                 "deeplabv3plus-mobilenetv2": 0.75, "unet-small": 1.0}
+                 "deeplabv3plus-mobilenetv2": 0.75, "unet-small": 0.75}
 
 # MobileNetV2 layers whose outputs are the skips, by stride: the last block output at
 # each stride (16/24/32/96 * alpha channels). The wider expand activations
