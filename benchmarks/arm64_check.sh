@@ -16,8 +16,9 @@
 #      impossible here, fall back to proot -q qemu-aarch64-static
 #   3. debootstrap --arch=arm64 --foreign bookworm ROOT MIRROR, then the second stage inside
 #      (the mirror is the one this machine's apt uses)
-#   4. python3 + python3-venv in the root; a venv; pip install the project WITHOUT extras,
-#      pinned by constraints.txt (numpy, opencv-python-headless, ai-edge-litert, click)
+#   4. python3 + python3-venv in the root; a venv; the project's wheel (built on the host
+#      from the working tree) pip-installed there WITHOUT extras, pinned by constraints.txt
+#      (numpy, opencv-python-headless, ai-edge-litert, click)
 #   5. the same fixed frame and models through benchmarks/arm64_mask.py on both sides,
 #      then compare the masks (exact) and the raw outputs, once per emulated CPU profile:
 #      pi4 = QEMU_CPU=cortex-a72 (Raspberry Pi 4: NEON, no dot product),
@@ -223,9 +224,23 @@ retry() {  # network hiccups (connection reset by peer) must not sink a half-hou
     done
     return 1
 }
-retry in_root /opt/venv/bin/pip install -q --upgrade pip
-retry in_root /opt/venv/bin/pip install -q -c "$SRC/constraints.txt" "$SRC" \
-    || die "pip install of the project (no extras) failed in the arm64 root"
+retry in_root /opt/venv/bin/pip install -q --upgrade pip || echo "(pip upgrade failed: keeping the venv's pip)"
+# the wheel (pure Python, py3-none-any) is built on the host from the copy, as `make dist`
+# would; building inside the root needs setuptools from PyPI under emulation, and a flaky
+# connection there sank whole runs. Then the root installs the wheel and its dependencies.
+rm -rf "$ROOT/opt/dist"
+if retry "$HOST_PY" -m pip wheel --no-deps -q -w "$ROOT/opt/dist" "$ROOT$SRC" >"$OUT/wheel-build.log" 2>&1; then
+    WHEEL="/opt/dist/$(basename "$(ls "$ROOT"/opt/dist/edge_seg-*.whl)")"
+    echo "wheel: $WHEEL"
+else
+    echo "(host wheel build failed, see $OUT/wheel-build.log: installing from source in the root)"
+    WHEEL="$SRC"
+fi
+rm -rf "$ROOT$SRC/build" "$ROOT$SRC"/*.egg-info
+retry in_root /opt/venv/bin/pip install -q --force-reinstall --no-deps "$WHEEL" \
+    || die "pip install of the edge-seg wheel failed in the arm64 root"
+retry in_root /opt/venv/bin/pip install -q -c "$SRC/constraints.txt" "$WHEEL" \
+    || die "pip install of the project's runtime dependencies (no extras) failed in the arm64 root"
 in_root /opt/venv/bin/pip list --format=freeze | tee "$OUT/arm64-pip-freeze.txt"
 in_root /opt/venv/bin/python -c 'import importlib.util as u, sys; tf = u.find_spec("tensorflow"); print("tensorflow importable:", tf is not None); sys.exit(tf is not None)' \
     || die "TensorFlow is installed in the runtime-only venv"
