@@ -212,7 +212,7 @@ class Run:
         from . import backends, sinks, sources, zoo
         from .drift import DriftCheck
         from .model_meta import read_meta
-        from .segmenter import Segmenter
+        from .segmenter import Segmenter, is_onnx
         o = self.opts
         spec = o.source_spec()
         if o.every < 1:
@@ -220,9 +220,13 @@ class Run:
         if o.max_frames < 0:
             raise UserError(f"--max-frames {o.max_frames}: must be 0 (no limit) or more")
         model_path = zoo.resolve_model(o.model)
-        backends.check_model_file(model_path)
+        if is_onnx(model_path):
+            from .backends_onnx import check_delegate as check_onnx_delegate
+            check_onnx_delegate(o.delegate)
+        else:
+            backends.check_model_file(model_path)
+            backends.check_delegate(o.delegate)
         read_meta(model_path)
-        backends.check_delegate(o.delegate)
         if o.check_float:
             backends.check_model_file(o.check_float)
             read_meta(o.check_float)
@@ -350,12 +354,12 @@ class Run:
         _say(f"  frames dropped {s['dropped_frames']}, corrupt skipped {s['corrupt_frames']}, "
              f"source lost {src.get('disconnects', 0)}x / back {src.get('reconnects', 0)}x "
              f"({src.get('offline_s', 0):.1f} s offline)")
-        _say(f"  {'latency ms':<22}{'p50':>8}{'p99':>8}{'mean':>8}")
+        _say(f"  {'latency ms':<24}{'p50':>8}{'p99':>8}{'mean':>8}")
         labels = {"frame": "frame (capture->shown)"}
         for stage in STAGES:
             v = s["latency_ms"].get(stage)
             if v and v.get("n"):
-                _say(f"    {labels.get(stage, stage):<20}{v['p50']:>8.1f}{v['p99']:>8.1f}{v['mean']:>8.1f}")
+                _say(f"    {labels.get(stage, stage):<22}{v['p50']:>8.1f}{v['p99']:>8.1f}{v['mean']:>8.1f}")
         if s.get("backend"):
             fb = f" (fell back from {s['delegate_requested']}: {s['fallback']})" if s.get("fallback") else ""
             _say(f"  backend {s['backend']}, delegate {s['delegate']}, threads {s['threads']}{fb}")
@@ -380,8 +384,9 @@ def _fmt(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def run_pipeline(opts: RunOptions) -> dict:
-    """Open, run and close; returns the summary (also the Python entry point)."""
+def run_pipeline(opts: RunOptions, on_start=None) -> dict:
+    """Open, run and close; returns the summary (also the Python entry point).
+    ``on_start(run)`` is called just before the loop (benchmarks watch ``run.renderer``)."""
     r = Run(opts)
     r._install_signals()
     try:
@@ -391,6 +396,8 @@ def run_pipeline(opts: RunOptions) -> dict:
         r.source.start()
         if r.drift:
             r.drift.start()
+        if on_start is not None:
+            on_start(r)
         r.loop()
     except KeyboardInterrupt:
         r.state.stopped_by = r.state.stopped_by or "SIGINT"
@@ -430,16 +437,17 @@ def _size(ctx, param, value):
                    "rtsp:// or http:// URL, a GStreamer pipeline ('... ! appsink'), or 'demo' "
                    "(the built-in synthetic street clip).")
 @click.option("--model", metavar="PATH.tflite",
-              help="Model to run, with its metadata PATH.json beside it. Default: the bundled "
-                   "reference int8 model (or the random-init placeholder until it ships).")
+              help="Model to run, with its metadata PATH.json beside it (.tflite, or .onnx for "
+                   "ONNX Runtime on a Jetson). Default: the bundled reference int8 model (or "
+                   "the random-init placeholder until it ships).")
 @click.option("--threads", type=click.IntRange(1, 64), metavar="N",
               help="Interpreter threads. Default: one per CPU core.")
 @click.option("--delegate", default="auto", show_default=True, metavar="auto|cpu|xnnpack|gpu|edgetpu|PATH.so",
               help="auto = Edge TPU for *_edgetpu.tflite models, else XNNPACK; cpu = built-in "
                    "kernels without XNNPACK; gpu = libtensorflowlite_gpu_delegate.so from "
                    "$EDGE_SEG_GPU_DELEGATE or the standard library folders; PATH.so = any "
-                   "TFLite external delegate. A delegate that cannot load falls back to the CPU "
-                   "with one line saying why.")
+                   "TFLite external delegate. For .onnx models: auto|tensorrt|cuda|gpu|cpu. A "
+                   "delegate that cannot load falls back to the CPU with one line saying why.")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Opacity of the category colours over the frame.")
 @click.option("--view", type=click.Choice(VIEWS), default="overlay", show_default=True,

@@ -13,6 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from . import backends, zoo
@@ -30,23 +31,54 @@ class Result:
     model_mask: np.ndarray | None = None  # the mask at the model's output size
 
 
+def argmax_categories(logits: np.ndarray) -> np.ndarray:
+    """(H, W, C) logits -> (H, W) uint8 argmax, ties to the lowest index as np.argmax.
+
+    For int8/uint8 logits (C <= 16) each category plane is widened to int16 with the
+    reversed category index in the low 4 bits, so one element-wise maximum over the C planes
+    yields value and index at once: ~4x faster than np.argmax over a short last axis.
+    """
+    h, w, c = logits.shape
+    if logits.dtype not in (np.int8, np.uint8) or c > 16:
+        return np.argmax(logits, axis=-1).astype(np.uint8)
+    planes = np.empty((c, h * w), np.int16)
+    planes[:] = logits.reshape(-1, c).T
+    planes <<= 4
+    planes += np.arange(c - 1, -1, -1, dtype=np.int16)[:, np.newaxis]
+    best = np.maximum.reduce(planes, axis=0)
+    return (c - 1 - (best & 15)).astype(np.uint8).reshape(h, w)
+
+
+def is_onnx(path) -> bool:
+    return str(path).lower().endswith(".onnx")
+
+
 class Segmenter:
     """A .tflite segmentation model with its metadata, on the best available interpreter.
 
-    ``model_path``: a .tflite with its sidecar .json (None: the bundled default model);
+    ``model_path``: a .tflite with its sidecar .json (None: the bundled default model), or an
+    .onnx model, run by ONNX Runtime (edge.backends_onnx);
     ``threads``: interpreter threads (None: one per CPU core);
-    ``delegate``: auto | cpu | xnnpack | gpu | edgetpu | PATH.so (see edge.backends).
+    ``delegate``: auto | cpu | xnnpack | gpu | edgetpu | PATH.so (see edge.backends);
+    for .onnx: auto | tensorrt | cuda | gpu | cpu.
     Bad models raise edge.errors.UserError. One instance per thread.
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None, threads: int | None = None,
                  delegate: str = "auto", log=None, overlay: Overlay | None = None):
         self.path = zoo.resolve_model(model_path)
-        backends.check_model_file(self.path)
+        onnx = is_onnx(self.path)
+        if not onnx:
+            backends.check_model_file(self.path)
         self.meta = read_meta(self.path)
         self._check_normalization()
         threads = threads or os.cpu_count() or 1
-        self.interpreter, self.backend = backends.load_interpreter(self.path, threads, delegate, log=log)
+        if onnx:  # the Jetson path: ONNX Runtime with TensorRT/CUDA, same interface
+            from .backends_onnx import load_onnx
+            self.interpreter = load_onnx(self.path, threads, delegate, log=log, meta=self.meta)
+            self.backend = self.interpreter.info
+        else:
+            self.interpreter, self.backend = backends.load_interpreter(self.path, threads, delegate, log=log)
         self._bind_tensors()
         self.overlay = overlay or Overlay.from_meta(self.meta)
 
@@ -111,17 +143,25 @@ class Segmenter:
         elif self.input_dtype != np.float32:
             raise UserError(f"model {self.path}: unsupported input type {np.dtype(self.input_dtype).name}")
         self.input_scale, self.input_zero_point = float(scale), int(zero_point)
+        self._table = self._input_table()
         oscale = out.get("quantization", (0.0, 0))[0]
         if self.output_dtype in (np.int8, np.uint8) and oscale < 0:
             raise UserError(f"model {self.path}: negative output scale; argmax would be wrong")
 
     # -- the three stages -------------------------------------------------------
-    def preprocess(self, frame_bgr: np.ndarray) -> np.ndarray:
-        """BGR frame -> the model's input tensor (1, H, W, 3), float or quantised."""
-        x = normalize(bgr_to_model_rgb(frame_bgr, self.input_size))
+    def _input_table(self) -> np.ndarray:
+        """uint8 pixel value -> model input value, tabulated with edge.preprocess.normalize
+        and quantize_input: both are per-pixel functions of the uint8 value, so one table
+        lookup gives exactly their result at a fraction of the cost."""
+        x = normalize(np.arange(256, dtype=np.uint8))
         if self.input_dtype != np.float32:
             x = quantize_input(x, self.input_scale, self.input_zero_point, self.input_dtype)
-        return x[np.newaxis]
+        return np.ascontiguousarray(x)
+
+    def preprocess(self, frame_bgr: np.ndarray) -> np.ndarray:
+        """BGR frame -> the model's input tensor (1, H, W, 3), float or quantised."""
+        rgb = bgr_to_model_rgb(frame_bgr, self.input_size)
+        return cv2.LUT(rgb, self._table)[np.newaxis]
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         """Raw logits (1, h, w, C) in the output's own type (int8 stays int8)."""
@@ -132,7 +172,7 @@ class Segmenter:
     @staticmethod
     def postprocess(logits: np.ndarray) -> np.ndarray:
         """argmax over categories, straight on the integer logits (dequantising is monotonic)."""
-        return np.argmax(logits[0], axis=-1).astype(np.uint8)
+        return argmax_categories(logits[0])
 
     # -- convenience ---------------------------------------------------------------
     def predict_mask(self, frame_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -339,7 +339,7 @@ class Source:
     """A Reader run by a capture thread. ``read()`` -> the next Frame, or None at the end."""
 
     def __init__(self, reader: Reader, realtime: bool = False, every: int = 1,
-                 reconnect_timeout: float = 0.0, queue_size: int = 4,
+                 reconnect_timeout: float = 0.0, queue_size: int = 2,
                  log: Callable[[str], None] | None = None):
         self.reader = reader
         self.live = reader.live

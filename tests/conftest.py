@@ -103,6 +103,23 @@ def tiny_models(request) -> dict:
     return wanted
 
 
+@pytest.fixture(scope="session")
+def tiny_onnx(request, tiny_models) -> Path:
+    """The same tiny net as tiny_models['fp32'], exported to ONNX by converters.onnx_export."""
+    import importlib.util
+    import subprocess
+    if not all(importlib.util.find_spec(m) for m in ("tf2onnx", "onnxruntime")):
+        pytest.skip("the ONNX path needs tf2onnx and onnxruntime")
+    path = tiny_models["fp32"].parent / "tiny-fp32.onnx"
+    if not (path.is_file() and path.with_suffix(".json").is_file()):
+        code = ("from benchmarks.make_placeholder_model import build_unet\n"
+                "from converters.onnx_export import export_onnx\n"
+                f"export_onnx(build_unet({RUNTIME_MODEL_SIZE!r}, (8, 16, 24), seed=1), {str(path)!r})\n")
+        out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-3000:]
+    return path
+
+
 def write_video(path: Path, frames, fps: float = 15.0) -> Path:
     """BGR frames -> a video file OpenCV can read back (mp4v for .mp4, MJPG for .avi)."""
     import cv2

@@ -37,6 +37,18 @@ def test_segmenter_masks_overlay_timings(tiny_models, frame, kind):
     assert set(np.unique(frame_mask)) <= set(np.unique(model_mask))
 
 
+@pytest.mark.parametrize("kind", ["fp32", "int8", "uint8"])
+def test_preprocess_is_the_shared_preprocessing(tiny_models, frame, kind):
+    from edge.preprocess import bgr_to_model_rgb, normalize, quantize_input
+    seg = Segmenter(tiny_models[kind], threads=1)
+    expected = normalize(bgr_to_model_rgb(frame, seg.input_size))
+    if kind != "fp32":
+        expected = quantize_input(expected, seg.input_scale, seg.input_zero_point, seg.input_dtype)
+    got = seg.preprocess(frame)
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got[0], expected)
+
+
 def test_quantised_input_and_int8_argmax(tiny_models, frame):
     seg = Segmenter(tiny_models["int8"], threads=1)
     assert seg.input_dtype == np.int8 and seg.output_dtype == np.int8
@@ -48,11 +60,32 @@ def test_quantised_input_and_int8_argmax(tiny_models, frame):
     np.testing.assert_array_equal(seg.postprocess(logits), np.argmax(dequantised[0], -1))
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.float32])
+def test_argmax_matches_numpy_including_ties(dtype):
+    from edge.segmenter import argmax_categories
+    rng = np.random.default_rng(1)
+    logits = rng.integers(0, 6, (33, 65, 8)).astype(dtype)  # many ties
+    if dtype == np.int8:
+        logits = (logits * 40 - 120).astype(np.int8)
+    np.testing.assert_array_equal(argmax_categories(logits), np.argmax(logits, -1))
+    assert argmax_categories(logits).dtype == np.uint8
+
+
 def test_int8_mostly_agrees_with_its_float_model(tiny_models, frame):
     from edge.metrics import agreement
     f = Segmenter(tiny_models["fp32"], threads=1).predict_mask(frame)[0]
     q = Segmenter(tiny_models["int8"], threads=1).predict_mask(frame)[0]
     assert agreement(f, q)["pixel_agreement"] > 0.9
+
+
+def test_onnx_model_runs_through_the_same_segmenter(tiny_onnx, tiny_models, frame):
+    from edge.metrics import agreement
+    onnx = Segmenter(tiny_onnx, threads=1, delegate="cpu")
+    assert onnx.backend.backend.startswith("onnxruntime")
+    tflite = Segmenter(tiny_models["fp32"], threads=1)
+    a = agreement(tflite.predict_mask(frame)[0], onnx.predict_mask(frame)[0])
+    assert a["pixel_agreement"] > 0.99
+    assert onnx(frame).mask.shape == frame.shape[:2]
 
 
 def test_bad_models_are_user_errors(tiny_models, tmp_path):
