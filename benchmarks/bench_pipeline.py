@@ -162,7 +162,8 @@ def main(argv=None) -> int:
     p.add_argument("--video", type=Path, help="a 1024x512+ video (default: the demo clip rendered)")
     p.add_argument("--frames", type=int, default=150, help="frames of the rendered video")
     p.add_argument("--threads", default=str(os.cpu_count() or 1), help="comma list, e.g. 1,2")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median reported)")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="interleaved rounds (median reported); 0 = only the soak")
     p.add_argument("--alone-seconds", type=float, default=3.0, help="model-alone time per round")
     p.add_argument("--check-every", type=int, default=10)
     p.add_argument("--soak", type=int, default=0, metavar="N", help="also soak N demo frames")
@@ -173,6 +174,8 @@ def main(argv=None) -> int:
     model = zoo.resolve_model(args.model)
     tmp = Path(tempfile.mkdtemp(prefix="edge-seg-bench-"))
     print(f"model {model.name}, load average {load_average()}, {os.cpu_count()} CPUs")
+    if args.rounds <= 0 and args.soak:
+        args.frames = 2
     video = args.video or make_video(tmp / "demo-1024x512.mp4", args.frames)
     import cv2
     cap = cv2.VideoCapture(str(video))
@@ -181,11 +184,11 @@ def main(argv=None) -> int:
     cap.release()
     assert ok, f"cannot read {video}"
     print(f"video {video.name}: {frame.shape[1]}x{frame.shape[0]}, {n_video} frames")
-    float_model = args.float_model or placeholder_float_twin(model, tmp)
+    float_model = (args.float_model or placeholder_float_twin(model, tmp)) if args.rounds > 0 else None
     results = {"model": str(model), "float_model": str(float_model) if float_model else None,
                "video": {"path": str(video), "size": [frame.shape[1], frame.shape[0]], "frames": n_video},
                "load_average_start": load_average(), "by_threads": {}}
-    for threads in (int(t) for t in args.threads.split(",")):
+    for threads in (int(t) for t in args.threads.split(",") if args.rounds > 0):
         rounds = []
         for r in range(args.rounds):
             alone = model_alone_fps(model, threads, frame, seconds=args.alone_seconds)
