@@ -64,6 +64,7 @@ def main():
     Runtime (no TensorFlow needed):
       edge-seg run --camera 0            live overlay from a camera
       edge-seg run --source demo         built-in synthetic street clip
+      edge-seg tune --models DIR         pick this device's fastest accurate variant
     With the [train] extra:
       edge-seg data check ROOT           validate a dataset
       edge-seg train --data ROOT         train a model
@@ -74,5 +75,7 @@ def main():
 
 
 from .run import run  # noqa: E402  (the runtime command; imports nothing heavy at load)
+from .tune import tune  # noqa: E402  (runtime too: no TensorFlow)
 
 main.add_command(run)
+main.add_command(tune)

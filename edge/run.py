@@ -42,7 +42,7 @@ class RunOptions:
     source: str | None = None
     model: str | None = None
     threads: int | None = None
-    delegate: str = "auto"
+    delegate: str | None = None  # None: the profile's, else auto
     alpha: float = 0.5
     view: str = "overlay"
     legend: bool = True
@@ -60,6 +60,8 @@ class RunOptions:
     capture_size: tuple[int, int] | None = None
     reconnect_timeout: float = 0.0
     quiet: bool = False
+    profile: str | None = None  # device profile from 'edge-seg tune' (None: the default path)
+    no_profile: bool = False
 
     def source_spec(self) -> str:
         if self.camera is not None and self.source is not None:
@@ -185,6 +187,8 @@ class Run:
         self.state = RunState()
         self.times = StageTimes(STAGES)
         self.source = self.segmenter = self.drift = self.sink = self.window = self.renderer = None
+        self.profile = None        # edge.profile.Profile in use
+        self.profile_note = None   # why a profile exists but is not used
         self._signals = 0
         self._old_handlers = {}
 
@@ -207,6 +211,32 @@ class Run:
         for sig, handler in self._old_handlers.items():
             signal.signal(sig, handler)
 
+    def _apply_profile(self) -> tuple[str | None, int | None, str]:
+        """(model, threads, delegate): the options given, else the device profile's when
+        one exists and can be trusted (else a warning line and the defaults)."""
+        from .profile import default_profile_path, load_profile
+        o = self.opts
+        delegate = o.delegate or "auto"
+        if o.no_profile:
+            return o.model, o.threads, delegate
+        path = Path(o.profile).expanduser() if o.profile else default_profile_path()
+        if not path.is_file():
+            if o.profile:
+                _warn(f"warning: profile {path} does not exist; ignored")
+            return o.model, o.threads, delegate
+        given = [name for name, v in (("--model", o.model), ("--threads", o.threads),
+                                      ("--delegate", o.delegate)) if v is not None]
+        if given:
+            self.profile_note = f"{path} not used: {', '.join(given)} given"
+            return o.model, o.threads, delegate
+        profile, why = load_profile(path)
+        if profile is None:
+            _warn(f"warning: {why}; ignored, starting with the default model")
+            self.profile_note = f"{path} ignored (see the warning), default model"
+            return o.model, o.threads, delegate
+        self.profile = profile
+        return str(profile.model), profile.threads, profile.delegate
+
     def open(self):
         """Everything that can fail on bad input fails here, with one line."""
         from . import backends, sinks, sources, zoo
@@ -219,13 +249,14 @@ class Run:
             raise UserError(f"--every {o.every}: must be at least 1")
         if o.max_frames < 0:
             raise UserError(f"--max-frames {o.max_frames}: must be 0 (no limit) or more")
-        model_path = zoo.resolve_model(o.model)
+        model, threads, delegate = self._apply_profile()
+        model_path = zoo.resolve_model(model)
         if is_onnx(model_path):
             from .backends_onnx import check_delegate as check_onnx_delegate
-            check_onnx_delegate(o.delegate)
+            check_onnx_delegate(delegate)
         else:
             backends.check_model_file(model_path)
-            backends.check_delegate(o.delegate)
+            backends.check_delegate(delegate)
         read_meta(model_path)
         if o.check_float:
             backends.check_model_file(o.check_float)
@@ -241,7 +272,7 @@ class Run:
         self.source = sources.open_source(spec, realtime=o.realtime, every=o.every,
                                           reconnect_timeout=o.reconnect_timeout,
                                           capture_size=o.capture_size, log=_warn)
-        self.segmenter = Segmenter(model_path, threads=o.threads, delegate=o.delegate, log=_warn)
+        self.segmenter = Segmenter(model_path, threads=threads, delegate=delegate, log=_warn)
         self.overlay = Overlay.from_meta(self.segmenter.meta, alpha=o.alpha, view=o.view,
                                          legend=o.legend, hud=o.hud)
         self.segmenter.overlay = self.overlay
@@ -257,6 +288,10 @@ class Run:
     def banner(self) -> None:
         o, seg = self.opts, self.segmenter
         _say(f"edge-seg {__version__} run")
+        if self.profile is not None:
+            _say(f"  profile: {self.profile.describe()}")
+        elif self.profile_note:
+            _say(f"  profile: {self.profile_note}")
         _say(f"  model    {seg.describe()}")
         if seg.is_placeholder:
             _say("           WARNING: this is the randomly initialised placeholder model "
@@ -341,6 +376,8 @@ class Run:
             "latency_ms": self.times.summary(),
             "saved": {"path": str(self.sink.path), "frames": self.sink.frames} if self.sink else None,
             "agreement": self.drift.summary() if self.drift else None,
+            "profile": {"path": str(self.profile.path), "created": self.profile.created}
+            if self.profile is not None else ({"note": self.profile_note} if self.profile_note else None),
             "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.opts).items()},
         }
         return out
@@ -438,12 +475,13 @@ def _size(ctx, param, value):
                    "(the built-in synthetic street clip).")
 @click.option("--model", metavar="PATH.tflite",
               help="Model to run, with its metadata PATH.json beside it (.tflite, or .onnx for "
-                   "ONNX Runtime on a Jetson). Default: the bundled reference int8 model (or "
-                   "the random-init placeholder until it ships).")
+                   "ONNX Runtime on a Jetson). Default: the device profile's model (see 'edge-seg "
+                   "tune'), else the bundled reference int8 model (or the random-init placeholder "
+                   "until it ships).")
 @click.option("--threads", type=click.IntRange(1, 64), metavar="N",
-              help="Interpreter threads. Default: one per CPU core.")
-@click.option("--delegate", default="auto", show_default=True, metavar="auto|cpu|xnnpack|gpu|edgetpu|PATH.so",
-              help="auto = Edge TPU for *_edgetpu.tflite models, else XNNPACK; cpu = built-in "
+              help="Interpreter threads. Default: the device profile's, else one per CPU core.")
+@click.option("--delegate", default=None, metavar="auto|cpu|xnnpack|gpu|edgetpu|PATH.so",
+              help="[default: auto, or the device profile's] auto = Edge TPU for *_edgetpu.tflite models, else XNNPACK; cpu = built-in "
                    "kernels without XNNPACK; gpu = libtensorflowlite_gpu_delegate.so from "
                    "$EDGE_SEG_GPU_DELEGATE or the standard library folders; PATH.so = any "
                    "TFLite external delegate. For .onnx models: auto|tensorrt|cuda|gpu|cpu. A "
@@ -488,6 +526,12 @@ def _size(ctx, param, value):
 @click.option("--reconnect-timeout", type=click.FloatRange(0), default=0.0, show_default=True,
               metavar="S", help="Give up on a lost camera/stream after S seconds (0 = retry "
                                 "forever, with backoff).")
+@click.option("--profile", metavar="PATH",
+              help="Device profile written by 'edge-seg tune' [default: $XDG_CONFIG_HOME/edge-seg/"
+                   "profile.json]. Used when no --model, --threads or --delegate is given; a "
+                   "profile whose model is missing or changed, or made on other hardware, is "
+                   "ignored with a warning.")
+@click.option("--no-profile", is_flag=True, help="Ignore any device profile.")
 @click.option("-q", "--quiet", is_flag=True, help="No banner or progress lines; only the summary.")
 def run(**kwargs):
     """Segment frames in real time and draw the 8 categories over them.

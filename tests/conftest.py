@@ -155,3 +155,15 @@ def camvid_video(camvid_root, tmp_path_factory) -> Path:
         pytest.skip(f"no CamVid val frames in {camvid_root / 'val'}")
     return write_video(tmp_path_factory.mktemp("camvid") / "camvid-val.mp4",
                        (cv2.imread(str(f)) for f in files), fps=15.0)
+
+
+# ---------------------------------------------------------------------------------------
+# Device profiles (edge-seg tune, issue 6): `edge-seg run` reads
+# $XDG_CONFIG_HOME/edge-seg/profile.json by default, so no user's real profile may steer a
+# test: every test gets its own empty config folder (inherited by subprocesses).
+# ---------------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def isolated_config_home(tmp_path_factory, monkeypatch) -> Path:
+    path = tmp_path_factory.mktemp("xdg-config")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(path))
+    return path
