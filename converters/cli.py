@@ -25,20 +25,36 @@ from edge.errors import UserError
               help="dataset root for a manifest whose recorded root is elsewhere")
 @click.option("--io", "io", type=click.Choice(["uint8", "int8", "float32"]), default="uint8", show_default=True,
               help="input/output type of int8 models")
+@click.option("--onnx", "onnx", is_flag=True,
+              help="also export <model>.onnx (tf2onnx, opset 17) with its sidecar, for ONNX Runtime "
+                   "/ TensorRT on a Jetson (needs the [onnx] extra)")
+@click.option("--nchw", is_flag=True, help="with --onnx: NCHW input/output (TensorRT's layout)")
+@click.option("--sizes", default=None, metavar="WxH,...",
+              help="rebuild the (fully convolutional) model at each input size with the same weights "
+                   "and convert each, e.g. 512x256,384x192,256x128; file names then carry the size: "
+                   "<model>-384x192-int8.tflite")
 @click.option("-o", "--output-dir", default=None, type=click.Path(file_okay=False),
               help="folder for the .tflite files [default: beside MODEL]")
 def convert(model, fp32, fp16, int8, dynamic, qat, qat_epochs, qat_steps, qat_lr, qat_batch,
-            calibration, calibration_root, io, output_dir):
+            calibration, calibration_root, io, onnx, nchw, sizes, output_dir):
     """Export MODEL (.keras) to TFLite variants <model>-fp32/-fp16/-int8/-dynamic/-qat-int8.tflite,
-    each with its sidecar metadata <name>.json."""
+    each with its sidecar metadata <name>.json (and <model>.onnx with --onnx)."""
     wanted = [v for v, on in (("fp32", fp32), ("fp16", fp16), ("int8", int8), ("dynamic", dynamic),
                               ("qat-int8", qat)) if on]
-    if not wanted:
-        raise UserError("nothing to convert: pass one or more of --fp32 --fp16 --int8 --dynamic --qat")
+    if not wanted and not onnx:
+        raise UserError("nothing to convert: pass one or more of --fp32 --fp16 --int8 --dynamic --qat --onnx")
+    if nchw and not onnx:
+        raise UserError("--nchw applies to the ONNX export: add --onnx")
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    if onnx or sizes:
+        from .sizes import export_sizes, parse_sizes
+        export_sizes(model, wanted, parse_sizes(sizes), output_dir, calibration, io, calibration_root,
+                     qat_epochs, qat_steps, qat_lr, qat_batch, onnx=onnx, nchw=nchw, log=log)
+        return
     from .tflite_export import export
 
     export(model, wanted, output_dir, calibration, io, calibration_root, qat_epochs, qat_steps,
-           qat_lr, qat_batch, log=lambda m: click.echo(m, err=True))
+           qat_lr, qat_batch, log=log)
 
 
 @click.command()
@@ -54,12 +70,18 @@ def convert(model, fp32, fp16, int8, dynamic, qat, qat_epochs, qat_steps, qat_lr
               help="exit 1 when any variant's mIoU(7) drops more than this many points")
 @click.option("--max-category-drop", default=None, type=float,
               help="exit 1 when any int8 variant's category IoU drops more than this many points")
+@click.option("--at-label-resolution/--at-model-resolution", "at_label_resolution", default=None,
+              help="score every model's mask upsampled (nearest) to the label's size, each model fed "
+                   "at its own input size, so sizes from 'convert --sizes' compare fairly "
+                   "[default: at the label resolution when the input sizes differ, else at the "
+                   "model's]")
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False))
 @click.option("--markdown", "md_out", default=None, type=click.Path(dir_okay=False))
 def compare(float_model, models, root, split, fmt, threads, max_frames, max_drop, max_category_drop,
-            json_out, md_out):
+            at_label_resolution, json_out, md_out):
     """Score FLOAT_MODEL and every variant MODEL on the same frames: size, mIoU(7), drop vs
-    float, agreement with the float predictions, worst category, latency, GPU verdict."""
+    float, agreement with the float predictions, worst category, latency, GPU verdict.
+    Variants of other input sizes (convert --sizes) are scored at the label resolution."""
     from edge.model_meta import atomic_write_bytes, atomic_write_json
 
     from .compare import check_budgets, format_markdown, format_text, run_compare
@@ -67,7 +89,8 @@ def compare(float_model, models, root, split, fmt, threads, max_frames, max_drop
     def progress(i, total):
         click.echo(f"\rscoring {i}/{total} frames", nl=i == total, err=True)
 
-    result = run_compare(float_model, list(models), root, split, threads, fmt, max_frames, log=progress)
+    result = run_compare(float_model, list(models), root, split, threads, fmt, max_frames, log=progress,
+                         at_label_resolution=at_label_resolution)
     problems = check_budgets(result, max_drop, max_category_drop)
     result["budget"] = {"max_drop": max_drop, "max_category_drop": max_category_drop, "violations": problems}
     click.echo(format_text(result))

@@ -22,8 +22,8 @@ import numpy as np
 
 from edge.errors import UserError
 from edge.labels import CATEGORY_NAMES
-from edge.metrics import SegMetrics, agreement
-from edge.preprocess import normalize, quantize_input, resize_mask
+from edge.metrics import SegMetrics, category_scores, confusion_matrix
+from edge.preprocess import normalize, quantize_input, resize_image, resize_mask
 
 INT8_VARIANTS = ("int8", "qat-int8")
 
@@ -150,9 +150,32 @@ def _points(a, b) -> float:
     return float((a - b) * 100.0) if not (math.isnan(a) or math.isnan(b)) else float("nan")
 
 
+def _label_frames(chunk):
+    """(full-size RGB images, masks at label resolution) of a chunk of samples."""
+    from train.datasets import read_image, read_mask
+
+    images, gts = [], []
+    for s in chunk:
+        image, mask = read_image(s.image), read_mask(s, purpose="eval")
+        if image.shape[:2] != mask.shape:
+            raise UserError(f"{s.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
+                            f"{s.image.name} is {image.shape[1]}x{image.shape[0]}")
+        images.append(image)
+        gts.append(mask)
+    return images, gts
+
+
 def run_compare(float_path, variant_paths, data_root, split: str = "val", threads: int = 2,
                 fmt: str = "auto", max_frames: int | None = None, latency_runs: int = 20,
-                batch: int = 8, log=None) -> dict:
+                batch: int = 8, log=None, at_label_resolution: bool | None = None) -> dict:
+    """Score the float model and every variant on the same frames.
+
+    ``at_label_resolution``: each model gets the frame at its own input size and its mask is
+    upsampled (NEAREST) to the label's size before scoring, so variants of different input
+    sizes (``edge-seg convert --sizes``) compare fairly; agreement with the float model is
+    measured there too. None (default): on when the input sizes differ, else everything is
+    scored at the float model's input size as before.
+    """
     from train.datasets import load_split, read_pair
 
     if not variant_paths:
@@ -160,42 +183,67 @@ def run_compare(float_path, variant_paths, data_root, split: str = "val", thread
     set_tf_threads(threads)
     reference = make_runner(float_path, threads)
     variants = [make_runner(p, threads) for p in variant_paths]
-    for v in variants:
-        if tuple(v.size) != tuple(reference.size):
-            raise UserError(f"{v.path}: input {v.size[0]}x{v.size[1]} differs from the float model's "
-                            f"{reference.size[0]}x{reference.size[1]}")
+    differ = [v for v in variants if tuple(v.size) != tuple(reference.size)]
+    if at_label_resolution is None:
+        at_label_resolution = bool(differ)
+    if differ and not at_label_resolution:
+        v = differ[0]
+        raise UserError(f"{v.path}: input {v.size[0]}x{v.size[1]} differs from the float model's "
+                        f"{reference.size[0]}x{reference.size[1]}; models of different sizes are "
+                        "compared at the label resolution (--at-label-resolution)")
     samples = load_split(data_root, fmt, split)
     if max_frames:
         samples = samples[:max_frames]
     size = tuple(reference.size)
 
-    metrics = [SegMetrics() for _ in range(len(variants) + 1)]
-    masks = [[] for _ in range(len(variants) + 1)]
     runners = [reference] + variants
-    first_rgb = None
+    metrics = [SegMetrics() for _ in runners]
+    agree_cm = [None] + [0 for _ in variants]  # confusion matrices vs the float model's masks
+    first = None
     for start in range(0, len(samples), batch):
         chunk = samples[start:start + batch]
-        pairs = [read_pair(s, size, purpose="eval") for s in chunk]
-        rgb = np.stack([p[0] for p in pairs])
-        gts = [p[1] for p in pairs]
-        if first_rgb is None:
-            first_rgb = rgb[0]
+        if at_label_resolution:
+            images, gts = _label_frames(chunk)
+            cache = {}
+
+            def frames_at(sz, images=images, cache=cache):
+                if sz not in cache:
+                    cache[sz] = np.stack([resize_image(im, sz) for im in images])
+                return cache[sz]
+        else:
+            pairs = [read_pair(s, size, purpose="eval") for s in chunk]
+            rgb = np.stack([p[0] for p in pairs])
+            gts = [p[1] for p in pairs]
+            images = list(rgb)
+
+            def frames_at(sz, rgb=rgb):
+                return rgb
+        if first is None:
+            first = images[0]
+        ref_pred = None
         for k, runner in enumerate(runners):
-            pred = runner.predict_masks(rgb)
+            pred = list(runner.predict_masks(frames_at(tuple(runner.size))))
+            if at_label_resolution:
+                pred = [resize_mask(m, (gt.shape[1], gt.shape[0])) for m, gt in zip(pred, gts)]
             for gt, m in zip(gts, pred):
                 metrics[k].update(gt, m)
-            masks[k].append(pred)
+            if k == 0:
+                ref_pred = pred
+            else:
+                for r, m in zip(ref_pred, pred):
+                    agree_cm[k] = agree_cm[k] + confusion_matrix(r, m)
         if log:
             log(min(start + batch, len(samples)), len(samples))
-    masks = [np.concatenate(m) for m in masks]
 
     rows = []
     ref_result = metrics[0].result()
     for k, runner in enumerate(runners):
         res = metrics[k].result()
+        first_rgb = resize_image(first, tuple(runner.size)) if at_label_resolution else first
         row = {
             "model": str(runner.path), "file": runner.path.name, "kind": runner.kind,
             "format": runner.variant, "size_bytes": runner.path.stat().st_size,
+            "input_size": list(runner.size),
             "miou7": res["miou7"], "iou": res["iou"],
             "latency_ms": latency_ms(runner.timer(first_rgb), latency_runs),
             "gpu": (runner.meta.get("gpu") or {}).get("verdict") if runner.meta else None,
@@ -205,7 +253,7 @@ def run_compare(float_path, variant_paths, data_root, split: str = "val", thread
             row.update(drop_points=0.0, pixel_agreement=1.0, worst_category=None,
                        worst_category_drop=0.0, iou_drop_points={c: 0.0 for c in CATEGORY_NAMES[1:]})
         else:
-            agree = agreement(masks[0], masks[k])
+            agree = _agreement(agree_cm[k])
             drops = {c: _points(ref_result["iou"][c], res["iou"][c]) for c in CATEGORY_NAMES[1:]}
             finite = {c: d for c, d in drops.items() if not math.isnan(d)}
             worst = max(finite, key=finite.get) if finite else None
@@ -215,7 +263,20 @@ def run_compare(float_path, variant_paths, data_root, split: str = "val", thread
                        iou_drop_points=drops)
         rows.append(row)
     return {"float_model": str(float_path), "data": str(data_root), "split": split,
-            "frames": len(samples), "input_size": list(size), "threads": threads, "rows": rows}
+            "frames": len(samples), "input_size": list(size), "threads": threads,
+            "scored_at": "label resolution" if at_label_resolution else "model resolution",
+            "rows": rows}
+
+
+def _agreement(cm) -> dict:
+    """What edge.metrics.agreement gives for all the frames at once, from their summed
+    confusion matrix (float model's masks as rows)."""
+    cm = np.asarray(cm, np.int64)
+    iou = category_scores(cm)["iou"][1:]
+    iou = iou[~np.isnan(iou)]
+    total = cm.sum()
+    return {"miou7": float(iou.mean()) if iou.size else float("nan"),
+            "pixel_agreement": float(np.trace(cm) / total) if total else float("nan")}
 
 
 def check_budgets(result: dict, max_drop: float | None = None, max_category_drop: float | None = None,
@@ -254,33 +315,53 @@ COLUMNS = ("format", "file", "size MB", "mIoU(7)", "drop pt", "agreement", "wors
            "p50 ms", "p90 ms", "GPU delegate")
 
 
+def _sized(result: dict) -> bool:
+    """Whether the rows differ in input size (then the table gets an input column)."""
+    return len({tuple(r.get("input_size") or result["input_size"]) for r in result["rows"]}) > 1
+
+
+def columns(result: dict) -> tuple:
+    return COLUMNS[:2] + ("input",) + COLUMNS[2:] if _sized(result) else COLUMNS
+
+
 def table_rows(result: dict) -> list[list[str]]:
     out = []
+    sized = _sized(result)
     for r in result["rows"]:
         worst = "-" if not r["worst_category"] else f"{r['worst_category']} {r['worst_category_drop']:+.2f}"
-        out.append([r["format"], r["file"], f"{r['size_bytes'] / 1e6:.2f}", f"{r['miou7'] * 100:.2f}",
-                    f"{r['drop_points']:+.3f}", f"{r['pixel_agreement'] * 100:.2f}%", worst,
-                    f"{r['latency_ms']['p50']:.1f}", f"{r['latency_ms']['p90']:.1f}", r["gpu"] or "-"])
+        cells = [r["format"], r["file"], f"{r['size_bytes'] / 1e6:.2f}", f"{r['miou7'] * 100:.2f}",
+                 f"{r['drop_points']:+.3f}", f"{r['pixel_agreement'] * 100:.2f}%", worst,
+                 f"{r['latency_ms']['p50']:.1f}", f"{r['latency_ms']['p90']:.1f}", r["gpu"] or "-"]
+        if sized:
+            size = r.get("input_size") or result["input_size"]
+            cells.insert(2, f"{size[0]}x{size[1]}")
+        out.append(cells)
     return out
 
 
 def _caption(result) -> str:
-    return (f"{result['frames']} {result['split']} frames of {result['data']} at "
-            f"{result['input_size'][0]}x{result['input_size'][1]}; drop = float mIoU(7) minus variant, "
-            f"in points; agreement = pixels where the variant's mask equals the float model's; "
-            f"latency = model call, batch 1, {result['threads']} threads")
+    if result.get("scored_at") == "label resolution":
+        where = ("scored at the label resolution (each model at its own input size, its mask "
+                 "upsampled nearest to the label's size)")
+    else:
+        where = f"at {result['input_size'][0]}x{result['input_size'][1]}"
+    return (f"{result['frames']} {result['split']} frames of {result['data']} {where}; drop = float "
+            f"mIoU(7) minus variant, in points; agreement = pixels where the variant's mask equals "
+            f"the float model's; latency = model call, batch 1, {result['threads']} threads")
 
 
 def format_text(result: dict) -> str:
-    rows = [list(COLUMNS)] + table_rows(result)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    cols = columns(result)
+    rows = [list(cols)] + table_rows(result)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines + ["", _caption(result)])
 
 
 def format_markdown(result: dict, problems=None) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    cols = columns(result)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(result)]
     lines += ["", _caption(result) + "."]
     cats = CATEGORY_NAMES[1:]
@@ -291,7 +372,11 @@ def format_markdown(result: dict, problems=None) -> str:
             iou, drop = r["iou"][c], r["iou_drop_points"].get(c, 0.0)
             cells.append("-" if math.isnan(iou) else f"{iou * 100:.1f}" + ("" if r is result["rows"][0]
                                                                             else f" ({0.0 - drop + 0.0:+.2f})"))
-        lines.append(f"| {r['format']} | " + " | ".join(cells) + " |")
+        name = r["format"]
+        if len(cols) > len(COLUMNS):
+            size = r.get("input_size") or result["input_size"]
+            name = f"{name} {size[0]}x{size[1]}"
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Per-category IoU (%), change vs float in points in brackets."]
     if problems is not None:
         lines += ["", "Budget check: " + ("all variants within budget." if not problems else

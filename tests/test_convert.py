@@ -298,3 +298,119 @@ def test_convert_cli_errors_are_one_line(tiny_keras, tmp_path):
         errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and needle in errors[0], out.stderr
         assert "Traceback" not in out.stderr
+
+
+# ------------------------------------------------------------------ input sizes and ONNX (issue 6)
+
+BIG = (128, 64)  # a second input size of the tiny model (2x its native 64x32)
+
+
+@pytest.fixture(scope="module")
+def sized(tiny_keras, manifest, tmp_path_factory):
+    from converters.sizes import export_sizes
+    out = tmp_path_factory.mktemp("sized")
+    paths = export_sizes(tiny_keras, ["fp32", "int8"], [SIZE, BIG], out, str(manifest), log=lambda m: None)
+    return {p.name: p for p in paths}
+
+
+def val_frames(scenes, n=3):
+    from train.datasets import load_split, read_image
+    return [cv2.cvtColor(read_image(s.image), cv2.COLOR_RGB2BGR) for s in load_split(scenes, split="val")[:n]]
+
+
+def test_sizes_files_sidecars_and_tensors(sized):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edge.model_meta import read_meta
+    from edge.segmenter import Segmenter
+    assert set(sized) == {"tiny-64x32-fp32.tflite", "tiny-64x32-int8.tflite",
+                          "tiny-128x64-fp32.tflite", "tiny-128x64-int8.tflite"}
+    for name, path in sized.items():
+        w, h = BIG if "128x64" in name else SIZE
+        meta = read_meta(path)
+        assert meta["input_size"] == [w, h] and meta["native_input_size"] == list(SIZE)
+        assert meta["variant"] == name.rsplit("-", 1)[1].removesuffix(".tflite")
+        interp = Interpreter(model_path=str(path))
+        assert list(interp.get_input_details()[0]["shape"]) == [1, h, w, 3]
+        assert list(interp.get_output_details()[0]["shape"]) == [1, h, w, labels.NUM_CATEGORIES]
+        assert Segmenter(path, threads=1).input_size == (w, h)
+
+
+def test_sizes_keep_the_weights(tiny_keras, exported, sized, scenes):
+    """At the native size the rebuilt model's masks equal the plain export's; at another size
+    it is the same network (same weights)."""
+    import tf_keras as keras
+
+    from converters.sizes import rebuild_at_size
+    from edge.segmenter import Segmenter
+    model = keras.models.load_model(tiny_keras, compile=False)
+    big = rebuild_at_size(model, BIG)
+    assert big.input_shape == (None, BIG[1], BIG[0], 3) and big.output_shape[1:3] == (BIG[1], BIG[0])
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), big.get_weights()))
+    assert rebuild_at_size(model, SIZE) is model
+    for variant in ("fp32", "int8"):
+        plain = Segmenter(exported[variant], threads=1)
+        native = Segmenter(sized[f"tiny-64x32-{variant}.tflite"], threads=1)
+        for frame in val_frames(scenes):
+            assert np.array_equal(plain.predict_mask(frame)[0], native.predict_mask(frame)[0]), variant
+
+
+def test_sizes_bad_input(tiny_keras, tmp_path):
+    from converters.sizes import export_sizes, parse_sizes
+    assert parse_sizes("512x256, 384x192,512x256") == [(512, 256), (384, 192)]
+    with pytest.raises(UserError, match="multiples of 32"):
+        parse_sizes("100x50")
+    with pytest.raises(UserError, match="WIDTHxHEIGHT"):
+        parse_sizes("big")
+    with pytest.raises(UserError, match="nothing to convert"):
+        export_sizes(tiny_keras, [], [BIG], tmp_path)
+
+
+def test_compare_scores_sizes_at_the_label_resolution(tiny_keras, sized, scenes):
+    from converters.compare import format_markdown, format_text, run_compare
+    variants = [sized["tiny-64x32-fp32.tflite"], sized["tiny-128x64-fp32.tflite"],
+                sized["tiny-128x64-int8.tflite"]]
+    result = run_compare(tiny_keras, variants, scenes, "val", threads=1, latency_runs=1)
+    assert result["scored_at"] == "label resolution"
+    rows = result["rows"]
+    assert [r["input_size"] for r in rows] == [list(SIZE), list(SIZE), list(BIG), list(BIG)]
+    assert rows[1]["drop_points"] == pytest.approx(0, abs=1e-6)  # fp32 .tflite == Keras, same size
+    assert rows[1]["pixel_agreement"] > 0.999
+    assert 0 < rows[2]["pixel_agreement"] < 1  # another resolution: another mask
+    text = format_text(result)
+    assert "128x64" in text and "label resolution" in text
+    assert "| int8 128x64 |" in format_markdown(result)  # per-category rows name the size
+    # the label frames are 128x64, the models' masks 64x32 and 128x64: scored the same way as
+    # the model-resolution path when every size is the model's own
+    same = run_compare(tiny_keras, variants[:1], scenes, "val", threads=1, latency_runs=1)
+    assert same["scored_at"] == "model resolution"
+    with pytest.raises(UserError, match="--at-label-resolution"):
+        run_compare(tiny_keras, variants, scenes, "val", threads=1, latency_runs=1, at_label_resolution=False)
+
+
+def test_convert_onnx_cli(tiny_keras, exported, scenes, tmp_path):
+    pytest.importorskip("tf2onnx")
+    pytest.importorskip("onnxruntime")
+    from click.testing import CliRunner
+
+    from converters.cli import convert
+    from edge.model_meta import read_meta
+    from edge.segmenter import Segmenter
+    res = CliRunner().invoke(convert, [str(tiny_keras), "--onnx", "-o", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    onnx = tmp_path / "tiny.onnx"
+    meta = read_meta(onnx)
+    assert meta["variant"] == "onnx-fp32" and meta["input_size"] == list(SIZE)
+    assert meta["onnx"]["layout"] == "NHWC" and meta["onnx"]["verified_max_abs_diff"] < 1e-4
+    assert [p.name for p in tmp_path.glob("*.tflite")] == []  # --onnx alone converts only ONNX
+    a, b = Segmenter(onnx, threads=1, delegate="cpu"), Segmenter(exported["fp32"], threads=1)
+    for frame in val_frames(scenes):
+        assert (a.predict_mask(frame)[0] == b.predict_mask(frame)[0]).mean() > 0.999
+    res = CliRunner().invoke(convert, [str(tiny_keras), "--onnx", "--fp32", "--sizes", "128x64",
+                                       "-o", str(tmp_path / "big")])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "big").iterdir()) == [
+        "tiny-128x64-fp32.json", "tiny-128x64-fp32.tflite", "tiny-128x64.json", "tiny-128x64.onnx"]
+    assert read_meta(tmp_path / "big" / "tiny-128x64.onnx")["input_size"] == list(BIG)
+    bad = CliRunner().invoke(convert, [str(tiny_keras), "--nchw", "--fp32"])
+    assert bad.exit_code != 0 and "--nchw applies" in str(bad.exception)
