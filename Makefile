@@ -30,8 +30,12 @@ demo: $(VENV)/.runtime
 test: $(VENV)/.full
 	$(BIN)/python -m pytest -q
 
+# the wheel (runtime-only without extras: pip install dist/edge_seg-*.whl); build/ is
+# emptied first so modules deleted from the tree cannot linger in the wheel
 dist: $(VENV)/.full
+	rm -rf build/lib build/bdist.*
 	$(BIN)/python -m build --wheel --outdir dist .
+	@ls dist/*.whl
 
 bench: $(VENV)/.full
 	$(BIN)/python -m benchmarks.run_all
