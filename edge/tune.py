@@ -16,6 +16,10 @@ configuration:
   once per model and delegate: the thread count does not change the arithmetic.
   drop = 100 * (1 - agreement), in points.
 
+With ``--drop-vs labels`` and a calibration manifest as ``--frames``, the drop is instead
+the float reference's mIoU(7) minus the variant's against the manifest's ground-truth
+masks (at the label resolution), the drop ``edge-seg compare --max-drop`` checks.
+
 The float reference is the ``fp32`` variant in DIR (the largest input size when several),
 else the most precise float model found. The choice: the fastest configuration whose drop
 is within ``--max-drop`` (default 0.5), or with ``--target-fps`` the most accurate one
@@ -134,7 +138,8 @@ def choose_reference(variants: list[Variant]) -> Variant:
 
 
 # -- frames ------------------------------------------------------------------------------
-def _manifest_frames(path: Path, n: int, root_override=None) -> tuple[list, str]:
+def _manifest_frames(path: Path, n: int, root_override=None, with_labels: bool = False):
+    """(frames, description, ground-truth category masks or None) of a calibration manifest."""
     import json
 
     import cv2
@@ -154,14 +159,63 @@ def _manifest_frames(path: Path, n: int, root_override=None) -> tuple[list, str]
         root = recorded if recorded.is_absolute() else path.resolve().parent / recorded
     if not root.is_dir():
         raise UserError(f"--frames {path}: dataset root {root} not found; pass it with --frames-root")
-    picked = _spread(files, n)
-    frames = []
-    for rel in picked:
-        image = cv2.imread(str(root / rel), cv2.IMREAD_COLOR)
+    root = root.resolve()
+    entries = _spread([f for f in manifest["files"] if isinstance(f, dict) and f.get("image")], n)
+    frames, gts = [], []
+    lut = _label_lut(path, manifest, root) if with_labels else None
+    for entry in entries:
+        image = cv2.imread(str(root / entry["image"]), cv2.IMREAD_COLOR)
         if image is None:
-            raise UserError(f"--frames {path}: {root / rel} is missing or not an image")
+            raise UserError(f"--frames {path}: {root / entry['image']} is missing or not an image")
         frames.append(image)
-    return frames, f"{len(frames)} frames of the manifest {path.name} ({root})"
+        if lut is not None:
+            gts.append(_read_label(path, root, entry, lut, image.shape[:2]))
+    text = f"{len(frames)} frames of the manifest {path.name} ({root})"
+    return frames, text + (", with their labels" if with_labels else ""), (gts if with_labels else None)
+
+
+def _label_lut(path: Path, manifest: dict, root: Path):
+    """Raw mask value -> category for the manifest's dataset format (the evaluation tables
+    of edge.labels, as 'edge-seg eval' and 'compare' use them)."""
+    import json
+
+    from . import labels
+    fmt = (manifest.get("dataset") or {}).get("format")
+    if fmt == "camvid":
+        return labels.camvid_lut()
+    if fmt == "cityscapes":
+        return labels.cityscapes_lut(for_eval=True)
+    if fmt == "folder" and (root / "mapping.json").is_file():
+        import numpy as np
+        lut = np.full(256, labels.UNKNOWN, np.uint8)
+        try:
+            for value, name in json.loads((root / "mapping.json").read_text()).items():
+                name = str(name).lower()
+                lut[int(value)] = labels.IGNORE if name == "ignore" else labels.CATEGORY_IDS[name]
+        except (OSError, ValueError, KeyError, IndexError) as e:
+            raise UserError(f"{root / 'mapping.json'}: unusable mapping ({type(e).__name__}: {e})") from None
+        return lut
+    raise UserError(f"--frames {path}: cannot read the labels of a {fmt!r} dataset here "
+                    "(camvid, cityscapes, or folder with mapping.json); use --drop-vs float")
+
+
+def _read_label(path: Path, root: Path, entry: dict, lut, shape):
+    import cv2
+
+    from . import labels
+    if not entry.get("mask"):
+        raise UserError(f"--frames {path}: {entry['image']} has no mask; --drop-vs labels needs "
+                        "a manifest with masks")
+    raw = cv2.imread(str(root / entry["mask"]), cv2.IMREAD_UNCHANGED)
+    if raw is None or raw.ndim != 2:
+        raise UserError(f"--frames {path}: {root / entry['mask']} is missing or not a one-channel mask")
+    if raw.shape != tuple(shape):
+        raise UserError(f"--frames {path}: mask {entry['mask']} is {raw.shape[1]}x{raw.shape[0]} but "
+                        f"its image is {shape[1]}x{shape[0]}")
+    try:
+        return labels.apply_lut(raw, lut, what=str(root / entry["mask"]))
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def _spread(items: list, n: int) -> list:
@@ -187,7 +241,7 @@ def load_frames(spec: str | None, n: int, root=None) -> tuple[list, str]:
     if path.suffix.lower() == ".json":
         if not path.is_file():
             raise UserError(f"--frames {spec}: no such manifest")
-        return _manifest_frames(path, n, root)
+        return _manifest_frames(path, n, root)[:2]
     kind = sources.kind_of(spec)
     if kind == "images":
         paths = sources._image_paths(spec) or []
@@ -231,6 +285,16 @@ def load_frames(spec: str | None, n: int, root=None) -> tuple[list, str]:
     if not frames:
         raise UserError(f"--frames {spec}: no readable frame")
     return frames, f"{len(frames)} frames of {reader.description}"
+
+
+def load_labelled_frames(spec: str | None, n: int, root=None) -> tuple[list, list, str]:
+    """(BGR frames, ground-truth category masks, description) from a calibration manifest."""
+    path = Path(spec or "").expanduser()
+    if path.suffix.lower() != ".json" or not path.is_file():
+        raise UserError(f"--drop-vs labels needs --frames MANIFEST.json (a calibration manifest "
+                        f"with masks, from 'edge-seg calibrate'), not {spec!r}")
+    frames, text, gts = _manifest_frames(path, n, root, with_labels=True)
+    return frames, gts, text
 
 
 # -- measuring ---------------------------------------------------------------------------
@@ -337,6 +401,16 @@ def agreement_with(reference_masks, masks) -> dict:
     return {"miou7": res["miou7"], "pixel_agreement": float(np.trace(m.cm) / total) if total else math.nan}
 
 
+def miou_vs_labels(gts, masks) -> float:
+    """mIoU(7) against ground truth at the label resolution (masks upsampled NEAREST)."""
+    from .metrics import SegMetrics
+    from .preprocess import resize_mask
+    m = SegMetrics()
+    for gt, mask in zip(gts, masks):
+        m.update(gt, resize_mask(mask, (gt.shape[1], gt.shape[0])))
+    return m.result()["miou7"]
+
+
 # -- choosing ----------------------------------------------------------------------------
 def drop_points(agreement: float) -> float:
     return 100.0 * (1.0 - agreement) if agreement is not None and not math.isnan(agreement) else math.inf
@@ -345,7 +419,8 @@ def drop_points(agreement: float) -> float:
 def choose(rows: list[dict], max_drop: float | None = None, target_fps: float | None = None) -> dict | None:
     """Mark every row ``in_budget`` (and ``why`` not) and return the chosen one.
 
-    Rows need ``fps`` and ``agreement`` (mIoU(7) vs the float reference, 0..1).
+    Rows need ``fps`` and ``agreement`` (mIoU(7) vs the float reference, 0..1), or a
+    precomputed ``drop`` (points; e.g. vs ground truth).
     Without ``target_fps``: the fastest row whose drop = 100 * (1 - agreement) is within
     ``max_drop`` points (default 0.5). With ``target_fps``: the most accurate row reaching it
     (within ``max_drop`` too when that is given); when none reaches it, the fastest row
@@ -355,7 +430,8 @@ def choose(rows: list[dict], max_drop: float | None = None, target_fps: float | 
     if max_drop is None and target_fps is None:
         max_drop = DEFAULT_MAX_DROP
     for r in rows:
-        r["drop"] = drop_points(r.get("agreement"))
+        if r.get("drop_basis") != "labels":
+            r["drop"] = drop_points(r.get("agreement"))
         why = []
         if max_drop is not None and not r["drop"] <= max_drop + 1e-9:
             why.append(f"drop > {max_drop:g}")
@@ -404,31 +480,42 @@ def _pct(v) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
+    labelled = any("miou7_labels" in r for r in rows)
+    columns = list(COLUMNS)
+    if labelled:
+        columns.insert(9, "mIoU(7)")
     body = []
     for r in rows:
         mark = "*" if r.get("chosen") else ("x" if not r["in_budget"] else "")
-        drop = "-" if math.isinf(r["drop"]) else f"{r['drop']:.2f}"
-        body.append([mark, r["file"], r["variant"], r["input"], r["delegate"], str(r["threads"]),
-                     f"{r['p50_ms']:.1f}", f"{r['p90_ms']:.1f}", f"{r['fps']:.1f}",
-                     _pct(r["agreement"]), drop, r.get("why") or ""])
-    table = [list(COLUMNS)] + body
-    widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
-    right = {5, 6, 7, 8, 9, 10}
+        drop = "-" if math.isinf(r["drop"]) or math.isnan(r["drop"]) else f"{r['drop']:.2f}"
+        drop = "0.00" if drop == "-0.00" else drop
+        cells = [mark, r["file"], r["variant"], r["input"], r["delegate"], str(r["threads"]),
+                 f"{r['p50_ms']:.1f}", f"{r['p90_ms']:.1f}", f"{r['fps']:.1f}",
+                 _pct(r["agreement"]), drop, r.get("why") or ""]
+        if labelled:
+            cells.insert(9, _pct(r.get("miou7_labels")))
+        body.append(cells)
+    table = [columns] + body
+    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
+    right = set(range(5, len(columns) - 1))
     lines = ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
              for row in table]
     lines.insert(1, "  ".join("-" * w for w in widths).rstrip())
     return "\n".join(lines)
 
 
-def legend(reference: str, max_drop, target_fps) -> str:
+def legend(reference: str, max_drop, target_fps, labels: bool = False) -> str:
     budget = []
     if max_drop is not None or target_fps is None:
         budget.append(f"drop over {max_drop if max_drop is not None else DEFAULT_MAX_DROP:g} points")
     if target_fps is not None:
         budget.append(f"below {target_fps:g} FPS")
+    drop = ("mIoU(7) = against the ground-truth labels at their resolution; drop = "
+            f"{reference}'s mIoU(7) minus the variant's, in points" if labels else
+            "drop = 100 * (1 - agreement)")
     return (f"* = chosen; x = outside the budget ({' or '.join(budget)}). latency = preprocess + "
             f"inference + argmax of one frame, FPS = 1000 / mean latency; agreement = mIoU(7) of the "
-            f"variant's masks against {reference}'s on the same frames; drop = 100 * (1 - agreement).")
+            f"variant's masks against {reference}'s on the same frames; {drop}.")
 
 
 # -- the whole run -----------------------------------------------------------------------
@@ -445,6 +532,7 @@ class TuneOptions:
     seconds: float = DEFAULT_SECONDS
     warmup: int = DEFAULT_WARMUP
     profile: str | None = None
+    drop_vs: str = "float"          # float: drop from the agreement; labels: vs ground truth
     save_profile: bool = True
     progress: bool = True
     notes: list[str] = field(default_factory=list)
@@ -468,9 +556,15 @@ def tune_device(o: TuneOptions) -> dict:
     wanted = [d.strip() if os.sep in d else d.strip().lower()
               for d in o.delegates.split(",") if d.strip()] if o.delegates else None
     profile_path = Path(o.profile).expanduser() if o.profile else default_profile_path()
+    if o.drop_vs not in ("float", "labels"):
+        raise UserError(f"--drop-vs {o.drop_vs}: choose float or labels")
     variants, skipped = discover(o.models)
     reference = choose_reference(variants)
-    frames, frames_text = load_frames(o.frames, o.n_frames, o.frames_root)
+    gts = None
+    if o.drop_vs == "labels":
+        frames, gts, frames_text = load_labelled_frames(o.frames, o.n_frames, o.frames_root)
+    else:
+        frames, frames_text = load_frames(o.frames, o.n_frames, o.frames_root)
 
     # the plan: (variant, delegate, threads); reference masks first
     plan = [(v, d, t) for v in variants for d in delegates_for(v.kind, wanted) for t in threads]
@@ -490,6 +584,7 @@ def tune_device(o: TuneOptions) -> dict:
     ref_seg = Segmenter(reference.path, threads=ref_threads,
                         delegate="cpu" if reference.kind == "onnx" else "xnnpack", log=notes.append)
     ref_masks = model_masks(ref_seg, frames)
+    ref_miou = miou_vs_labels(gts, ref_masks) if gts is not None else None
     del ref_seg
 
     agreements: dict = {}
@@ -524,7 +619,10 @@ def tune_device(o: TuneOptions) -> dict:
                 continue
             key = (v.path, d)
             if key not in agreements:
-                agreements[key] = agreement_with(ref_masks, model_masks(seg, frames))
+                masks = model_masks(seg, frames)
+                agreements[key] = agreement_with(ref_masks, masks)
+                if gts is not None:
+                    agreements[key]["miou_labels"] = miou_vs_labels(gts, masks)
             timing = time_config(seg, frames, o.seconds, o.warmup)
             del seg
             a = agreements[key]
@@ -534,6 +632,10 @@ def tune_device(o: TuneOptions) -> dict:
                 "delegate": d, "threads": t, **timing,
                 "agreement": a["miou7"], "pixel_agreement": a["pixel_agreement"],
             })
+            if gts is not None:
+                drop = 100.0 * (ref_miou - a["miou_labels"])
+                rows[-1].update(miou7_labels=a["miou_labels"], drop_basis="labels",
+                                drop=math.inf if math.isnan(drop) else drop)
     if not rows:
         raise UserError("no configuration could be measured: " + "; ".join(notes[:3]))
     chosen = choose(rows, o.max_drop, o.target_fps)
@@ -542,7 +644,7 @@ def tune_device(o: TuneOptions) -> dict:
     click.echo("")
     click.echo(format_table(rows))
     click.echo("")
-    click.echo(legend(reference.name, o.max_drop, o.target_fps))
+    click.echo(legend(reference.name, o.max_drop, o.target_fps, labels=gts is not None))
     for name, why in skipped:
         _warn(f"note: skipped {name}: {why}")
     for n in dict.fromkeys(notes):
@@ -567,11 +669,14 @@ def tune_device(o: TuneOptions) -> dict:
         "latency_ms": {"p50": chosen["p50_ms"], "p90": chosen["p90_ms"]},
         "agreement_miou7": chosen["agreement"],
         "drop_points": chosen["drop"],
+        "drop_basis": ("ground-truth labels: reference mIoU(7) minus the variant's" if gts is not None
+                       else "agreement with the float reference: 100 * (1 - agreement mIoU(7))"),
+        "miou7_labels": chosen.get("miou7_labels"),
         "criterion": {"max_drop": o.max_drop if o.max_drop is not None or o.target_fps is not None
                       else DEFAULT_MAX_DROP, "target_fps": o.target_fps,
                       "target_met": chosen.get("target_met")},
         "reference": {"path": str(reference.path.resolve()), "variant": reference.variant,
-                      "input_size": list(reference.input_size)},
+                      "input_size": list(reference.input_size), "miou7_labels": ref_miou},
         "frames": {"source": o.frames or "demo", "description": frames_text, "n": len(frames)},
         "seconds_per_configuration": o.seconds,
         "table": [{k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in r.items()}
@@ -615,11 +720,19 @@ class _nullbar:
               metavar="N", help="Frames to use (spread over the manifest, folder or video).")
 @click.option("--max-drop", type=float, default=None, metavar="POINTS",
               help="Accuracy budget: drop = 100 * (1 - agreement mIoU(7) with the float model), in "
-                   f"points. The fastest configuration within it wins. [default: {DEFAULT_MAX_DROP:g} "
-                   "unless --target-fps is given]")
+                   "points (with --drop-vs labels: mIoU(7) points lost against ground truth). The "
+                   f"fastest configuration within it wins. [default: {DEFAULT_MAX_DROP:g} unless "
+                   "--target-fps is given]")
 @click.option("--target-fps", type=float, default=None, metavar="F",
               help="Choose the most accurate configuration reaching F FPS instead (within "
                    "--max-drop as well when that is given).")
+@click.option("--drop-vs", "drop_vs", type=click.Choice(["float", "labels"]), default="float",
+              show_default=True,
+              help="float: drop = 100 * (1 - agreement mIoU(7) with the float model's masks), any "
+                   "frames, no labels needed (strict: int8 rounding moves boundary pixels that "
+                   "ground truth would not count against it); labels: drop = the float model's "
+                   "mIoU(7) minus the variant's against the ground truth of a --frames manifest, at "
+                   "the label resolution, the drop 'edge-seg compare --max-drop' checks.")
 @click.option("--threads", metavar="LIST",
               help="Thread counts to try, e.g. 1,2 or 1-4. [default: 1..cores]")
 @click.option("--delegates", metavar="LIST",
@@ -634,8 +747,8 @@ class _nullbar:
                    "profile.json, i.e. ~/.config/edge-seg/profile.json]")
 @click.option("--no-profile", "no_profile", is_flag=True, help="Print the table only, save nothing.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def tune(models, frames, frames_root, n_frames, max_drop, target_fps, threads, delegates, seconds,
-         warmup, profile, no_profile, no_progress):
+def tune(models, frames, frames_root, n_frames, max_drop, target_fps, drop_vs, threads, delegates,
+         seconds, warmup, profile, no_profile, no_progress):
     """Measure every model variant x thread count x delegate on this device and pick the
     fastest that keeps accuracy.
 
@@ -652,4 +765,4 @@ def tune(models, frames, frames_root, n_frames, max_drop, target_fps, threads, d
     tune_device(TuneOptions(models=models, frames=frames, frames_root=frames_root, n_frames=n_frames,
                             max_drop=max_drop, target_fps=target_fps, threads=threads,
                             delegates=delegates, seconds=seconds, warmup=warmup, profile=profile,
-                            save_profile=not no_profile, progress=not no_progress))
+                            drop_vs=drop_vs, save_profile=not no_profile, progress=not no_progress))

@@ -254,3 +254,38 @@ def test_frames_of_any_size_and_a_manifest(variants_dir, tmp_path):
                                     "files": [{"image": f"f{i}.png"} for i in range(3)]}))
     got, text = load_frames(str(manifest), 2)
     assert len(got) == 2 and "manifest" in text
+
+
+def test_drop_against_ground_truth_labels(variants_dir, tmp_path):
+    """--drop-vs labels: a manifest with masks (here the fp32 model's own masks as 'ground
+    truth', written in the folder layout with mapping.json), drop = mIoU(7) points lost."""
+    from edge.labels import CATEGORIES
+    from edge.segmenter import Segmenter
+    from edge.synthetic import render_scene
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    seg = Segmenter(variants_dir / "tiny-fp32.tflite", threads=1)
+    files = []
+    for i in range(3):
+        image = render_scene(i, (256, 128)).image
+        cv2.imwrite(str(root / "images" / f"{i}.png"), image)
+        cv2.imwrite(str(root / "masks" / f"{i}.png"), seg.predict_mask(image)[1])
+        files.append({"image": f"images/{i}.png", "mask": f"masks/{i}.png"})
+    (root / "mapping.json").write_text(json.dumps({str(c.id): c.name for c in CATEGORIES}))
+    manifest = tmp_path / "labelled.json"
+    manifest.write_text(json.dumps({"format": "edge-seg-calibration/1", "files": files,
+                                    "dataset": {"root": "data", "format": "folder"}}))
+    profile = tmp_path / "p.json"
+    out = edge_seg("tune", "--models", variants_dir, *FAST, "--frames", manifest, "--drop-vs", "labels",
+                   "--max-drop", "50", "--profile", profile)
+    assert out.returncode == 0, out.stderr
+    assert "mIoU(7)" in out.stdout and "against the ground-truth labels" in out.stdout
+    p = json.loads(profile.read_text())
+    ref = next(r for r in p["table"] if r["file"] == "tiny-fp32.tflite")
+    assert ref["miou7_labels"] == 1.0 and ref["drop"] == 0.0  # its own masks are the labels
+    bad = next(r for r in p["table"] if r["file"] == "tiny-randomised.tflite")
+    assert bad["drop"] == pytest.approx(100 * (1 - bad["miou7_labels"])) and not bad["in_budget"]
+    assert p["drop_basis"].startswith("ground-truth") and p["reference"]["miou7_labels"] == 1.0
+    one_error(edge_seg("tune", "--models", variants_dir, *FAST, "--drop-vs", "labels"),
+              "needs --frames MANIFEST.json")
