@@ -46,15 +46,10 @@ def convert(model, fp32, fp16, int8, dynamic, qat, qat_epochs, qat_steps, qat_lr
     if nchw and not onnx:
         raise UserError("--nchw applies to the ONNX export: add --onnx")
     log = lambda m: click.echo(m, err=True)  # noqa: E731
-    if onnx or sizes:
-        from .sizes import export_sizes, parse_sizes
-        export_sizes(model, wanted, parse_sizes(sizes), output_dir, calibration, io, calibration_root,
-                     qat_epochs, qat_steps, qat_lr, qat_batch, onnx=onnx, nchw=nchw, log=log)
-        return
-    from .tflite_export import export
+    from .sizes import export_sizes, parse_sizes
 
-    export(model, wanted, output_dir, calibration, io, calibration_root, qat_epochs, qat_steps,
-           qat_lr, qat_batch, log=log)
+    export_sizes(model, wanted, parse_sizes(sizes), output_dir, calibration, io, calibration_root,
+                 qat_epochs, qat_steps, qat_lr, qat_batch, onnx=onnx, nchw=nchw, log=log)
 
 
 @click.command()

@@ -225,11 +225,6 @@ def variant_meta(variant, input_size, content, source_path, source_sha, calibrat
     return make_meta(input_size, variant, **extra)
 
 
-def output_path(model_path, out_dir, variant) -> Path:
-    model_path = Path(model_path)
-    return Path(out_dir or model_path.parent) / f"{model_path.stem}-{variant}.tflite"
-
-
 def write_variant(path, content: bytes, meta: dict) -> Path:
     """Model first, then its sidecar (with the model's sha256), each atomically."""
     atomic_write_bytes(path, content)
@@ -240,45 +235,12 @@ def write_variant(path, content: bytes, meta: dict) -> Path:
 def export(model_path, variants, out_dir=None, calibration=None, io: str = "uint8",
            calibration_root=None, qat_epochs: int = 1, qat_steps=None, qat_lr: float = 1e-4,
            qat_batch: int = 4, log=print) -> list[Path]:
-    """Convert ``model_path`` to each of ``variants``; returns the written .tflite paths."""
-    from .gpu_check import check_gpu
+    """Convert ``model_path`` to each of ``variants`` at its own input size; returns the
+    written .tflite paths (``<stem>-<variant>.tflite``). One conversion loop serves both:
+    this is ``sizes.export_sizes`` with the native size only."""
+    from .sizes import export_sizes
 
-    variants = [v for v in VARIANTS if v in set(variants)]
-    if not variants:
+    if not [v for v in VARIANTS if v in set(variants)]:
         raise UserError("nothing to convert: pass one or more of --fp32 --fp16 --int8 --dynamic --qat")
-    if io not in IO_TYPES:
-        raise UserError(f"--io {io}: choose one of {', '.join(IO_TYPES)}")
-    needs_data = [v for v in variants if v in ("int8", "qat-int8")]
-    if needs_data and not calibration:
-        raise UserError(f"--{needs_data[0].replace('qat-int8', 'qat')} needs data: pass --calibration MANIFEST|ROOT")
-    model = load_keras_model(model_path)
-    size = model_input_size(model)
-    cal = resolve_calibration(calibration, size, calibration_root) if needs_data else None
-    if "qat-int8" in variants:
-        from .qat import check_quantizable
-        check_quantizable(model)
-    source_sha = file_sha256(model_path)
-    rep = representative_dataset(cal.samples, size) if cal is not None else None
-
-    written = []
-    for variant in variants:
-        log(f"converting {Path(model_path).name} -> {variant}")
-        qat_info = None
-        if variant == "qat-int8":
-            from .qat import qat_finetune
-            q_model, qat_info = qat_finetune(model, cal, size, epochs=qat_epochs, steps=qat_steps,
-                                             lr=qat_lr, batch=qat_batch, log=log)
-            content = convert(q_model, variant, rep, io)
-        else:
-            content = convert(model, variant, rep, io)
-        gpu = check_gpu(content)
-        if variant in ("int8", "qat-int8") and "DEQUANTIZE" in gpu["ops"]:
-            log(f"  warning: the {variant} model keeps some ops in float (DEQUANTIZE inside the graph); "
-                f"ops: {', '.join(gpu['ops'])}")
-        meta = variant_meta(variant, size, content, model_path, source_sha,
-                            cal if variant in ("int8", "qat-int8") else None,
-                            io if variant in ("int8", "qat-int8") else None, gpu, qat_info)
-        path = write_variant(output_path(model_path, out_dir, variant), content, meta)
-        log(f"  {path} ({len(content) / 1e6:.2f} MB, GPU delegate: {gpu['verdict']})")
-        written.append(path)
-    return written
+    return export_sizes(model_path, variants, None, out_dir, calibration, io, calibration_root,
+                        qat_epochs, qat_steps, qat_lr, qat_batch, log=log)
