@@ -100,7 +100,8 @@ def with_size(stem: str, size, named: bool) -> str:
 
 def export_sizes(model_path, variants, sizes=None, out_dir=None, calibration=None, io: str = "uint8",
                  calibration_root=None, qat_epochs: int = 1, qat_steps=None, qat_lr: float = 1e-4,
-                 qat_batch: int = 4, onnx: bool = False, nchw: bool = False, log=print) -> list[Path]:
+                 qat_batch: int = 4, onnx: bool = False, nchw: bool = False, per_channel: bool = False,
+                 log=print) -> list[Path]:
     """Convert ``model_path`` to each of ``variants`` (and ONNX with ``onnx``) at each of
     ``sizes`` (default: its own size). Everything is checked before any conversion."""
     from .gpu_check import check_gpu
@@ -143,16 +144,16 @@ def export_sizes(model_path, variants, sizes=None, out_dir=None, calibration=Non
                 from .qat import qat_finetune
                 q_model, qat_info = qat_finetune(model, cal, size, epochs=qat_epochs, steps=qat_steps,
                                                  lr=qat_lr, batch=qat_batch, log=log)
-                content = convert(q_model, variant, rep, io)
+                content = convert(q_model, variant, rep, io, per_channel)
             else:
-                content = convert(model, variant, rep, io)
+                content = convert(model, variant, rep, io, per_channel)
             gpu = check_gpu(content)
             if variant in ("int8", "qat-int8") and "DEQUANTIZE" in gpu["ops"]:
                 log(f"  warning: the {variant} model keeps some ops in float (DEQUANTIZE inside the "
                     f"graph); ops: {', '.join(gpu['ops'])}")
             quantized = variant in ("int8", "qat-int8")
             meta = variant_meta(variant, size, content, model_path, source_sha, cal if quantized else None,
-                                io if quantized else None, gpu, qat_info)
+                                io if quantized else None, gpu, qat_info, per_channel)
             meta["native_input_size"] = list(native)
             path = out_dir / f"{with_size(model_path.stem, size, named)}-{variant}.tflite"
             write_variant(path, content, meta)

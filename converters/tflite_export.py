@@ -154,7 +154,10 @@ def _converter_error(model, variant: str, error: Exception) -> UserError:
                      f"{'int8 ' if variant in ('int8', 'qat-int8') else ''}kernel; fix: {fix} ({first})")
 
 
-def make_converter(model, variant: str, rep_data=None, io: str = "uint8"):
+def make_converter(model, variant: str, rep_data=None, io: str = "uint8", per_channel: bool = False):
+    """``per_channel`` False (the default) quantises each int8 weight tensor with one
+    scale: the per-channel scales and zero points of this U-Net are 26,736 entries,
+    0.32 MB of a 1.53 MB file (34% of fp32 instead of 27%), for 0.07 point of mIoU."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -171,16 +174,17 @@ def make_converter(model, variant: str, rep_data=None, io: str = "uint8"):
         dtype = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io]
         converter.inference_input_type = dtype
         converter.inference_output_type = dtype
+        converter._experimental_disable_per_channel = not per_channel
     elif variant != "fp32":
         raise UserError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     return converter
 
 
-def convert(model, variant: str, rep_data=None, io: str = "uint8") -> bytes:
+def convert(model, variant: str, rep_data=None, io: str = "uint8", per_channel: bool = False) -> bytes:
     """One variant as .tflite bytes; converter failures become a UserError naming the layer."""
     if variant == "int8" and rep_data is None:
         raise UserError("--int8 needs a calibration set: pass --calibration MANIFEST|ROOT")
-    converter = make_converter(model, variant, rep_data, io)
+    converter = make_converter(model, variant, rep_data, io, per_channel)
     try:
         return converter.convert()
     except UserError:
@@ -209,12 +213,14 @@ QUANTIZATION_MODE = {"fp32": "none", "fp16": "float16 weights", "dynamic": "dyna
 
 
 def variant_meta(variant, input_size, content, source_path, source_sha, calibration=None,
-                 io=None, gpu=None, qat=None) -> dict:
+                 io=None, gpu=None, qat=None, per_channel: bool = False) -> dict:
     details = io_details(content)
     extra = {
         "input": details["input"], "output": details["output"], "output_kind": "logits",
         "quantization": {"mode": QUANTIZATION_MODE[variant],
-                         "io": io if variant in ("int8", "qat-int8") else "float32"},
+                         "io": io if variant in ("int8", "qat-int8") else "float32",
+                         **({"weights": "per-channel" if per_channel else "per-tensor"}
+                            if variant in ("int8", "qat-int8") else {})},
         "source_model": {"file": Path(source_path).name, "sha256": source_sha},
         "calibration": calibration.describe() if calibration is not None else None,
         "converter": versions(),
@@ -234,7 +240,7 @@ def write_variant(path, content: bytes, meta: dict) -> Path:
 
 def export(model_path, variants, out_dir=None, calibration=None, io: str = "uint8",
            calibration_root=None, qat_epochs: int = 1, qat_steps=None, qat_lr: float = 1e-4,
-           qat_batch: int = 4, log=print) -> list[Path]:
+           qat_batch: int = 4, per_channel: bool = False, log=print) -> list[Path]:
     """Convert ``model_path`` to each of ``variants`` at its own input size; returns the
     written .tflite paths (``<stem>-<variant>.tflite``). One conversion loop serves both:
     this is ``sizes.export_sizes`` with the native size only."""
@@ -243,4 +249,4 @@ def export(model_path, variants, out_dir=None, calibration=None, io: str = "uint
     if not [v for v in VARIANTS if v in set(variants)]:
         raise UserError("nothing to convert: pass one or more of --fp32 --fp16 --int8 --dynamic --qat")
     return export_sizes(model_path, variants, None, out_dir, calibration, io, calibration_root,
-                        qat_epochs, qat_steps, qat_lr, qat_batch, log=log)
+                        qat_epochs, qat_steps, qat_lr, qat_batch, per_channel=per_channel, log=log)

@@ -215,6 +215,28 @@ def test_io_types(tiny_keras, manifest, tmp_path, io):
     assert meta["quantization"]["io"] == io
 
 
+def _conv_weight_scales(path) -> list[int]:
+    """Number of quantisation scales of each int8 conv weight tensor in a .tflite."""
+    from ai_edge_litert.interpreter import Interpreter
+    interp = Interpreter(model_path=str(path))
+    return [len(t["quantization_parameters"]["scales"]) for t in interp.get_tensor_details()
+            if t["dtype"] == np.int8 and len(t["shape"]) == 4 and t["shape"][0] > 1]
+
+
+def test_int8_weights_per_tensor_by_default_per_channel_on_request(tiny_keras, manifest, tmp_path):
+    from converters.tflite_export import export
+    from edge.model_meta import read_meta
+    (per_tensor,) = export(tiny_keras, ["int8"], tmp_path / "t", str(manifest), log=lambda m: None)
+    (per_channel,) = export(tiny_keras, ["int8"], tmp_path / "c", str(manifest), per_channel=True,
+                            log=lambda m: None)
+    assert read_meta(per_tensor)["quantization"]["weights"] == "per-tensor"
+    assert read_meta(per_channel)["quantization"]["weights"] == "per-channel"
+    tensor_scales, channel_scales = _conv_weight_scales(per_tensor), _conv_weight_scales(per_channel)
+    assert tensor_scales and set(tensor_scales) == {1}
+    assert max(channel_scales) > 1
+    assert per_tensor.stat().st_size < per_channel.stat().st_size
+
+
 def test_interrupted_conversion_leaves_no_partial_file(tiny_keras, tmp_path, monkeypatch):
     import edge.model_meta as mm
     from converters.tflite_export import export

@@ -61,6 +61,8 @@ def train_options(f):
         click.option("--max-val-samples", type=int, default=None,
                      help="score only the first N val frames each epoch (eval.json uses all)"),
         click.option("--no-augment", is_flag=True, help="no flips/scale-crop/colour jitter"),
+        click.option("--init-from", type=click.Path(dir_okay=False), default=None,
+                     help="warm start: copy weights of same-named, same-shaped layers from this .keras"),
         click.option("--distribute", type=click.Choice(["none", "mirrored", "multi-worker"]), default="none",
                      show_default=True),
         click.option("--mlflow", is_flag=True, help="log to a local MLflow file store (needs mlflow)"),
@@ -83,7 +85,7 @@ def config_from_options(**o):
         steps_per_epoch=o["steps_per_epoch"], time_budget=o["time_budget"],
         patience=o["patience"] or None, max_val_samples=o["max_val_samples"],
         augment=not o["no_augment"], distribute=o["distribute"], mlflow=o["mlflow"],
-        mlflow_uri=o["mlflow_uri"])
+        mlflow_uri=o["mlflow_uri"], init_from=o["init_from"])
 
 
 @click.command()

@@ -71,6 +71,7 @@ class TrainConfig:
     mlflow: bool = False
     mlflow_uri: str | None = None
     augment: bool = True
+    init_from: str | None = None          # warm start: weights of same-named, same-shaped layers
     version: int = CONFIG_VERSION
 
     @classmethod
@@ -229,6 +230,36 @@ def _log(msg: str):
     print(msg, file=sys.stderr, flush=True)
 
 
+def warm_start(model, source) -> str:
+    """Copy the weights of every layer of ``source`` (a .keras model) whose name and weight
+    shapes match a layer of ``model``; the rest keep their fresh initialisation."""
+    import tf_keras as keras
+
+    path = Path(source)
+    if not path.is_file():
+        raise UserError(f"--init-from {path}: no such model file")
+    try:
+        src = keras.models.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 -- a corrupt or foreign file is a user error
+        raise UserError(f"--init-from {path}: not a loadable Keras model ({type(e).__name__}: {e})") from None
+    by_name = {layer.name: layer for layer in src.layers}
+    copied, fresh = 0, []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        other = by_name.get(layer.name)
+        theirs = other.get_weights() if other is not None else None
+        if theirs is not None and [w.shape for w in theirs] == [w.shape for w in layer.get_weights()]:
+            layer.set_weights(theirs)
+            copied += 1
+        else:
+            fresh.append(layer.name)
+    if not copied:
+        raise UserError(f"--init-from {path}: no layer matches this architecture by name and shape")
+    return (f"warm start from {path}: {copied} layers copied, {len(fresh)} fresh"
+            + (f" ({', '.join(fresh[:6])}{'...' if len(fresh) > 6 else ''})" if fresh else ""))
+
+
 # ------------------------------------------------------------------ the loop
 
 def train_model(cfg: TrainConfig, resume: bool = False, overrides: dict | None = None,
@@ -316,6 +347,8 @@ def train_model(cfg: TrainConfig, resume: bool = False, overrides: dict | None =
         optimizer.exclude_from_weight_decay(var_names=["bn", "BN", "bias", "beta", "gamma"])
         optimizer.build(model.trainable_variables)
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    if cfg.init_from and not resume:
+        _log(warm_start(model, cfg.init_from))
     if resume:
         ckpt.read(str(last / "ckpt")).assert_existing_objects_matched().expect_partial()
         _set_rng_state(state["rng"])
