@@ -5,14 +5,21 @@ a short fine-tune at low learning rate on the training split (through
 ``train.pipeline.make_dataset``, the training augmentation included) lets the weights
 adapt to int8 before full-integer conversion. BatchNorm layers are frozen (their
 statistics stay those of the float model), as usual for QAT on small batches.
+
+The fine-tune distils the float model: the loss is the cross-entropy between the float
+model's softmax and the quantised model's, over every pixel. QAT's job is to stay where
+the float model is, and the labels pulled it elsewhere: fine-tuned on label
+cross-entropy (void not ignored, no class weights) the reference's QAT variant gained 2.5
+points overall but lost 10.8 points of object IoU.
 """
 from __future__ import annotations
 
 import time
 
+import numpy as np
+
 import converters  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from edge.errors import UserError
-from edge.labels import IGNORE
 
 
 def _registry():
@@ -80,16 +87,37 @@ def qat_finetune(model, calibration, size, epochs: int = 1, steps=None, lr: floa
     steps = steps or steps_per_epoch(len(samples), batch)
     keras.utils.set_random_seed(seed)
     q_model = quantize(model)
-    q_model.compile(optimizer=keras.optimizers.Adam(lr),
-                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE))
     ds = make_dataset(samples, size, batch=batch, training=True, seed=seed)
-    log(f"  QAT fine-tune: {epochs} epoch(s) x {steps} steps, batch {batch}, lr {lr:g}, "
-        f"{len(samples)} training frames")
+    log(f"  QAT fine-tune (distilling the float model): {epochs} epoch(s) x {steps} steps, batch {batch}, "
+        f"lr {lr:g}, {len(samples)} training frames")
     start = time.time()
-    history = q_model.fit(ds, epochs=epochs, steps_per_epoch=steps, verbose=0)
+    losses = distill(q_model, model, ds, epochs, steps, lr)
     info = {"epochs": epochs, "steps_per_epoch": steps, "batch": batch, "learning_rate": lr,
             "train_frames": len(samples), "dataset_root": str(calibration.root),
-            "loss": [float(v) for v in history.history.get("loss", [])],
+            "loss": losses, "objective": "distillation: cross-entropy to the float model's softmax",
             "wall_time_s": round(time.time() - start, 1), "batchnorm": "frozen"}
-    log(f"  QAT done in {info['wall_time_s']:.0f} s, loss {info['loss']}")
+    log(f"  QAT done in {info['wall_time_s']:.0f} s, loss per epoch {[round(v, 4) for v in losses]}")
     return q_model, info
+
+
+def distill(student, teacher, ds, epochs: int, steps: int, lr: float) -> list[float]:
+    """Fine-tune ``student`` towards ``teacher``'s per-pixel softmax; mean loss per epoch."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    optimizer = keras.optimizers.Adam(lr)
+
+    @tf.function
+    def step(x):
+        target = tf.nn.softmax(teacher(x, training=False))
+        with tf.GradientTape() as tape:
+            logits = student(x, training=True)
+            loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=target, logits=logits))
+        grads = tape.gradient(loss, student.trainable_variables)
+        optimizer.apply_gradients(zip(grads, student.trainable_variables))
+        return loss
+
+    it, per_epoch = iter(ds), []
+    for _ in range(epochs):
+        per_epoch.append(float(np.mean([float(step(next(it)[0])) for _ in range(steps)])))
+    return per_epoch

@@ -7,6 +7,8 @@ only), ``side-by-side`` (frame | overlay, twice as wide).
 """
 from __future__ import annotations
 
+import math
+
 from typing import Sequence
 
 import cv2
@@ -155,7 +157,8 @@ def draw_hud(image: np.ndarray, lines: Sequence[str]) -> None:
 def hud_lines(fps: float, stage_ms: dict[str, float], extra: str | None = None) -> list[str]:
     """'FPS 24.1' and 'capture 1.0 | pre 2.3 | infer 38.0 | post 3.1 | draw 1.2 ms'."""
     parts = [f"{k} {stage_ms[k]:.1f}" for k in HUD_STAGES if k in stage_ms]
-    lines = [f"FPS {fps:.1f}", " | ".join(parts) + " ms"]
+    # the rate needs a couple of frames: "FPS --" rather than "FPS nan" until then
+    lines = [f"FPS {fps:.1f}" if math.isfinite(fps) else "FPS --", " | ".join(parts) + " ms"]
     if extra:
         lines.append(extra)
     return lines

@@ -210,6 +210,8 @@ def test_overlay_views_colours_legend_hud():
     assert (drawn[200:300, 500:600] == 200).all()  # the rest untouched
     with pytest.raises(ValueError):
         Overlay(view="3d")
+    assert hud_lines(float("nan"), {"infer": 30})[0] == "FPS --"  # before the rate is known
+    assert hud_lines(25.04, {"infer": 30}) == ["FPS 25.0", "infer 30.0 ms"]
 
 
 def test_latency_percentiles_constant_memory():
