@@ -15,7 +15,6 @@ points overall but lost 10.8 points of object IoU.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
@@ -54,31 +53,8 @@ def check_quantizable(model) -> None:
                 f"post-training --int8 instead")
 
 
-@contextmanager
-def _conv_weights_per_tensor():
-    """tfmot's default 8-bit scheme hard-codes per-channel conv weights
-    (``Default8BitConvWeightsQuantizer``, per_axis=True); its registry builds that class by
-    module attribute each time a model is quantised, so swapping the attribute for the
-    duration of ``quantize_model`` gives one scale per weight tensor, as post-training
-    ``--int8`` does by default."""
-    from tensorflow_model_optimization.python.core.quantization.keras import quantizers
-    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-        default_8bit_quantizers as q8)
-
-    class PerTensorConvWeightsQuantizer(quantizers.LastValueQuantizer):
-        def __init__(self):
-            super().__init__(num_bits=8, per_axis=False, symmetric=True, narrow_range=True)
-
-    original = q8.Default8BitConvWeightsQuantizer
-    q8.Default8BitConvWeightsQuantizer = PerTensorConvWeightsQuantizer
-    try:
-        yield
-    finally:
-        q8.Default8BitConvWeightsQuantizer = original
-
-
-def quantize(model, per_channel: bool = False):
-    """The fake-quant (QAT) model, BatchNorm frozen; conv weights per tensor unless ``per_channel``."""
+def quantize(model):
+    """The fake-quant (QAT) model, BatchNorm frozen."""
     import tensorflow_model_optimization as tfmot
     import tf_keras as keras
 
@@ -89,8 +65,7 @@ def quantize(model, per_channel: bool = False):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
     try:
-        with nullcontext() if per_channel else _conv_weights_per_tensor():
-            return tfmot.quantization.keras.quantize_model(clone)
+        return tfmot.quantization.keras.quantize_model(clone)
     except (RuntimeError, ValueError, TypeError) as e:
         raise UserError(f"--qat: tensorflow-model-optimization cannot quantise this model "
                         f"({str(e).splitlines()[0]}); fix: replace the layer it names with a supported "
@@ -98,7 +73,7 @@ def quantize(model, per_channel: bool = False):
 
 
 def qat_finetune(model, calibration, size, epochs: int = 1, steps=None, lr: float = 1e-4,
-                 batch: int = 4, seed: int = 0, per_channel: bool = False, log=print):
+                 batch: int = 4, seed: int = 0, log=print):
     """(QAT model, info dict). Trains on the train split of the calibration set's dataset."""
     import tf_keras as keras
 
@@ -111,7 +86,7 @@ def qat_finetune(model, calibration, size, epochs: int = 1, steps=None, lr: floa
     samples = load_split(calibration.root, fmt, "train")
     steps = steps or steps_per_epoch(len(samples), batch)
     keras.utils.set_random_seed(seed)
-    q_model = quantize(model, per_channel)
+    q_model = quantize(model)
     ds = make_dataset(samples, size, batch=batch, training=True, seed=seed)
     log(f"  QAT fine-tune (distilling the float model): {epochs} epoch(s) x {steps} steps, batch {batch}, "
         f"lr {lr:g}, {len(samples)} training frames")

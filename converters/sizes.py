@@ -143,8 +143,7 @@ def export_sizes(model_path, variants, sizes=None, out_dir=None, calibration=Non
             if variant == "qat-int8":
                 from .qat import qat_finetune
                 q_model, qat_info = qat_finetune(model, cal, size, epochs=qat_epochs, steps=qat_steps,
-                                                 lr=qat_lr, batch=qat_batch, per_channel=per_channel,
-                                                 log=log)
+                                                 lr=qat_lr, batch=qat_batch, log=log)
                 content = convert(q_model, variant, rep, io, per_channel)
             else:
                 content = convert(model, variant, rep, io, per_channel)

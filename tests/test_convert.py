@@ -237,19 +237,6 @@ def test_int8_weights_per_tensor_by_default_per_channel_on_request(tiny_keras, m
     assert per_tensor.stat().st_size < per_channel.stat().st_size
 
 
-@pytest.mark.parametrize("per_channel", [False, True])
-def test_qat_weights_follow_the_same_scheme(tiny_keras, manifest, tmp_path, per_channel):
-    from converters.tflite_export import export
-    from edge.model_meta import read_meta
-    (path,) = export(tiny_keras, ["qat-int8"], tmp_path, str(manifest), qat_steps=2, per_channel=per_channel,
-                     log=lambda m: None)
-    scales = _conv_weight_scales(path)
-    assert scales and (max(scales) > 1) == per_channel
-    meta = read_meta(path)
-    assert meta["quantization"]["weights"] == ("per-channel" if per_channel else "per-tensor")
-    assert meta["qat"]["objective"].startswith("distillation")
-
-
 def test_interrupted_conversion_leaves_no_partial_file(tiny_keras, tmp_path, monkeypatch):
     import edge.model_meta as mm
     from converters.tflite_export import export
