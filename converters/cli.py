@@ -28,7 +28,7 @@ from edge.errors import UserError
 @click.option("--per-channel", is_flag=True,
               help="int8 weights with one scale per output channel (TFLite's usual scheme); the default "
                    "is one scale per tensor: 27% of the fp32 file instead of 34%, within 0.1 point of "
-                   "mIoU on the reference model")
+                   "mIoU on the reference model. --qat is always per channel (see converters/qat.py)")
 @click.option("--onnx", "onnx", is_flag=True,
               help="also export <model>.onnx (tf2onnx, opset 17) with its sidecar, for ONNX Runtime "
                    "/ TensorRT on a Jetson (needs the [onnx] extra)")

@@ -174,7 +174,8 @@ def make_converter(model, variant: str, rep_data=None, io: str = "uint8", per_ch
         dtype = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io]
         converter.inference_input_type = dtype
         converter.inference_output_type = dtype
-        converter._experimental_disable_per_channel = not per_channel
+        # QAT models carry their own (per-channel) fake-quant ranges: see converters/qat.py
+        converter._experimental_disable_per_channel = variant == "int8" and not per_channel
     elif variant != "fp32":
         raise UserError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     return converter
@@ -219,7 +220,7 @@ def variant_meta(variant, input_size, content, source_path, source_sha, calibrat
         "input": details["input"], "output": details["output"], "output_kind": "logits",
         "quantization": {"mode": QUANTIZATION_MODE[variant],
                          "io": io if variant in ("int8", "qat-int8") else "float32",
-                         **({"weights": "per-channel" if per_channel else "per-tensor"}
+                         **({"weights": "per-channel" if per_channel or variant == "qat-int8" else "per-tensor"}
                             if variant in ("int8", "qat-int8") else {})},
         "source_model": {"file": Path(source_path).name, "sha256": source_sha},
         "calibration": calibration.describe() if calibration is not None else None,

@@ -237,6 +237,16 @@ def test_int8_weights_per_tensor_by_default_per_channel_on_request(tiny_keras, m
     assert per_tensor.stat().st_size < per_channel.stat().st_size
 
 
+def test_qat_weights_are_per_channel(tiny_keras, manifest, tmp_path):
+    from converters.tflite_export import export
+    from edge.model_meta import read_meta
+    (path,) = export(tiny_keras, ["qat-int8"], tmp_path, str(manifest), qat_steps=2, log=lambda m: None)
+    assert max(_conv_weight_scales(path)) > 1
+    meta = read_meta(path)
+    assert meta["quantization"]["weights"] == "per-channel"
+    assert meta["qat"]["objective"].startswith("distillation")
+
+
 def test_interrupted_conversion_leaves_no_partial_file(tiny_keras, tmp_path, monkeypatch):
     import edge.model_meta as mm
     from converters.tflite_export import export
