@@ -166,3 +166,31 @@ print("RESULT", json.dumps({{"loss": state["history"][0]["loss"], "replicas":
     # (BatchNorm sees 2 frames per replica instead of 4, so not bit for bit)
     single, mirrored = results["none"]["loss"], results["mirrored"]["loss"]
     assert abs(single - mirrored) / single < 0.15, results
+
+
+def test_warm_start_copies_matching_layers_and_names_the_rest(tmp_path):
+    """--init-from: same-named, same-shaped layers are copied; a changed head stays fresh."""
+    import numpy as np
+    import tf_keras as keras
+
+    from edge.errors import UserError
+    from train.models import build_model
+    from train.trainer import warm_start
+
+    keras.utils.set_random_seed(1)
+    source = build_model("unet-mobilenetv2", (128, 64), 0.35)
+    path = tmp_path / "source.keras"
+    source.save(path)
+    keras.utils.set_random_seed(2)
+    target = build_model("unet-mobilenetv2", (128, 64), 0.35, num_classes=5)  # head: 8 -> 5 logits
+    note = warm_start(target, path)
+    assert "1 fresh (head)" in note, note
+    for layer in target.layers:
+        mine, theirs = layer.get_weights(), source.get_layer(layer.name).get_weights()
+        if layer.name != "head" and mine:
+            assert all(np.array_equal(a, b) for a, b in zip(mine, theirs)), layer.name
+    with pytest.raises(UserError, match="no such model file"):
+        warm_start(target, tmp_path / "missing.keras")
+    (tmp_path / "bad.keras").write_bytes(b"not a model")
+    with pytest.raises(UserError, match="not a loadable Keras model"):
+        warm_start(target, tmp_path / "bad.keras")
