@@ -37,8 +37,12 @@ dist: $(VENV)/.full
 	$(BIN)/python -m build --wheel --outdir dist .
 	@ls dist/*.whl
 
+# speed and memory targets, measured on demand (ratios in one run on this machine), never in CI
 bench: $(VENV)/.full
-	$(BIN)/python -m benchmarks.run_all
+	mkdir -p bench-out
+	$(BIN)/python benchmarks/bench_int8.py --json bench-out/int8.json --markdown bench-out/int8.md
+	$(BIN)/python benchmarks/bench_pipeline.py --threads 1,2 --rounds 3 --soak 10000 --json bench-out/pipeline.json
+	$(BIN)/python benchmarks/bench_input_pipeline.py --json bench-out/input-pipeline.json
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info
