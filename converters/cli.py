@@ -17,7 +17,8 @@ from edge.errors import UserError
 @click.option("--qat", is_flag=True, help="quantisation-aware fine-tune, then full-integer int8")
 @click.option("--qat-epochs", default=1, show_default=True, type=int)
 @click.option("--qat-steps", default=None, type=int, help="steps per QAT epoch [default: one pass over train]")
-@click.option("--qat-lr", default=1e-4, show_default=True, type=float)
+@click.option("--qat-lr", default=1e-5, show_default=True, type=float,
+              help="QAT learning rate; on the reference 1e-4 drifted 0.44 point from the float model, 1e-5 0.16")
 @click.option("--qat-batch", default=4, show_default=True, type=int)
 @click.option("--calibration", "calibration", default=None,
               help="calibration manifest (.json from 'edge-seg calibrate') or a dataset root")

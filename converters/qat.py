@@ -77,7 +77,7 @@ def quantize(model):
                         f"one, or use post-training --int8") from None
 
 
-def qat_finetune(model, calibration, size, epochs: int = 1, steps=None, lr: float = 1e-4,
+def qat_finetune(model, calibration, size, epochs: int = 1, steps=None, lr: float = 1e-5,
                  batch: int = 4, seed: int = 0, log=print):
     """(QAT model, info dict). Trains on the train split of the calibration set's dataset."""
     import tf_keras as keras

@@ -99,7 +99,7 @@ def with_size(stem: str, size, named: bool) -> str:
 
 
 def export_sizes(model_path, variants, sizes=None, out_dir=None, calibration=None, io: str = "uint8",
-                 calibration_root=None, qat_epochs: int = 1, qat_steps=None, qat_lr: float = 1e-4,
+                 calibration_root=None, qat_epochs: int = 1, qat_steps=None, qat_lr: float = 1e-5,
                  qat_batch: int = 4, onnx: bool = False, nchw: bool = False, per_channel: bool = False,
                  log=print) -> list[Path]:
     """Convert ``model_path`` to each of ``variants`` (and ONNX with ``onnx``) at each of

@@ -240,7 +240,7 @@ def write_variant(path, content: bytes, meta: dict) -> Path:
 
 
 def export(model_path, variants, out_dir=None, calibration=None, io: str = "uint8",
-           calibration_root=None, qat_epochs: int = 1, qat_steps=None, qat_lr: float = 1e-4,
+           calibration_root=None, qat_epochs: int = 1, qat_steps=None, qat_lr: float = 1e-5,
            qat_batch: int = 4, per_channel: bool = False, log=print) -> list[Path]:
     """Convert ``model_path`` to each of ``variants`` at its own input size; returns the
     written .tflite paths (``<stem>-<variant>.tflite``). One conversion loop serves both:
