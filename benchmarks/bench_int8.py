@@ -59,8 +59,21 @@ def litert_runner(content: bytes, threads: int):
     return interp.invoke
 
 
+def int8_dot_instructions() -> list[str]:
+    """The CPU's int8 dot-product instruction sets (what makes int8 GEMMs faster than fp32)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[1].split())
+    return sorted(flags & {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm", "sve"})
+
+
 def peak_model(threads: int, layers: int = 4, channels: int = 512, hw: int = 64):
-    """(run, MACs) of an int8 stack of 1x1 convolutions: the practical int8 GEMM peak."""
+    """(int8 run, fp32 run, MACs) of a stack of 1x1 convolutions: the practical GEMM peaks."""
     import tensorflow as tf
     import tf_keras as keras
 
@@ -78,7 +91,8 @@ def peak_model(threads: int, layers: int = 4, channels: int = 512, hw: int = 64)
             yield [rng.uniform(-1, 1, (1, hw, hw, channels)).astype(np.float32)]
     content = convert(model, "int8", rep, io="int8")
     del tf
-    return litert_runner(content, threads), layers * hw * hw * channels * channels
+    return (litert_runner(content, threads), litert_runner(convert(model, "fp32"), threads),
+            layers * hw * hw * channels * channels)
 
 
 def get_tflite(model, model_path, variant, size):
@@ -165,8 +179,9 @@ def main(argv=None):
         except Exception as e:  # noqa: BLE001 -- reported, not fatal
             print(f"ONNX Runtime row skipped: {type(e).__name__}: {str(e).splitlines()[0]}", file=sys.stderr)
 
-    peak_run, peak_macs = peak_model(args.threads, args.peak_layers)
+    peak_run, fp32_peak_run, peak_macs = peak_model(args.threads, args.peak_layers)
     rows["int8 peak probe (1x1 conv)"] = (peak_run, None, f"{args.peak_layers} x 512->512 1x1 conv at 64x64")
+    rows["fp32 peak probe (1x1 conv)"] = (fp32_peak_run, None, "the same stack in fp32")
 
     times = {k: [] for k in rows}
     for fn, _, _ in rows.values():
@@ -194,6 +209,8 @@ def main(argv=None):
                     "threads": args.threads, "load_avg_at_start": os.getloadavg()},
         "model": model_note, "input_size": list(size), "macs": macs,
         "rows": [], "peak_gmacs": peak_gmacs, "model_int8_gmacs": model_gmacs,
+        "fp32_peak_gmacs": peak_macs / (p50["fp32 peak probe (1x1 conv)"] / 1e3) / 1e9,
+        "int8_dot_instructions": int8_dot_instructions(),
         "fraction_of_int8_peak": model_gmacs / peak_gmacs,
         "speedup_int8_vs_fp32_tflite": p50["fp32 TFLite (XNNPACK)"] / int8_ms,
         "speedup_int8_vs_keras": p50["float Keras, tf.function"] / int8_ms,
@@ -224,7 +241,12 @@ def main(argv=None):
               "On the fastest run of each row (less sensitive to other load on the machine): int8 "
               f"{result['min_based']['speedup_int8_vs_fp32_tflite']:.2f}x vs fp32 TFLite, "
               f"{result['min_based']['speedup_int8_vs_keras']:.2f}x vs Keras; peak "
-              f"{result['min_based']['peak_gmacs']:.0f} GMAC/s, model {result['min_based']['model_int8_gmacs']:.0f} GMAC/s."]
+              f"{result['min_based']['peak_gmacs']:.0f} GMAC/s, model {result['min_based']['model_int8_gmacs']:.0f} GMAC/s.",
+              f"int8 / fp32 GEMM peak on this CPU: {peak_gmacs / result['fp32_peak_gmacs']:.2f}x "
+              f"({peak_gmacs:.0f} vs {result['fp32_peak_gmacs']:.0f} GMAC/s); int8 dot-product instructions: "
+              + (", ".join(result["int8_dot_instructions"]) or
+                 "none (no AVX-VNNI / AVX512-VNNI / ARM dotprod): int8 kernels do no more MACs per cycle "
+                 "than fp32 ones here, so int8 buys size, not speed")]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.json:
