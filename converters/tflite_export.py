@@ -154,6 +154,12 @@ def _converter_error(model, variant: str, error: Exception) -> UserError:
                      f"{'int8 ' if variant in ('int8', 'qat-int8') else ''}kernel; fix: {fix} ({first})")
 
 
+def weight_granularity(variant: str, per_channel: bool) -> str:
+    """How an int8 variant's weights are quantised. QAT models carry tfmot's per-channel
+    fake-quant ranges whatever is asked (see converters/qat.py)."""
+    return "per-channel" if per_channel or variant == "qat-int8" else "per-tensor"
+
+
 def make_converter(model, variant: str, rep_data=None, io: str = "uint8", per_channel: bool = False):
     """``per_channel`` False (the default) quantises each int8 weight tensor with one
     scale: the per-channel scales and zero points of this U-Net are 26,736 entries,
@@ -174,8 +180,7 @@ def make_converter(model, variant: str, rep_data=None, io: str = "uint8", per_ch
         dtype = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io]
         converter.inference_input_type = dtype
         converter.inference_output_type = dtype
-        # QAT models carry their own (per-channel) fake-quant ranges: see converters/qat.py
-        converter._experimental_disable_per_channel = variant == "int8" and not per_channel
+        converter._experimental_disable_per_channel = weight_granularity(variant, per_channel) == "per-tensor"
     elif variant != "fp32":
         raise UserError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     return converter
@@ -220,7 +225,7 @@ def variant_meta(variant, input_size, content, source_path, source_sha, calibrat
         "input": details["input"], "output": details["output"], "output_kind": "logits",
         "quantization": {"mode": QUANTIZATION_MODE[variant],
                          "io": io if variant in ("int8", "qat-int8") else "float32",
-                         **({"weights": "per-channel" if per_channel or variant == "qat-int8" else "per-tensor"}
+                         **({"weights": weight_granularity(variant, per_channel)}
                             if variant in ("int8", "qat-int8") else {})},
         "source_model": {"file": Path(source_path).name, "sha256": source_sha},
         "calibration": calibration.describe() if calibration is not None else None,

@@ -8,7 +8,6 @@ only), ``side-by-side`` (frame | overlay, twice as wide).
 from __future__ import annotations
 
 import math
-
 from typing import Sequence
 
 import cv2

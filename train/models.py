@@ -13,9 +13,9 @@ Architectures:
   strides 2/4/8/16 and a light U-Net decoder of depthwise-separable
   DW3x3-BN-ReLU6 / PW1x1-BN-ReLU6 blocks, bilinear x2 upsampling and concatenation,
   a 1x1 head at stride 2 and the logits upsampled x2 (bilinear). A full-resolution
-  refinement block (no stride-1 skip feeds it) cost 0.11 GMAC and half the training
-  step time on this CPU (4.15 vs 2.72 s per batch of 8): depthwise back-propagation at
-  512x256 is slow in TensorFlow's CPU kernels.
+  refinement block (no stride-1 skip feeds it) cost 0.11 GMAC and a third of the
+  training step time on this CPU (4.15 vs 2.72 s per batch of 8): depthwise
+  back-propagation at 512x256 is slow in TensorFlow's CPU kernels.
 * ``lraspp-mobilenetv2``: the LR-ASPP head of MobileNetV3 (Howard et al. 2019) on the
   same backbone: stride-16 features gated by a global-pooled sigmoid branch, plus a
   stride-8 skip, logits upsampled x8.
@@ -33,8 +33,9 @@ SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND in TFLite, which GPU delegates handle poor
 U-Nets use only CONV_2D, DEPTHWISE_CONV_2D, ADD, CONCATENATION, RESIZE_BILINEAR (and
 MAX_POOL_2D).
 
-Cost at 512x256 (count_macs): unet-mobilenetv2 alpha 0.5/0.75 = 0.40/0.70 GMAC; lraspp-mobilenetv2 alpha 0.75/1.0 = 0.53/0.76; deeplabv3plus-mobilenetv2 alpha
-0.75/1.0 = 0.83/1.08; unet-small alpha 0.5/0.75/1.0 = 0.36/0.95/1.43.
+Cost at 512x256 (count_macs): unet-mobilenetv2 alpha 0.5/0.75 = 0.40/0.70 GMAC;
+lraspp-mobilenetv2 alpha 0.75/1.0 = 0.53/0.76; deeplabv3plus-mobilenetv2 alpha 0.75/1.0 =
+0.83/1.08; unet-small alpha 0.5/0.75/1.0 = 0.36/0.95/1.43.
 """
 from __future__ import annotations
 
