@@ -29,7 +29,10 @@ def _run(model, float_model, video, min_agreement, report=None):
 
 def test_int8_vs_its_float_model_agree(tiny_models, drift_video, tmp_path, capsys):
     report = tmp_path / "run.json"
-    s = _run(tiny_models["int8"], tiny_models["fp32"], drift_video, 0.6, str(report))
+    # which frames get checked depends on when the worker is free; on these random-weight nets
+    # a 4-check window of the matching pair measured 0.57-1.0 (0.82 overall), the different
+    # net 0.3 overall: 0.45 keeps the matching pair clear of the threshold on every schedule
+    s = _run(tiny_models["int8"], tiny_models["fp32"], drift_video, 0.45, str(report))
     a = s["agreement"]
     assert a["checks"] >= 3 and a["checks"] + a["skipped_busy"] == a["offered"] == 20
     # random-weight nets have near-tied logits, so int8 rounding flips some pixels: the
