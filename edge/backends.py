@@ -72,10 +72,11 @@ class BackendInfo:
     threads: int | None
     fallback: str | None = None  # why the requested delegate is not the one running
     notes: list[str] = field(default_factory=list)
+    accelerator = "delegate"  # what the banner calls it (ONNX Runtime: "provider")
 
     def describe(self) -> str:
         threads = self.threads if self.threads else "default"
-        text = f"{self.backend}, delegate {self.delegate}, threads {threads}"
+        text = f"{self.backend}, {self.accelerator} {self.delegate}, threads {threads}"
         if self.fallback:
             text += f" (requested {self.delegate_requested}: fell back)"
         return text

@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from .backends import BackendInfo
 from .errors import UserError
 
 PROVIDERS = {
@@ -49,26 +49,9 @@ _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
               "tensor(int8)": np.int8, "tensor(uint8)": np.uint8}
 
 
-@dataclass
-class OnnxBackendInfo:
-    """What actually runs; the same fields and methods as edge.backends.BackendInfo."""
-    backend: str
-    delegate_requested: str
-    delegate: str
-    threads: int | None
-    fallback: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-    def describe(self) -> str:
-        threads = self.threads if self.threads else "default"
-        text = f"{self.backend}, provider {self.delegate}, threads {threads}"
-        if self.fallback:
-            text += f" (requested {self.delegate_requested}: fell back)"
-        return text
-
-    def as_dict(self) -> dict:
-        return {"backend": self.backend, "delegate_requested": self.delegate_requested,
-                "delegate": self.delegate, "threads": self.threads, "fallback": self.fallback}
+class OnnxBackendInfo(BackendInfo):
+    """What actually runs: edge.backends.BackendInfo, with execution providers."""
+    accelerator = "provider"
 
 
 def import_onnxruntime():
