@@ -17,9 +17,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from edge.labels import CATEGORY_NAMES, IGNORE, NUM_CATEGORIES, VOID
 from edge.errors import UserError
+from edge.labels import CATEGORY_NAMES, IGNORE, NUM_CATEGORIES, VOID
 from edge.metrics import SegMetrics
+from edge.preprocess import parse_size
 from train.datasets import load_split, read_pair
 
 
@@ -40,7 +41,10 @@ def main(argv=None) -> None:
     ap.add_argument("--size", default="512x256", help="model input size WxH")
     ap.add_argument("--strides", default="2,4,8")
     args = ap.parse_args(argv)
-    size = tuple(int(v) for v in args.size.lower().split("x"))
+    try:
+        size = parse_size(args.size)
+    except ValueError as e:
+        raise UserError(f"--size: {e}") from None
     strides = [int(s) for s in args.strides.split(",")]
     metrics = {s: SegMetrics() for s in strides}
     for sample in tqdm(load_split(args.data, args.format, args.split), desc="frames"):
