@@ -176,10 +176,11 @@ def test_default_model_prefers_the_reference(monkeypatch):
         zoo.default_model()
 
 
-def test_bundled_placeholder_runs_and_says_so():
-    seg = Segmenter(threads=1)  # the default model
-    if seg.path.name != "random-init-int8.tflite":
-        pytest.skip("the reference model is bundled now")
+def test_bundled_placeholder_runs_and_says_so(monkeypatch):
+    # the fallback default when no reference model is installed
+    monkeypatch.setattr(zoo, "PREFERENCE", ("no-such-model.tflite", "random-init-int8.tflite"))
+    seg = Segmenter(threads=1)
+    assert seg.path.name == "random-init-int8.tflite"
     assert seg.is_placeholder and seg.input_size == (512, 256)
     assert seg.path.stat().st_size < 1_000_000
     result = seg(np.zeros((256, 512, 3), np.uint8))
