@@ -33,7 +33,7 @@ SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND in TFLite, which GPU delegates handle poor
 U-Nets use only CONV_2D, DEPTHWISE_CONV_2D, ADD, CONCATENATION, RESIZE_BILINEAR (and
 MAX_POOL_2D).
 
-Cost at 512x256 (count_macs): unet-mobilenetv2 alpha 0.5/0.75 = 0.40/0.70 GMAC;
+Cost at 512x256 (count_macs): unet-mobilenetv2 alpha 0.5/0.75/1.0 = 0.40/0.70/0.94 GMAC;
 lraspp-mobilenetv2 alpha 0.75/1.0 = 0.53/0.76; deeplabv3plus-mobilenetv2 alpha 0.75/1.0 =
 0.83/1.08; unet-small alpha 0.5/0.75/1.0 = 0.36/0.95/1.43.
 """
@@ -48,7 +48,7 @@ from edge.labels import NUM_CATEGORIES
 ARCHS = ("unet-mobilenetv2", "lraspp-mobilenetv2", "deeplabv3plus-mobilenetv2", "unet-small")
 DEFAULT_ARCH = "unet-mobilenetv2"
 MOBILENETV2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
-DEFAULT_ALPHA = {"unet-mobilenetv2": 0.75, "lraspp-mobilenetv2": 1.0,
+DEFAULT_ALPHA = {"unet-mobilenetv2": 1.0, "lraspp-mobilenetv2": 1.0,
                  "deeplabv3plus-mobilenetv2": 0.75, "unet-small": 0.75}
 
 # MobileNetV2 layers whose outputs are the skips, by stride: the last block output at
