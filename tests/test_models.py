@@ -110,7 +110,7 @@ def test_losses_ignore_void_and_ignore_pixels():
     y = rng.integers(0, 8, (2, 8, 16)).astype(np.int32)
     y[0, :2] = 255
     logits = rng.normal(size=(2, 8, 16, 8)).astype(np.float32)
-    for kind in ("ce", "dice", "ce+dice"):
+    for kind in ("ce", "dice", "ce+dice", "lovasz", "ce+lovasz"):
         loss = make_loss(kind, class_weights=np.linspace(0, 2, 8))
         base = float(loss(tf.constant(y), tf.constant(logits)))
         changed = logits.copy()
@@ -123,3 +123,27 @@ def test_losses_ignore_void_and_ignore_pixels():
     assert w[0] == 0 and w[4] == 0  # void and absent categories
     assert w[1] < w[2] == w[3]       # frequent category weighs less
     assert np.allclose(median_frequency_weights(masks, power=0.5) ** 2, w)
+
+
+def test_lovasz_loss_is_one_minus_iou_on_hard_predictions():
+    """On (near) one-hot predictions the Lovász extension equals the set function: the mean
+    over the scored categories present in the labels of 1 - IoU, here checked against
+    edge.metrics' IoU of the same prediction."""
+    import tensorflow as tf
+    from edge.metrics import category_scores, confusion_matrix
+    from train.losses import make_loss
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 6, (2, 16, 24)).astype(np.int32)   # category 6 and 7 absent
+    y[1, :3] = 255
+    pred = np.where(rng.random(y.shape) < 0.7, y, rng.integers(1, 8, y.shape))
+    pred = np.where(pred == 255, 1, pred)
+    logits = np.eye(8, dtype=np.float32)[pred] * 60.0
+    got = float(make_loss("lovasz")(tf.constant(y), tf.constant(logits)))
+
+    cm = confusion_matrix(y, pred)
+    iou = category_scores(cm)["iou"]
+    present = [c for c in range(1, 8) if (y == c).any()]
+    assert got == pytest.approx(np.mean([1.0 - iou[c] for c in present]), abs=1e-4)
+    perfect = np.eye(8, dtype=np.float32)[np.where(y == 255, 0, y)] * 60.0
+    assert float(make_loss("lovasz")(tf.constant(y), tf.constant(perfect))) == pytest.approx(0.0, abs=1e-4)

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from .data_cli import data  # noqa: F401  (entry point train.cli:data)
+from .losses import LOSSES
 
 ARCH_CHOICES = ["unet-mobilenetv2", "lraspp-mobilenetv2", "deeplabv3plus-mobilenetv2", "unet-small"]
 FORMAT_CHOICE = click.Choice(["auto", "cityscapes", "camvid", "folder"])
@@ -45,8 +46,10 @@ def train_options(f):
         click.option("--lr", type=float, default=2e-3, show_default=True, help="peak learning rate (AdamW)"),
         click.option("--weight-decay", type=float, default=1e-4, show_default=True),
         click.option("--warmup-epochs", type=float, default=1.0, show_default=True),
-        click.option("--loss", type=click.Choice(["ce", "dice", "ce+dice"]), default="ce", show_default=True),
-        click.option("--dice-weight", type=float, default=1.0, show_default=True),
+        click.option("--loss", type=click.Choice(LOSSES), default="ce", show_default=True,
+                     help="ce+lovasz: cross-entropy + Lovász-softmax (an IoU surrogate) for fine-tuning"),
+        click.option("--dice-weight", type=float, default=1.0, show_default=True,
+                     help="weight of the Dice (ce+dice) or Lovász (ce+lovasz) term"),
         click.option("--class-weights", type=click.Choice(["none", "median-freq", "sqrt-median-freq"]),
                      default="none",
                      show_default=True),

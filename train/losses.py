@@ -3,7 +3,12 @@
 * ``ce``: (optionally class-weighted) sparse softmax cross-entropy, averaged over the
   scored pixels (weighted mean when class weights are given);
 * ``dice``: soft Dice over the 7 scored categories present in the batch;
-* ``ce+dice``: their sum (``dice_weight`` scales the Dice term).
+* ``ce+dice``: their sum (``dice_weight`` scales the Dice term);
+* ``lovasz``: Lovász-softmax (Berman et al. 2018), the convex surrogate of 1 - IoU averaged
+  over the scored categories present in the batch: the score itself, thin categories
+  counting as much as large ones;
+* ``ce+lovasz``: cross-entropy plus Lovász-softmax (``dice_weight`` scales the Lovász term),
+  the paper's recipe for fine-tuning a cross-entropy model towards IoU.
 
 Class weights: ``median_frequency_weights`` (Eigen & Fergus 2015) from the training
 masks: ``freq_c = pixels of c / pixels of the images where c occurs``,
@@ -16,7 +21,7 @@ import numpy as np
 
 from edge.labels import IGNORE, NUM_CATEGORIES, VOID
 
-LOSSES = ("ce", "dice", "ce+dice")
+LOSSES = ("ce", "dice", "ce+dice", "lovasz", "ce+lovasz")
 CLASS_WEIGHTS = ("none", "median-freq", "sqrt-median-freq")
 
 
@@ -81,15 +86,46 @@ def make_loss(kind: str = "ce", class_weights=None, dice_weight: float = 1.0,
         n = tf.reduce_sum(tf.cast(present, tf.float32))
         return tf.math.divide_no_nan(tf.reduce_sum(tf.where(present, 1.0 - dice, 0.0)), n)
 
+    def lovasz_term(labels, logits, valid):
+        probs = tf.boolean_mask(tf.nn.softmax(logits, axis=-1), valid)   # (N, C) scored pixels
+        labels = tf.boolean_mask(labels, valid)
+        losses, present = [], []
+        for c in range(num_classes):
+            if c == VOID:
+                continue
+            fg = tf.cast(tf.equal(labels, c), tf.float32)
+            errors = tf.abs(fg - probs[:, c])
+            order = tf.argsort(errors, direction="DESCENDING")
+            losses.append(tf.tensordot(tf.gather(errors, order),
+                                       tf.stop_gradient(lovasz_grad(tf.gather(fg, order))), 1))
+            present.append(tf.reduce_sum(fg) > 0)
+        present = tf.stack(present)
+        n = tf.reduce_sum(tf.cast(present, tf.float32))
+        return tf.math.divide_no_nan(tf.reduce_sum(tf.where(present, tf.stack(losses), 0.0)), n)
+
     def loss(labels, logits):
         labels = tf.cast(labels, tf.int32)
         logits = tf.cast(logits, tf.float32)
         valid = tf.logical_and(tf.logical_and(labels != IGNORE, labels != VOID), labels < num_classes)
         total = 0.0
-        if kind in ("ce", "ce+dice"):
+        if kind in ("ce", "ce+dice", "ce+lovasz"):
             total += ce_term(labels, logits, valid)
         if kind in ("dice", "ce+dice"):
             total += dice_weight * dice_term(labels, logits, valid)
+        if kind in ("lovasz", "ce+lovasz"):
+            total += dice_weight * lovasz_term(labels, logits, valid)
         return total
 
     return loss
+
+
+def lovasz_grad(fg_sorted):
+    """Gradient of the Lovász extension of the Jaccard loss w.r.t. the errors sorted in
+    decreasing order (Berman et al. 2018, Alg. 1): the increments of 1 - IoU as pixels join."""
+    import tensorflow as tf
+
+    total = tf.reduce_sum(fg_sorted)
+    intersection = total - tf.cumsum(fg_sorted)
+    union = total + tf.cumsum(1.0 - fg_sorted)
+    jaccard = 1.0 - intersection / union
+    return tf.concat([jaccard[:1], jaccard[1:] - jaccard[:-1]], 0)

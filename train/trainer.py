@@ -287,14 +287,14 @@ def train_model(cfg: TrainConfig, resume: bool = False, overrides: dict | None =
 
     from .datasets import load_split
     from .evaluate import CachedValSet, keras_predictor
-    from .losses import make_loss, median_frequency_weights
+    from .losses import LOSSES, make_loss, median_frequency_weights
     from .models import build_model, check_arch_alpha, check_input_size, count_macs
     from .pipeline import Augment, make_dataset
 
     cfg.alpha = check_arch_alpha(cfg.arch, cfg.alpha)
     size = check_input_size(cfg.input_size)
-    if cfg.loss not in ("ce", "dice", "ce+dice"):
-        raise UserError(f"unknown --loss {cfg.loss!r}; choose ce, dice or ce+dice")
+    if cfg.loss not in LOSSES:
+        raise UserError(f"unknown --loss {cfg.loss!r}; choose one of {', '.join(LOSSES)}")
     if cfg.class_weights not in ("none", "median-freq", "sqrt-median-freq"):
         raise UserError(f"unknown --class-weights {cfg.class_weights!r}; "
                         "choose none, median-freq or sqrt-median-freq")
