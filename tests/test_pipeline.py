@@ -48,6 +48,19 @@ def test_augmentation_keeps_image_and_mask_aligned(colour_coded):
         assert agree > 0.97, agree  # only resampled block edges may blend
 
 
+def test_crops_are_aligned_windows_at_the_model_scale(colour_coded):
+    # scale pinned to 1: a crop is a plain window of the frame at model size
+    fixed = Augment(flip=False, scale=(1.0, 1.0), brightness=0.0, contrast=(1.0, 1.0), saturation=(1.0, 1.0))
+    whole = make_dataset(colour_coded, (128, 64), batch=1, training=True, seed=3, augment=fixed)
+    crops = make_dataset(colour_coded, (128, 64), batch=1, training=True, seed=3, augment=fixed, crop=(64, 32))
+    for (xw, yw), (xc, yc) in zip(whole.take(4), crops.take(4)):
+        xw, yw, xc, yc = xw.numpy()[0], yw.numpy()[0], xc.numpy()[0], yc.numpy()[0]
+        assert xc.shape == (32, 64, 3) and yc.shape == (32, 64)
+        assert (_decode_colours(xc[None])[0] == yc)[yc != labels.IGNORE].mean() > 0.97
+        windows = [(t, l) for t in range(33) for l in range(65) if np.array_equal(yw[t:t + 32, l:l + 64], yc)]
+        assert windows, "the crop is not a window of the model-size frame"
+
+
 def test_augmented_masks_hold_only_known_values(colour_coded):
     ds = make_dataset(colour_coded, (128, 64), batch=4, training=True, seed=1)
     values = set()

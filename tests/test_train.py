@@ -64,6 +64,22 @@ def test_train_one_epoch_writes_a_complete_run_folder(data_root, tmp_path):
 
 
 @pytest.mark.slow
+def test_crop_training_scores_and_saves_the_model_at_input_size(data_root, tmp_path):
+    run_dir = tmp_path / "run"
+    out = run(edge_seg("train", "--data", data_root, *TINY, "--epochs", "1", "--steps-per-epoch", "2",
+                       "--crop", "64x32", "--run-dir", run_dir))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads((run_dir / "config.json").read_text())["crop"] == [64, 32]
+    import tf_keras
+    model = tf_keras.models.load_model(run_dir / "best.keras", compile=False)
+    assert model.input_shape == (None, 64, 128, 3)
+
+    too_big = run(edge_seg("train", "--data", data_root, *TINY, "--epochs", "1", "--crop", "256x64",
+                           "--run-dir", tmp_path / "big"))
+    assert too_big.returncode == 2 and "--crop 256x64 is larger than --input-size 128x64" in too_big.stderr
+
+
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_last_epoch(data_root, tmp_path):
     run_dir = tmp_path / "run"
     args = edge_seg("train", "--data", data_root, *TINY, "--epochs", "3", "--steps-per-epoch", "2",

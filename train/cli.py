@@ -38,6 +38,10 @@ def train_options(f):
                           "for unet-mobilenetv2, 0.94 GMAC at 512x256]"),
         click.option("--input-size", default="512x256", show_default=True, callback=_size,
                      help="model input WIDTHxHEIGHT, multiples of 32"),
+        click.option("--crop", default=None, metavar="WxH", callback=_size,
+                     help="train on random WxH windows of the --input-size frames (objects keep the "
+                          "model's scale; smaller crops = cheaper steps); the model is built and "
+                          "scored at --input-size [default: whole frames]"),
         click.option("--backbone-weights", default="none", show_default=True,
                      help="none | imagenet (Keras cache only: this machine is offline) | PATH to .h5"),
         click.option("--bn-momentum", type=float, default=0.9, show_default=True),
@@ -80,7 +84,8 @@ def config_from_options(**o):
     from .trainer import TrainConfig
     return TrainConfig(
         data=str(o["data_root"]), format=o["fmt"], arch=o["arch"], alpha=o["alpha"],
-        input_size=tuple(o["input_size"]), backbone_weights=o["backbone_weights"],
+        input_size=tuple(o["input_size"]), crop=tuple(o["crop"]) if o["crop"] else None,
+        backbone_weights=o["backbone_weights"],
         bn_momentum=o["bn_momentum"], epochs=o["epochs"], batch=o["batch"], lr=o["lr"],
         weight_decay=o["weight_decay"], warmup_epochs=o["warmup_epochs"], loss=o["loss"],
         dice_weight=o["dice_weight"], class_weights=o["class_weights"],

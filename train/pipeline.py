@@ -26,6 +26,9 @@ class Augment:
     saturation: tuple[float, float] = (0.75, 1.25)
 
 
+CROP_ONLY = Augment(flip=False, scale=(1.0, 1.0), brightness=0.0, contrast=(1.0, 1.0), saturation=(1.0, 1.0))
+
+
 def cache_size(size: tuple[int, int], factor: float = 1.5) -> tuple[int, int]:
     """Training frames are cached larger than the model input so zoom-in crops keep detail."""
     return int(size[0] * factor), int(size[1] * factor)
@@ -62,19 +65,22 @@ def normalize_tf(image):
     return (tf.cast(image, tf.float32) - MEAN) / STD
 
 
-def augment_pair(image, mask, seed, size, aug: Augment):
+def augment_pair(image, mask, seed, size, aug: Augment, crop=None):
     """One random geometric + photometric transform; ``seed`` is a (2,) int tensor.
-    Image and mask share every geometric random number."""
+    Image and mask share every geometric random number. The frame is scaled relative to
+    ``size`` and a ``crop`` (default: ``size``) is cut from it, so a crop smaller than the
+    model size shows objects at the scale the model sees them at."""
     import tensorflow as tf
 
-    w, h = size
+    fw, fh = size
+    w, h = crop or size
     seeds = tf.random.experimental.stateless_split(seed, 8)
     image = tf.cast(image, tf.float32)
     mask = mask[..., None]
 
     scale = tf.random.stateless_uniform([], seeds[0], aug.scale[0], aug.scale[1])
-    new_h = tf.cast(tf.round(h * scale), tf.int32)
-    new_w = tf.cast(tf.round(w * scale), tf.int32)
+    new_h = tf.cast(tf.round(fh * scale), tf.int32)
+    new_w = tf.cast(tf.round(fw * scale), tf.int32)
     image = tf.image.resize(image, (new_h, new_w), method="bilinear", antialias=True)
     mask = tf.image.resize(mask, (new_h, new_w), method="nearest")
 
@@ -109,10 +115,11 @@ def augment_pair(image, mask, seed, size, aug: Augment):
 
 def make_dataset(samples: list[Sample], size=(512, 256), batch: int = 8, training: bool = False,
                  seed: int = 0, augment: Augment | None = Augment(), purpose: str = "train",
-                 skip_bad: bool = False, shuffle_buffer: int = 1024):
+                 skip_bad: bool = False, shuffle_buffer: int = 1024, crop=None):
     """(x float32 (B,H,W,3) normalised, y int32 (B,H,W) catIds, 255 = ignore).
 
-    Training: an infinite, shuffled, augmented stream (use steps_per_epoch).
+    Training: an infinite, shuffled, augmented stream (use steps_per_epoch), of random
+    ``crop``-sized windows (W, H) of the ``size`` frame when ``crop`` is given.
     Otherwise: one pass in order at ``size``, through the runtime's preprocessing."""
     import tensorflow as tf
 
@@ -130,11 +137,11 @@ def make_dataset(samples: list[Sample], size=(512, 256), batch: int = 8, trainin
 
     def transform(pair, s):
         image, mask = pair
-        if augment is None:
+        if augment is None and crop is None:
             image = tf.image.resize(tf.cast(image, tf.float32), (size[1], size[0]), antialias=True)
             mask = tf.image.resize(mask[..., None], (size[1], size[0]), method="nearest")[..., 0]
         else:
-            image, mask = augment_pair(image, mask, s, size, augment)
+            image, mask = augment_pair(image, mask, s, size, augment or CROP_ONLY, crop)
         return normalize_tf(image), tf.cast(mask, tf.int32)
 
     ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

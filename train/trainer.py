@@ -49,6 +49,7 @@ class TrainConfig:
     arch: str = "unet-mobilenetv2"
     alpha: float | None = None
     input_size: tuple[int, int] = (512, 256)
+    crop: tuple[int, int] | None = None
     backbone_weights: str = "none"
     bn_momentum: float = 0.9
     epochs: int = 40
@@ -80,6 +81,8 @@ class TrainConfig:
         d = {k: v for k, v in d.items() if k in names}
         if "input_size" in d:
             d["input_size"] = tuple(d["input_size"])
+        if d.get("crop"):
+            d["crop"] = tuple(d["crop"])
         return cls(**d)
 
 
@@ -293,6 +296,9 @@ def train_model(cfg: TrainConfig, resume: bool = False, overrides: dict | None =
 
     cfg.alpha = check_arch_alpha(cfg.arch, cfg.alpha)
     size = check_input_size(cfg.input_size)
+    crop = check_input_size(cfg.crop) if cfg.crop else size
+    if crop[0] > size[0] or crop[1] > size[1]:
+        raise UserError(f"--crop {crop[0]}x{crop[1]} is larger than --input-size {size[0]}x{size[1]}")
     if cfg.loss not in LOSSES:
         raise UserError(f"unknown --loss {cfg.loss!r}; choose one of {', '.join(LOSSES)}")
     if cfg.class_weights not in ("none", "median-freq", "sqrt-median-freq"):
@@ -342,13 +348,17 @@ def train_model(cfg: TrainConfig, resume: bool = False, overrides: dict | None =
 
     with strategy.scope():
         model = build_model(cfg.arch, size, cfg.alpha, cfg.backbone_weights, bn_momentum=cfg.bn_momentum)
+        # crops train a twin built at the crop size (same weights, no size-dependent ones);
+        # the model at --input-size gets its weights before every validation and save
+        fit_model = model if crop == size else build_model(cfg.arch, crop, cfg.alpha, cfg.backbone_weights,
+                                                            bn_momentum=cfg.bn_momentum)
         schedule = warmup_cosine(cfg.lr, total_steps, warmup, cfg.min_lr_ratio)
         optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay)
         optimizer.exclude_from_weight_decay(var_names=["bn", "BN", "bias", "beta", "gamma"])
-        optimizer.build(model.trainable_variables)
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        optimizer.build(fit_model.trainable_variables)
+    ckpt = tf.train.Checkpoint(model=fit_model, optimizer=optimizer)
     if cfg.init_from and not resume:
-        _log(warm_start(model, cfg.init_from))
+        _log(warm_start(fit_model, cfg.init_from))
     if resume:
         ckpt.read(str(last / "ckpt")).assert_existing_objects_matched().expect_partial()
         _set_rng_state(state["rng"])
@@ -373,7 +383,8 @@ def train_model(cfg: TrainConfig, resume: bool = False, overrides: dict | None =
 
     # data: a fresh deterministic stream per (seed, start epoch)
     ds = make_dataset(train_samples, size=size, batch=cfg.batch, training=True,
-                      seed=cfg.seed + 7919 * start_epoch, augment=Augment() if cfg.augment else None)
+                      seed=cfg.seed + 7919 * start_epoch, augment=Augment() if cfg.augment else None,
+                      crop=None if crop == size else crop)
     dist_ds = strategy.experimental_distribute_dataset(ds)
     data_iter = iter(dist_ds)
     val_set = CachedValSet(val_samples, size)
@@ -384,11 +395,11 @@ def train_model(cfg: TrainConfig, resume: bool = False, overrides: dict | None =
     def train_step(batch):
         def step_fn(x, y):
             with tf.GradientTape() as tape:
-                logits = model(x, training=True)
+                logits = fit_model(x, training=True)
                 loss = loss_fn(y, logits)
                 scaled = loss / replicas
-            grads = tape.gradient(scaled, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            grads = tape.gradient(scaled, fit_model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, fit_model.trainable_variables))
             return loss
         per_replica = strategy.run(step_fn, args=batch)
         return strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
@@ -424,6 +435,8 @@ def train_model(cfg: TrainConfig, resume: bool = False, overrides: dict | None =
                 break
         bar.close()
         lr_now = float(schedule(optimizer.iterations))
+        if fit_model is not model:
+            model.set_weights(fit_model.get_weights())
 
         m = val_set.score(predict, cfg.batch).result()
         last_val = m["miou7"]
