@@ -39,7 +39,7 @@ class EdgeSegCLI(click.Group):
             return super().invoke(ctx)
         except UserError as e:
             click.echo(f"error: {e}", err=True)
-            sys.exit(2)
+            sys.exit(e.exit_code)
         except ModuleNotFoundError as e:
             if e.name and e.name.split(".")[0] in {"tensorflow", "tf_keras", "tensorflow_model_optimization"}:
                 click.echo(f"error: this command needs {e.name}; install the training extra: "

@@ -177,24 +177,15 @@ def _manifest_frames(path: Path, n: int, root_override=None, with_labels: bool =
 def _label_lut(path: Path, manifest: dict, root: Path):
     """Raw mask value -> category for the manifest's dataset format (the evaluation tables
     of edge.labels, as 'edge-seg eval' and 'compare' use them)."""
-    import json
-
     from . import labels
+    from .mapping import find_mapping, mapping_lut, read_mapping
     fmt = (manifest.get("dataset") or {}).get("format")
     if fmt == "camvid":
         return labels.camvid_lut()
     if fmt == "cityscapes":
         return labels.cityscapes_lut(for_eval=True)
-    if fmt == "folder" and (root / "mapping.json").is_file():
-        import numpy as np
-        lut = np.full(256, labels.UNKNOWN, np.uint8)
-        try:
-            for value, name in json.loads((root / "mapping.json").read_text()).items():
-                name = str(name).lower()
-                lut[int(value)] = labels.IGNORE if name == "ignore" else labels.CATEGORY_IDS[name]
-        except (OSError, ValueError, KeyError, IndexError) as e:
-            raise UserError(f"{root / 'mapping.json'}: unusable mapping ({type(e).__name__}: {e})") from None
-        return lut
+    if fmt == "folder" and find_mapping(root):
+        return mapping_lut(read_mapping(find_mapping(root)))
     raise UserError(f"--frames {path}: cannot read the labels of a {fmt!r} dataset here "
                     "(camvid, cityscapes, or folder with mapping.json); use --drop-vs float")
 

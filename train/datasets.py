@@ -10,7 +10,6 @@ official ``train`` (every sixth city in sorted order) serves as ``val``.
 """
 from __future__ import annotations
 
-import json
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 from edge import labels
 from edge.errors import UserError
+from edge.mapping import find_mapping, mapping_lut, read_mapping
 from edge.preprocess import resize_image, resize_mask
 
 FORMATS = ("cityscapes", "camvid", "folder")
@@ -146,47 +146,15 @@ def _scan_camvid(root: Path) -> Layout:
 
 # ---------------------------------------------------------------- folder
 
-def read_mapping(path: Path) -> tuple:
-    """Mask value -> category name (or 'ignore'), from JSON or YAML."""
-    try:
-        text = path.read_text()
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-            raw = yaml.safe_load(text)
-        else:
-            raw = json.loads(text)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: unreadable mapping file ({e})") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: mapping must be an object of mask value -> category name")
-    pairs = []
-    for value, name in raw.items():
-        try:
-            value = int(value)
-        except ValueError:
-            raise UserError(f"{path}: mask value {value!r} is not an integer") from None
-        if not 0 <= value <= 255:
-            raise UserError(f"{path}: mask value {value} outside 0..255")
-        name = str(name).lower()
-        if name == "ignore":
-            pairs.append((value, labels.IGNORE))
-        elif name in labels.CATEGORY_IDS:
-            pairs.append((value, labels.CATEGORY_IDS[name]))
-        else:
-            raise UserError(f"{path}: unknown category {name!r} for value {value}; use one of "
-                            f"{', '.join(labels.CATEGORY_NAMES)} or 'ignore'")
-    return tuple(pairs)
-
-
 def _find_mapping(root: Path, mapping) -> Path:
     if mapping:
         path = Path(mapping)
         if not path.is_file():
             raise UserError(f"{path}: mapping file not found")
         return path
-    for name in ("mapping.json", "mapping.yaml", "mapping.yml"):
-        if (root / name).is_file():
-            return root / name
+    found = find_mapping(root)
+    if found:
+        return found
     raise UserError(f"{root}: folder datasets need a mapping file (mapping.json or mapping.yaml: "
                     f"mask value -> category name or 'ignore'); pass --mapping")
 
@@ -228,10 +196,7 @@ def label_lut(sample: Sample, purpose: str = "train") -> np.ndarray:
     if sample.fmt == "camvid":
         return labels.camvid_lut()
     if sample.fmt == "folder":
-        lut = np.full(256, labels.UNKNOWN, np.uint8)
-        for value, cat in sample.mapping:
-            lut[value] = cat
-        return lut
+        return mapping_lut(sample.mapping)
     return labels.identity_lut()
 
 
