@@ -62,6 +62,7 @@ class RunOptions:
     quiet: bool = False
     profile: str | None = None  # device profile from 'edge-seg tune' (None: the default path)
     no_profile: bool = False
+    trust_sidecar: bool = False
 
     def source_spec(self) -> str:
         if self.camera is not None and self.source is not None:
@@ -257,10 +258,10 @@ class Run:
         else:
             backends.check_model_file(model_path)
             backends.check_delegate(delegate)
-        read_meta(model_path)
+        read_meta(model_path, trust_sidecar=o.trust_sidecar, warn=lambda m: None)
         if o.check_float:
             backends.check_model_file(o.check_float)
-            read_meta(o.check_float)
+            read_meta(o.check_float, trust_sidecar=o.trust_sidecar, warn=lambda m: None)
         if o.save:
             sinks.check_save_target(o.save)
         show = o.show
@@ -272,7 +273,8 @@ class Run:
         self.source = sources.open_source(spec, realtime=o.realtime, every=o.every,
                                           reconnect_timeout=o.reconnect_timeout,
                                           capture_size=o.capture_size, log=_warn)
-        self.segmenter = Segmenter(model_path, threads=threads, delegate=delegate, log=_warn)
+        self.segmenter = Segmenter(model_path, threads=threads, delegate=delegate, log=_warn,
+                                   trust_sidecar=o.trust_sidecar)
         self.overlay = Overlay.from_meta(self.segmenter.meta, alpha=o.alpha, view=o.view,
                                          legend=o.legend, hud=o.hud)
         self.segmenter.overlay = self.overlay
@@ -468,14 +470,16 @@ def _size(ctx, param, value):
 
 @click.command("run", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--camera", type=int, metavar="N",
-              help="Camera index (V4L2 /dev/videoN on Linux).")
+              help="Camera index (V4L2 /dev/videoN on Linux; a Raspberry Pi camera through "
+                   "picamera2 when no V4L2 camera N opens).")
 @click.option("--source", metavar="SPEC",
               help="A video file, an image file, a folder or glob of images (quote it), an "
-                   "rtsp:// or http:// URL, a GStreamer pipeline ('... ! appsink'), or 'demo' "
-                   "(the built-in synthetic street clip).")
+                   "rtsp:// or http:// URL, a GStreamer pipeline ('... ! appsink'), "
+                   "'picamera2' or 'picamera2:N' (a Raspberry Pi camera through the picamera2 "
+                   "library), or 'demo' (the built-in synthetic street clip).")
 @click.option("--model", metavar="PATH.tflite",
-              help="Model to run, with its metadata PATH.json beside it (.tflite, or .onnx for "
-                   "ONNX Runtime on a Jetson). Default: the device profile's model (see 'edge-seg "
+              help="Model to run (.tflite, or .onnx for ONNX Runtime on a Jetson); its metadata "
+                   "is PATH.json beside it, else the copy embedded in the file. Default: the device profile's model (see 'edge-seg "
                    "tune'), else the bundled reference int8 model (or the random-init placeholder "
                    "until it ships).")
 @click.option("--threads", type=click.IntRange(1, 64), metavar="N",
@@ -532,6 +536,9 @@ def _size(ctx, param, value):
                    "profile whose model is missing or changed, or made on other hardware, is "
                    "ignored with a warning.")
 @click.option("--no-profile", is_flag=True, help="Ignore any device profile.")
+@click.option("--trust-sidecar", is_flag=True,
+              help="Use a model's sidecar .json even when it records another model's sha256 or "
+                   "disagrees with the metadata embedded in the model (a warning, not an error).")
 @click.option("-q", "--quiet", is_flag=True, help="No banner or progress lines; only the summary.")
 def run(**kwargs):
     """Segment frames in real time and draw the 8 categories over them.

@@ -56,21 +56,25 @@ def is_onnx(path) -> bool:
 class Segmenter:
     """A .tflite segmentation model with its metadata, on the best available interpreter.
 
-    ``model_path``: a .tflite with its sidecar .json (None: the bundled default model), or an
-    .onnx model, run by ONNX Runtime (edge.backends_onnx);
+    ``model_path``: a .tflite (None: the bundled default model), or an .onnx model, run by
+    ONNX Runtime (edge.backends_onnx); its metadata is the sidecar .json beside it, else the
+    copy embedded in the file (edge.model_meta.read_meta);
     ``threads``: interpreter threads (None: one per CPU core);
     ``delegate``: auto | cpu | xnnpack | gpu | edgetpu | PATH.so (see edge.backends);
     for .onnx: auto | tensorrt | cuda | gpu | cpu.
+    ``trust_sidecar``: use a sidecar that records another model's sha256, or disagrees with
+    the embedded metadata, with a warning instead of refusing the model.
     Bad models raise edge.errors.UserError. One instance per thread.
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None, threads: int | None = None,
-                 delegate: str = "auto", log=None, overlay: Overlay | None = None):
+                 delegate: str = "auto", log=None, overlay: Overlay | None = None,
+                 trust_sidecar: bool = False):
         self.path = zoo.resolve_model(model_path)
         onnx = is_onnx(self.path)
         if not onnx:
             backends.check_model_file(self.path)
-        self.meta = read_meta(self.path)
+        self.meta = read_meta(self.path, trust_sidecar=trust_sidecar, warn=log)
         self._check_normalization()
         threads = threads or os.cpu_count() or 1
         if onnx:  # the Jetson path: ONNX Runtime with TensorRT/CUDA, same interface

@@ -135,12 +135,15 @@ def train(ctx, resume, quiet, **options):
 @click.option("--limit", type=int, default=0, help="score only the first N frames (0 = all)")
 @click.option("--batch", type=int, default=8, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print metrics as JSON instead of the table")
+@click.option("--trust-sidecar", is_flag=True,
+              help="use a .tflite's sidecar .json even when it records another model's sha256 or "
+                   "disagrees with the metadata embedded in the model (a warning, not an error)")
 def evaluate(model, data_root, fmt, split, input_size, at_label_resolution, report_dir, limit, batch,
-             as_json):
+             as_json, trust_sidecar):
     """Score a .keras or .tflite model on a dataset split (same preprocessing and metrics)."""
     from .eval_cli import run_eval
     run_eval(model, data_root, fmt, split, input_size, at_label_resolution, report_dir, limit, batch,
-             as_json)
+             as_json, trust_sidecar=trust_sidecar)
 
 
 @click.command()

@@ -16,7 +16,7 @@ from edge.model_meta import atomic_write_json
 from .evaluate import model_kind, score
 
 
-def load_predictor(model_path: Path, input_size, batch: int):
+def load_predictor(model_path: Path, input_size, batch: int, trust_sidecar: bool = False):
     """(predict, input size, description) for a .keras or .tflite model."""
     kind = model_kind(model_path)
     if not Path(model_path).is_file():
@@ -40,7 +40,8 @@ def load_predictor(model_path: Path, input_size, batch: int):
     from edge.segmenter import Segmenter
 
     from .evaluate import segmenter_predictor
-    seg = Segmenter(model_path, threads=None, delegate="cpu")
+    seg = Segmenter(model_path, threads=None, delegate="cpu", trust_sidecar=trust_sidecar,
+                    log=lambda m: print(m, file=sys.stderr))
     if input_size is not None and tuple(input_size) != tuple(seg.input_size):
         raise UserError(f"{model_path}: the model's input is fixed at "
                         f"{seg.input_size[0]}x{seg.input_size[1]}; drop --input-size")
@@ -70,7 +71,7 @@ def format_table(result: dict, title: str) -> str:
 
 
 def run_eval(model_path, data_root, fmt, split, input_size, at_label_resolution, report_dir, limit,
-             batch, as_json):
+             batch, as_json, trust_sidecar: bool = False):
     from tqdm import tqdm
 
     from .datasets import load_split
@@ -78,7 +79,7 @@ def run_eval(model_path, data_root, fmt, split, input_size, at_label_resolution,
     samples = load_split(data_root, fmt, split)
     if limit:
         samples = samples[:limit]
-    predict, size, desc = load_predictor(Path(model_path), input_size, batch)
+    predict, size, desc = load_predictor(Path(model_path), input_size, batch, trust_sidecar)
     resolution = ("label resolution (predictions upsampled nearest)" if at_label_resolution
                   else f"model size {size[0]}x{size[1]}")
     t0 = time.time()
