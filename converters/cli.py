@@ -42,8 +42,9 @@ from edge.errors import UserError
               help="folder for the .tflite files [default: beside MODEL]")
 def convert(model, fp32, fp16, int8, dynamic, qat, qat_epochs, qat_steps, qat_lr, qat_batch,
             calibration, calibration_root, io, per_channel, onnx, nchw, sizes, output_dir):
-    """Export MODEL (.keras) to TFLite variants <model>-fp32/-fp16/-int8/-dynamic/-qat-int8.tflite,
-    each with its sidecar metadata <name>.json (and <model>.onnx with --onnx)."""
+    """Export MODEL (.keras) to TFLite variants <model>-fp32/-fp16/-int8/-dynamic/-qat-int8.tflite
+    (and <model>.onnx with --onnx). Each file carries its metadata inside (one file is enough
+    to run it); a copy is written beside it as <name>.json."""
     wanted = [v for v, on in (("fp32", fp32), ("fp16", fp16), ("int8", int8), ("dynamic", dynamic),
                               ("qat-int8", qat)) if on]
     if not wanted and not onnx:
@@ -51,9 +52,10 @@ def convert(model, fp32, fp16, int8, dynamic, qat, qat_epochs, qat_steps, qat_lr
     if nchw and not onnx:
         raise UserError("--nchw applies to the ONNX export: add --onnx")
     log = lambda m: click.echo(m, err=True)  # noqa: E731
-    from .sizes import export_sizes, parse_sizes
+    from .sizes import parse_sizes
+    from .tflite_export import export
 
-    export_sizes(model, wanted, parse_sizes(sizes), output_dir, calibration, io, calibration_root,
+    export(model, wanted, parse_sizes(sizes), output_dir, calibration, io, calibration_root,
                  qat_epochs, qat_steps, qat_lr, qat_batch, onnx=onnx, nchw=nchw, per_channel=per_channel,
                  log=log)
 

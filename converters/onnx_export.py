@@ -5,9 +5,10 @@
 
 Conversion goes through tf2onnx (``tf2onnx.convert.from_keras``, which traces the Keras
 model into a tf.function and converts the graph), opset 17 by default. The file is written
-atomically (never a half file) with the same sidecar metadata as the TFLite variants
-(edge.model_meta, variant ``onnx-fp32``), plus the tensor names and layout the ONNX Runtime
-backend (edge.backends_onnx) reads.
+atomically (never a half file) with the same metadata as the TFLite variants (edge.model_meta,
+variant ``onnx-fp32``), plus the tensor names and layout the ONNX Runtime backend
+(edge.backends_onnx) reads: embedded as the ``edge_seg`` entry of ``metadata_props`` and
+copied to the sidecar .json.
 
 The graph keeps the Keras layout, NHWC in and out, by default: the runtime's preprocessing
 feeds the ONNX model exactly what it feeds the TFLite ones. ``nchw=True`` asks tf2onnx to
@@ -27,7 +28,9 @@ from pathlib import Path
 
 import converters  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from edge.errors import UserError
-from edge.model_meta import atomic_write_bytes, file_sha256, make_meta, write_meta
+from edge.model_meta import file_sha256, make_meta, publish_model
+
+from .keras_model import is_keras_model, load_keras_model
 
 VARIANT = "onnx-fp32"
 DEFAULT_OPSET = 17
@@ -61,20 +64,6 @@ def _require_tf2onnx():
         raise UserError(f"ONNX export needs tf2onnx and onnx ({e}); "
                         "pip install 'edge-seg[onnx]'") from None
     return tf2onnx
-
-
-def load_keras_model(model_or_path):
-    if hasattr(model_or_path, "inputs") and hasattr(model_or_path, "outputs"):
-        return model_or_path, None
-    path = Path(model_or_path)
-    if not path.exists():
-        raise UserError(f"model {path}: no such file or folder")
-    import tf_keras as keras
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as e:  # noqa: BLE001 - Keras raises many types for a bad file
-        raise UserError(f"model {path}: cannot load it as a Keras model ({_first_line(e)})") from None
-    return model, path
 
 
 def _first_line(error: BaseException) -> str:
@@ -114,7 +103,8 @@ def export_onnx(model_or_path, out_path, opset: int = DEFAULT_OPSET, *, input_si
     out_path = Path(out_path)
     if out_path.suffix != ".onnx":
         raise UserError(f"{out_path}: an ONNX model's file name must end in .onnx")
-    model, source = load_keras_model(model_or_path)
+    model = load_keras_model(model_or_path)
+    source = None if is_keras_model(model_or_path) else Path(model_or_path)
     w, h = _model_input_size(model, input_size)
 
     import tensorflow as tf
@@ -143,11 +133,10 @@ def export_onnx(model_or_path, out_path, opset: int = DEFAULT_OPSET, *, input_si
                                            int(model.outputs[0].shape[-1])):
         raise UserError("tf2onnx did not make the output NCHW; export without nchw")
     data = model_proto.SerializeToString()
-    atomic_write_bytes(out_path, data)
 
     result = OnnxExport(out_path, out_path.with_suffix(".json"), opset, (w, h), layout)
     if verify:
-        result.max_abs_diff = verify_onnx(model, out_path, (w, h), layout)
+        result.max_abs_diff = verify_onnx(model, data, (w, h), layout)
         if result.max_abs_diff is None:
             result.notes.append("not verified: onnxruntime is not installed")
         elif result.max_abs_diff > VERIFY_TOLERANCE:
@@ -163,7 +152,7 @@ def export_onnx(model_or_path, out_path, opset: int = DEFAULT_OPSET, *, input_si
         if source.is_file():
             extra["source_sha256"] = file_sha256(source)
     extra.update(meta_extra)
-    result.meta_path = write_meta(out_path, make_meta((w, h), VARIANT, **extra))
+    publish_model(out_path, data, make_meta((w, h), VARIANT, **extra))
     return result
 
 
@@ -176,9 +165,9 @@ def _output_channels_first(model_proto, name: str, channels: int) -> bool:
     return False
 
 
-def verify_onnx(model, onnx_path, input_size, layout: str = "NHWC", seed: int = 0,
+def verify_onnx(model, onnx_model, input_size, layout: str = "NHWC", seed: int = 0,
                 batch: int = 2) -> float | None:
-    """Max abs difference between ONNX Runtime (CPU) and Keras logits on seeded random
+    """``onnx_model``: a path or the serialised model. Max abs difference between ONNX Runtime (CPU) and Keras logits on seeded random
     input in [-1, 1] (the normalised range); None when onnxruntime is not installed."""
     try:
         import onnxruntime as ort
@@ -190,7 +179,8 @@ def verify_onnx(model, onnx_path, input_size, layout: str = "NHWC", seed: int = 
     expected = np.asarray(model(x, training=False), np.float32)
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
+    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     feed = x.transpose(0, 3, 1, 2) if layout == "NCHW" else x
     got = session.run(None, {session.get_inputs()[0].name: feed})[0]
     if layout == "NCHW":

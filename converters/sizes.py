@@ -9,7 +9,8 @@ map (the image-pooling branch of the DeepLabV3+ head) gets the new feature-map s
 
 File names carry the size when more than one size, or a size other than the model's own,
 is asked for: ``<stem>-384x192-int8.tflite``, ``<stem>-384x192.onnx``; otherwise they are
-those of a plain ``edge-seg convert``. Every sidecar records the size the file really takes
+those of a plain ``edge-seg convert``. The conversion loop over sizes and variants is
+``converters.tflite_export.export``. Every model's metadata records the size the file really takes
 (``input_size``) and the model's native one (``native_input_size``).
 
 A slow device trades resolution for speed: ``edge-seg compare`` scores variants of
@@ -22,8 +23,9 @@ from pathlib import Path
 
 import converters  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from edge.errors import UserError
-from edge.model_meta import file_sha256
 from edge.preprocess import parse_size
+
+from .keras_model import model_input_size
 
 
 def parse_sizes(text: str | None) -> list[tuple[int, int]]:
@@ -54,8 +56,6 @@ def rebuild_at_size(model, size):
     """The functional tf_keras ``model`` rebuilt for input ``size`` (W, H), same weights.
     UserError when the model is not fully convolutional at that size."""
     import tf_keras as keras
-
-    from .tflite_export import model_input_size
 
     w, h = (int(v) for v in size)
     nw, nh = model_input_size(model)
@@ -96,78 +96,3 @@ def rebuild_at_size(model, size):
 
 def with_size(stem: str, size, named: bool) -> str:
     return f"{stem}-{size_text(size)}" if named else stem
-
-
-def export_sizes(model_path, variants, sizes=None, out_dir=None, calibration=None, io: str = "uint8",
-                 calibration_root=None, qat_epochs: int = 1, qat_steps=None, qat_lr: float = 1e-5,
-                 qat_batch: int = 4, onnx: bool = False, nchw: bool = False, per_channel: bool = False,
-                 log=print) -> list[Path]:
-    """Convert ``model_path`` to each of ``variants`` (and ONNX with ``onnx``) at each of
-    ``sizes`` (default: its own size). Everything is checked before any conversion."""
-    from .gpu_check import check_gpu
-    from .tflite_export import (IO_TYPES, VARIANTS, convert, load_keras_model, model_input_size,
-                                representative_dataset, resolve_calibration, variant_meta,
-                                write_variant)
-
-    variants = [v for v in VARIANTS if v in set(variants)]
-    if not variants and not onnx:
-        raise UserError("nothing to convert: pass one or more of --fp32 --fp16 --int8 --dynamic --qat --onnx")
-    if io not in IO_TYPES:
-        raise UserError(f"--io {io}: choose one of {', '.join(IO_TYPES)}")
-    needs_data = [v for v in variants if v in ("int8", "qat-int8")]
-    if needs_data and not calibration:
-        raise UserError(f"--{needs_data[0].replace('qat-int8', 'qat')} needs data: pass --calibration MANIFEST|ROOT")
-    if onnx:
-        from .onnx_export import _require_tf2onnx
-        _require_tf2onnx()
-    model_path = Path(model_path)
-    base = load_keras_model(model_path)
-    native = model_input_size(base)
-    sizes = list(sizes or [native])
-    named = len(sizes) > 1 or sizes != [native]
-    # the calibration set is a list of frames, chosen (and checked) for the model's own size;
-    # each size reads the same frames at its own resolution
-    cal = resolve_calibration(calibration, native, calibration_root) if needs_data else None
-    if "qat-int8" in variants:
-        from .qat import check_quantizable
-        check_quantizable(base)
-    models = {size: rebuild_at_size(base, size) for size in sizes}  # all sizes checked first
-    source_sha = file_sha256(model_path)
-    out_dir = Path(out_dir or model_path.parent)
-    written = []
-    for size, model in models.items():
-        rep = representative_dataset(cal.samples, size) if cal is not None else None
-        for variant in variants:
-            log(f"converting {model_path.name} -> {variant} at {size_text(size)}")
-            qat_info = None
-            if variant == "qat-int8":
-                from .qat import qat_finetune
-                q_model, qat_info = qat_finetune(model, cal, size, epochs=qat_epochs, steps=qat_steps,
-                                                 lr=qat_lr, batch=qat_batch, log=log)
-                content = convert(q_model, variant, rep, io, per_channel)
-            else:
-                content = convert(model, variant, rep, io, per_channel)
-            gpu = check_gpu(content)
-            if variant in ("int8", "qat-int8") and "DEQUANTIZE" in gpu["ops"]:
-                log(f"  warning: the {variant} model keeps some ops in float (DEQUANTIZE inside the "
-                    f"graph); ops: {', '.join(gpu['ops'])}")
-            quantized = variant in ("int8", "qat-int8")
-            meta = variant_meta(variant, size, content, model_path, source_sha, cal if quantized else None,
-                                io if quantized else None, gpu, qat_info, per_channel)
-            meta["native_input_size"] = list(native)
-            path = out_dir / f"{with_size(model_path.stem, size, named)}-{variant}.tflite"
-            write_variant(path, content, meta)
-            log(f"  {path} ({len(content) / 1e6:.2f} MB, GPU delegate: {gpu['verdict']})")
-            written.append(path)
-        if onnx:
-            from .onnx_export import export_onnx
-            path = out_dir / f"{with_size(model_path.stem, size, named)}.onnx"
-            result = export_onnx(model, path, nchw=nchw, log=log, source=str(model_path),
-                                 source_sha256=source_sha,
-                                 source_model={"file": model_path.name, "sha256": source_sha},
-                                 native_input_size=list(native))
-            log(f"  {result.describe()}")
-            for note in result.notes:
-                log(f"  warning: {note}")
-            written.append(path)
-    return written

@@ -1,7 +1,10 @@
 """TFLite export: fp32, fp16, dynamic-range and full-integer int8 (PTQ and QAT).
 
-Every variant is converted in memory with ``tf.lite.TFLiteConverter.from_keras_model``,
-then written atomically beside its sidecar metadata (edge.model_meta): an interrupted
+The one exporter: ``VARIANTS`` (with ``QUANTIZATION_MODE``) is the table of variants and
+``export`` the conversion loop over input sizes (converters.sizes) and variants, ONNX
+included (converters.onnx_export). Every variant is converted in memory with
+``tf.lite.TFLiteConverter.from_keras_model``, then written atomically with its metadata
+embedded (edge.embedded_meta) and as a sidecar .json (edge.model_meta): an interrupted
 export never leaves a partial .tflite. The int8 representative dataset goes through the
 training preprocessing (``train.datasets.read_pair`` + ``edge.preprocess.normalize``).
 All inputs (model, variants, calibration set) are checked before any conversion starts.
@@ -16,38 +19,23 @@ from pathlib import Path
 
 import converters  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from edge.errors import UserError
-from edge.model_meta import atomic_write_bytes, file_sha256, make_meta, write_meta
+from edge.model_meta import file_sha256, make_meta, publish_model
 from edge.preprocess import normalize
 
-VARIANTS = ("fp32", "fp16", "int8", "dynamic", "qat-int8")
+from .keras_model import load_keras_model, model_input_size
+from .sizes import rebuild_at_size, size_text, with_size
+
+# variant -> how its weights and activations are stored; the order is the conversion order
+QUANTIZATION_MODE = {"fp32": "none", "fp16": "float16 weights", "dynamic": "dynamic-range int8 weights",
+                     "int8": "full-integer int8 (post-training)",
+                     "qat-int8": "full-integer int8 (quantisation-aware training)"}
+VARIANTS = tuple(QUANTIZATION_MODE)
+NEEDS_CALIBRATION = ("int8", "qat-int8")
 IO_TYPES = ("uint8", "int8", "float32")
 DEFAULT_CALIBRATION_FRAMES = 200
 
 
 # ------------------------------------------------------------------ model
-
-def load_keras_model(path):
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: model not found")
-    if path.suffix not in (".keras", ".h5"):
-        raise UserError(f"{path}: expected a Keras model (.keras or .h5) to convert")
-    import tf_keras as keras
-    try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as e:  # noqa: BLE001 -- any load failure is the user's file
-        raise UserError(f"{path}: cannot load Keras model ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-
-
-def model_input_size(model) -> tuple[int, int]:
-    shape = model.input_shape
-    if isinstance(shape, list):
-        raise UserError(f"model {model.name} has {len(shape)} inputs; expected one image input")
-    _, h, w, c = shape
-    if h is None or w is None or c != 3:
-        raise UserError(f"model {model.name}: input shape {shape}; expected a fixed (H, W, 3) input")
-    return int(w), int(h)
-
 
 def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
@@ -213,11 +201,6 @@ def io_details(content: bytes) -> dict:
     return {"input": describe(ins[0]), "output": describe(outs[0])}
 
 
-QUANTIZATION_MODE = {"fp32": "none", "fp16": "float16 weights", "dynamic": "dynamic-range int8 weights",
-                     "int8": "full-integer int8 (post-training)",
-                     "qat-int8": "full-integer int8 (quantisation-aware training)"}
-
-
 def variant_meta(variant, input_size, content, source_path, source_sha, calibration=None,
                  io=None, gpu=None, qat=None, per_channel: bool = False) -> dict:
     details = io_details(content)
@@ -238,21 +221,79 @@ def variant_meta(variant, input_size, content, source_path, source_sha, calibrat
 
 
 def write_variant(path, content: bytes, meta: dict) -> Path:
-    """Model first, then its sidecar (with the model's sha256), each atomically."""
-    atomic_write_bytes(path, content)
-    write_meta(path, meta)
+    """The model with its metadata embedded, then its sidecar, each atomically."""
+    publish_model(path, content, meta)
     return Path(path)
 
 
-def export(model_path, variants, out_dir=None, calibration=None, io: str = "uint8",
+def export(model_path, variants, sizes=None, out_dir=None, calibration=None, io: str = "uint8",
            calibration_root=None, qat_epochs: int = 1, qat_steps=None, qat_lr: float = 1e-5,
-           qat_batch: int = 4, per_channel: bool = False, log=print) -> list[Path]:
-    """Convert ``model_path`` to each of ``variants`` at its own input size; returns the
-    written .tflite paths (``<stem>-<variant>.tflite``). One conversion loop serves both:
-    this is ``sizes.export_sizes`` with the native size only."""
-    from .sizes import export_sizes
+           qat_batch: int = 4, onnx: bool = False, nchw: bool = False, per_channel: bool = False,
+           log=print) -> list[Path]:
+    """Convert ``model_path`` to each of ``variants`` (and ONNX with ``onnx``) at each of
+    ``sizes`` (default: its own size; see converters.sizes for the file names). Everything
+    is checked before any conversion. Returns the written model paths."""
+    from .gpu_check import check_gpu
 
-    if not [v for v in VARIANTS if v in set(variants)]:
-        raise UserError("nothing to convert: pass one or more of --fp32 --fp16 --int8 --dynamic --qat")
-    return export_sizes(model_path, variants, None, out_dir, calibration, io, calibration_root,
-                        qat_epochs, qat_steps, qat_lr, qat_batch, per_channel=per_channel, log=log)
+    variants = [v for v in VARIANTS if v in set(variants)]
+    if not variants and not onnx:
+        raise UserError("nothing to convert: pass one or more of --fp32 --fp16 --int8 --dynamic --qat --onnx")
+    if io not in IO_TYPES:
+        raise UserError(f"--io {io}: choose one of {', '.join(IO_TYPES)}")
+    needs_data = [v for v in variants if v in NEEDS_CALIBRATION]
+    if needs_data and not calibration:
+        raise UserError(f"--{needs_data[0].replace('qat-int8', 'qat')} needs data: pass --calibration MANIFEST|ROOT")
+    if onnx:
+        from .onnx_export import _require_tf2onnx
+        _require_tf2onnx()
+    model_path = Path(model_path)
+    base = load_keras_model(model_path)
+    native = model_input_size(base)
+    sizes = list(sizes or [native])
+    named = len(sizes) > 1 or sizes != [native]
+    # the calibration set is a list of frames, chosen (and checked) for the model's own size;
+    # each size reads the same frames at its own resolution
+    cal = resolve_calibration(calibration, native, calibration_root) if needs_data else None
+    if "qat-int8" in variants:
+        from .qat import check_quantizable
+        check_quantizable(base)
+    models = {size: rebuild_at_size(base, size) for size in sizes}  # all sizes checked first
+    source_sha = file_sha256(model_path)
+    out_dir = Path(out_dir or model_path.parent)
+    written = []
+    for size, model in models.items():
+        rep = representative_dataset(cal.samples, size) if cal is not None else None
+        for variant in variants:
+            log(f"converting {model_path.name} -> {variant} at {size_text(size)}")
+            qat_info = None
+            if variant == "qat-int8":
+                from .qat import qat_finetune
+                q_model, qat_info = qat_finetune(model, cal, size, epochs=qat_epochs, steps=qat_steps,
+                                                 lr=qat_lr, batch=qat_batch, log=log)
+                content = convert(q_model, variant, rep, io, per_channel)
+            else:
+                content = convert(model, variant, rep, io, per_channel)
+            gpu = check_gpu(content)
+            if variant in NEEDS_CALIBRATION and "DEQUANTIZE" in gpu["ops"]:
+                log(f"  warning: the {variant} model keeps some ops in float (DEQUANTIZE inside the "
+                    f"graph); ops: {', '.join(gpu['ops'])}")
+            quantized = variant in NEEDS_CALIBRATION
+            meta = variant_meta(variant, size, content, model_path, source_sha, cal if quantized else None,
+                                io if quantized else None, gpu, qat_info, per_channel)
+            meta["native_input_size"] = list(native)
+            path = out_dir / f"{with_size(model_path.stem, size, named)}-{variant}.tflite"
+            write_variant(path, content, meta)
+            log(f"  {path} ({len(content) / 1e6:.2f} MB, GPU delegate: {gpu['verdict']})")
+            written.append(path)
+        if onnx:
+            from .onnx_export import export_onnx
+            path = out_dir / f"{with_size(model_path.stem, size, named)}.onnx"
+            result = export_onnx(model, path, nchw=nchw, log=log, source=str(model_path),
+                                 source_sha256=source_sha,
+                                 source_model={"file": model_path.name, "sha256": source_sha},
+                                 native_input_size=list(native))
+            log(f"  {result.describe()}")
+            for note in result.notes:
+                log(f"  warning: {note}")
+            written.append(path)
+    return written
