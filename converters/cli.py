@@ -55,9 +55,8 @@ def convert(model, fp32, fp16, int8, dynamic, qat, qat_epochs, qat_steps, qat_lr
     from .sizes import parse_sizes
     from .tflite_export import export
 
-    export(model, wanted, parse_sizes(sizes), output_dir, calibration, io, calibration_root,
-                 qat_epochs, qat_steps, qat_lr, qat_batch, onnx=onnx, nchw=nchw, per_channel=per_channel,
-                 log=log)
+    export(model, wanted, output_dir, calibration, io, calibration_root, qat_epochs, qat_steps, qat_lr,
+           qat_batch, per_channel=per_channel, log=log, sizes=parse_sizes(sizes), onnx=onnx, nchw=nchw)
 
 
 @click.command()

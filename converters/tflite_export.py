@@ -226,10 +226,10 @@ def write_variant(path, content: bytes, meta: dict) -> Path:
     return Path(path)
 
 
-def export(model_path, variants, sizes=None, out_dir=None, calibration=None, io: str = "uint8",
+def export(model_path, variants, out_dir=None, calibration=None, io: str = "uint8",
            calibration_root=None, qat_epochs: int = 1, qat_steps=None, qat_lr: float = 1e-5,
-           qat_batch: int = 4, onnx: bool = False, nchw: bool = False, per_channel: bool = False,
-           log=print) -> list[Path]:
+           qat_batch: int = 4, per_channel: bool = False, log=print, *, sizes=None,
+           onnx: bool = False, nchw: bool = False) -> list[Path]:
     """Convert ``model_path`` to each of ``variants`` (and ONNX with ``onnx``) at each of
     ``sizes`` (default: its own size; see converters.sizes for the file names). Everything
     is checked before any conversion. Returns the written model paths."""

@@ -170,7 +170,7 @@ def test_bad_calibration_sets_fail_before_any_work(scenes, manifest, tiny_keras,
 # ------------------------------------------------------------------ export
 
 def test_every_variant_has_file_and_metadata(exported, tiny_keras, manifest):
-    from edge.model_meta import file_sha256, read_meta
+    from edge.model_meta import file_sha256, model_sha256, read_embedded, read_meta
     assert set(exported) == {"fp32", "fp16", "int8", "dynamic"}
     for variant, path in exported.items():
         meta = read_meta(path)
@@ -179,7 +179,8 @@ def test_every_variant_has_file_and_metadata(exported, tiny_keras, manifest):
         assert meta["normalization"]["mean"] == 127.5
         assert [c["name"] for c in meta["categories"]] == list(labels.CATEGORY_NAMES)
         assert meta["source_model"]["sha256"] == file_sha256(tiny_keras)
-        assert meta["model_sha256"] == file_sha256(path)
+        assert meta["model_sha256"] == model_sha256(path) != file_sha256(path)  # embedded
+        assert read_embedded(path) == meta
         assert meta["converter"]["tensorflow"] == tf.__version__
         assert meta["gpu"]["verdict"] in ("compatible",) or meta["gpu"]["verdict"].startswith("incompatible")
         assert "CONV_2D" in meta["gpu"]["ops"]
@@ -339,9 +340,9 @@ BIG = (128, 64)  # a second input size of the tiny model (2x its native 64x32)
 
 @pytest.fixture(scope="module")
 def sized(tiny_keras, manifest, tmp_path_factory):
-    from converters.sizes import export_sizes
+    from converters.tflite_export import export
     out = tmp_path_factory.mktemp("sized")
-    paths = export_sizes(tiny_keras, ["fp32", "int8"], [SIZE, BIG], out, str(manifest), log=lambda m: None)
+    paths = export(tiny_keras, ["fp32", "int8"], out, str(manifest), log=lambda m: None, sizes=[SIZE, BIG])
     return {p.name: p for p in paths}
 
 
@@ -388,14 +389,15 @@ def test_sizes_keep_the_weights(tiny_keras, exported, sized, scenes):
 
 
 def test_sizes_bad_input(tiny_keras, tmp_path):
-    from converters.sizes import export_sizes, parse_sizes
+    from converters.sizes import parse_sizes
+    from converters.tflite_export import export
     assert parse_sizes("512x256, 384x192,512x256") == [(512, 256), (384, 192)]
     with pytest.raises(UserError, match="multiples of 32"):
         parse_sizes("100x50")
     with pytest.raises(UserError, match="WIDTHxHEIGHT"):
         parse_sizes("big")
     with pytest.raises(UserError, match="nothing to convert"):
-        export_sizes(tiny_keras, [], [BIG], tmp_path)
+        export(tiny_keras, [], tmp_path, sizes=[BIG])
 
 
 def test_compare_scores_sizes_at_the_label_resolution(tiny_keras, sized, scenes):
