@@ -4,9 +4,9 @@
 camera or a file that is not a video is a one-line UserError before anything else starts.
 ``Source.start()`` then runs a capture thread:
 
-* live sources (camera, RTSP/HTTP URL, GStreamer pipeline, or any source with
-  ``realtime=True``) keep only the newest frame: a slow consumer drops frames (counted)
-  instead of falling behind, so latency never grows;
+* live sources (camera, Pi camera through picamera2, RTSP/HTTP URL, GStreamer pipeline,
+  or any source with ``realtime=True``) keep only the newest frame: a slow consumer drops
+  frames (counted) instead of falling behind, so latency never grows;
 * files, folders and the demo clip deliver every frame, in order (a small queue).
 
 A live source that stops delivering (camera unplugged, stream cut) is reopened with
@@ -230,12 +230,133 @@ class DemoReader(Reader):
         return next(self._clips).image
 
 
+class PiCamera2Reader(Reader):
+    """A Raspberry Pi camera (CSI, served by libcamera) through the ``picamera2`` library,
+    which Raspberry Pi OS ships as a system package: OpenCV from pip cannot read these
+    cameras (it has no libcamera or GStreamer). Only the small part of picamera2 used here
+    is needed: ``Picamera2(camera_num)``, ``global_camera_info()``,
+    ``create_video_configuration``, ``configure``, ``start``, ``capture_array(wait=False)``
+    with ``wait(job, timeout)``, ``stop`` and ``close``."""
+    live = True
+
+    def __init__(self, index: int = 0, capture_size=None, module=None):
+        self.index, self.capture_size = index, capture_size
+        self.picamera2 = module or import_picamera2()
+        self.description = f"Pi camera {index} (picamera2)"
+        self.cam = None
+
+    def open(self) -> bool:
+        # RGB888 is stored B, G, R per pixel: the order OpenCV and the pipeline expect
+        main = {"format": "RGB888"}
+        if self.capture_size:
+            main["size"] = tuple(int(v) for v in self.capture_size)
+        cam = None
+        try:
+            cam = self.picamera2.Picamera2(camera_num=self.index)
+            cam.configure(cam.create_video_configuration(main=main))
+            cam.start()
+        except Exception:  # noqa: BLE001 -- libcamera reports a busy or missing camera many ways
+            _close_quietly(cam)
+            return False
+        self.cam = cam
+        return True
+
+    def read(self):
+        try:
+            job = self.cam.capture_array("main", wait=False)
+            # a timeout instead of blocking forever when the camera stops (cable, power)
+            return self.cam.wait(job, timeout=PICAMERA2_TIMEOUT_S)
+        except Exception as e:  # noqa: BLE001
+            raise ConnectionError(f"{self.description} stopped delivering frames "
+                                  f"({type(e).__name__})") from None
+
+    def reopen(self) -> bool:
+        self.close()
+        return self.open()
+
+    def close(self):
+        _close_quietly(self.cam)
+        self.cam = None
+
+
+PICAMERA2 = "picamera2"
+PICAMERA2_TIMEOUT_S = 2.0
+PICAMERA2_HELP = ("on Raspberry Pi OS: sudo apt install python3-picamera2, and run edge-seg from "
+                  "a venv made with 'python3 -m venv --system-site-packages'")
+
+
+def import_picamera2():
+    """The picamera2 module; UserError saying how to install it when it is absent."""
+    try:
+        import picamera2
+    except ImportError as e:
+        raise UserError(f"--source picamera2 needs the picamera2 library ({e}); "
+                        f"{PICAMERA2_HELP}") from None
+    return picamera2
+
+
+def _close_quietly(cam) -> None:
+    if cam is None:
+        return
+    for step in ("stop", "close"):
+        try:
+            getattr(cam, step)()
+        except Exception:  # noqa: BLE001 -- closing a camera that already went away
+            pass
+
+
+def _picamera2_index(spec: str) -> int:
+    """'picamera2' -> 0, 'picamera2:1' -> 1; UserError for anything else after the colon."""
+    _, _, rest = spec.partition(":")
+    if not rest:
+        return 0
+    if not rest.isdigit():
+        raise UserError(f"--source {spec}: expected picamera2 or picamera2:N (N = camera number)")
+    return int(rest)
+
+
+def _picamera2_reader(index: int, capture_size=None, module=None) -> PiCamera2Reader:
+    module = module or import_picamera2()
+    try:
+        cameras = len(module.Picamera2.global_camera_info())
+    except Exception:  # noqa: BLE001 -- libcamera not running, no permission, ...
+        cameras = None
+    if cameras is not None and index >= cameras:
+        raise UserError(f"no Pi camera {index}: libcamera lists {cameras} camera"
+                        f"{'' if cameras == 1 else 's'} (check the ribbon cable and "
+                        "'rpicam-hello --list-cameras')")
+    reader = PiCamera2Reader(index, capture_size, module)
+    if not reader.open():
+        raise UserError(f"Pi camera {index} cannot be opened through picamera2 (busy? another "
+                        "program, e.g. rpicam-vid, may hold it)")
+    return reader
+
+
+def _picamera2_fallback(index: int, capture_size=None) -> PiCamera2Reader | None:
+    """``--camera N`` on a Raspberry Pi whose camera is not a V4L2 capture device: the Pi
+    camera N through picamera2 when the library is installed and lists that camera."""
+    try:
+        import picamera2
+        if index >= len(picamera2.Picamera2.global_camera_info()):
+            return None
+    except Exception:  # noqa: BLE001 -- not a Pi, or libcamera unusable: keep the V4L2 error
+        return None
+    reader = PiCamera2Reader(index, capture_size, picamera2)
+    return reader if reader.open() else None
+
+
 # -- opening a source from the command line ------------------------------------------
-def _camera_reader(index: int, capture_size=None) -> CaptureReader:
+def _camera_reader(index: int, capture_size=None, log=None):
     linux = sys.platform.startswith("linux")
     reader = CaptureReader(index, cv2.CAP_V4L2 if linux else cv2.CAP_ANY, True, f"camera {index}",
                            capture_size=capture_size)
     if not reader.open():
+        fallback = _picamera2_fallback(index, capture_size) if linux else None
+        if fallback is not None:
+            if log:
+                log(f"camera {index}: no V4L2 capture device; using the Pi camera {index} "
+                    "through picamera2")
+            return fallback
         device = Path(f"/dev/video{index}")
         if linux and not device.exists():
             raise UserError(f"no camera at index {index} ({device} does not exist; "
@@ -261,12 +382,14 @@ def _image_paths(spec: str) -> list[Path] | None:
 
 
 def kind_of(spec: str) -> str:
-    """camera | demo | url | gstreamer | images | image | video."""
+    """camera | demo | picamera2 | url | gstreamer | images | image | video."""
     spec = str(spec).strip()
     if spec.isdigit():
         return "camera"
     if spec.lower() == DEMO:
         return "demo"
+    if spec.lower().partition(":")[0] == PICAMERA2:
+        return "picamera2"
     if spec.lower().startswith(URL_SCHEMES):
         return "url"
     if "!" in spec and " " in spec:
@@ -278,14 +401,16 @@ def kind_of(spec: str) -> str:
     return "video"
 
 
-def open_reader(spec: str, capture_size=None, demo_size=DEMO_SIZE) -> Reader:
+def open_reader(spec: str, capture_size=None, demo_size=DEMO_SIZE, log=None) -> Reader:
     """Open and check ``spec``; UserError with one line when it cannot be used."""
     spec = str(spec).strip()
     kind = kind_of(spec)
     if kind == "camera":
-        return _camera_reader(int(spec), capture_size)
+        return _camera_reader(int(spec), capture_size, log)
     if kind == "demo":
         return DemoReader(demo_size)
+    if kind == "picamera2":
+        return _picamera2_reader(_picamera2_index(spec), capture_size)
     if kind == "url":
         reader = CaptureReader(spec, cv2.CAP_FFMPEG, True, spec,
                                params=(cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS,
@@ -310,7 +435,7 @@ def open_reader(spec: str, capture_size=None, demo_size=DEMO_SIZE) -> Reader:
     path = Path(spec).expanduser()
     if not path.exists():
         raise UserError(f"{spec}: no such file (expected a camera index, video, image, folder, "
-                        "glob, URL, GStreamer pipeline or 'demo')")
+                        "glob, URL, GStreamer pipeline, 'picamera2' or 'demo')")
     if kind == "image":
         if cv2.imread(str(path), cv2.IMREAD_UNCHANGED) is None:
             raise UserError(f"{spec}: not an image OpenCV can read")
@@ -524,5 +649,5 @@ _RETRY = _Retry()
 def open_source(spec: str, realtime: bool = False, every: int = 1, reconnect_timeout: float = 0.0,
                 capture_size=None, log=None) -> Source:
     """Open ``spec`` (checked now, in this thread); call ``start()`` to begin capturing."""
-    reader = open_reader(spec, capture_size=capture_size)
+    reader = open_reader(spec, capture_size=capture_size, log=log)
     return Source(reader, realtime=realtime, every=every, reconnect_timeout=reconnect_timeout, log=log)
