@@ -98,11 +98,16 @@ def test_export_matches_keras(exported, keras_model):
 @pytest.mark.slow
 @needs_tf2onnx
 def test_export_metadata(exported):
-    from edge.model_meta import file_sha256, read_meta
+    import onnx
+
+    from edge.model_meta import file_sha256, model_sha256, read_meta
     meta = read_meta(exported.path)
     assert meta["variant"] == "onnx-fp32"
     assert meta["input_size"] == [W, H]
-    assert meta["model_sha256"] == file_sha256(exported.path)
+    # the metadata is embedded (onnx reads it back) and does not change the model's hash
+    props = {p.key: p.value for p in onnx.load(str(exported.path)).metadata_props}
+    assert json.loads(props["edge_seg"]) == meta
+    assert meta["model_sha256"] == model_sha256(exported.path) != file_sha256(exported.path)
     assert meta["onnx"]["layout"] == "NHWC" and meta["onnx"]["opset"] == 17
     assert meta["normalization"]["mean"] == 127.5 and len(meta["categories"]) == 8
     assert meta["source"] == "tests/test_onnx.py"
