@@ -2,7 +2,7 @@
 
     edge-seg tune --models DIR [--frames SOURCE] [--max-drop 0.5 | --target-fps F]
 
-Every model variant in DIR (``*.tflite`` with its sidecar ``.json``; ``*.onnx`` when
+Every model variant in DIR (``*.tflite``, ``*.onnx`` when
 onnxruntime is installed; any input sizes) is run with every thread count (1..cores) and
 every delegate that loads here (TFLite: XNNPACK, the plain CPU kernels, the GPU delegate
 when its library loads; ONNX Runtime: CPU, CUDA/TensorRT when present). For each
@@ -86,7 +86,6 @@ class Variant:
 def discover(models_dir, log=None) -> tuple[list[Variant], list[tuple[str, str]]]:
     """(usable variants, [(file, why skipped)]). UserError when nothing is usable."""
     from . import backends_onnx
-    from .model_meta import sidecar_path
     from .segmenter import Segmenter, is_onnx
 
     root = Path(models_dir).expanduser()
@@ -98,9 +97,6 @@ def discover(models_dir, log=None) -> tuple[list[Variant], list[tuple[str, str]]
     for path in files:
         if is_onnx(path) and not onnx_ok:
             skipped.append((path.name, "onnxruntime is not installed (pip install onnxruntime)"))
-            continue
-        if not sidecar_path(path).is_file():
-            skipped.append((path.name, f"no metadata {sidecar_path(path).name} beside it"))
             continue
         try:
             seg = Segmenter(path, threads=1, delegate="cpu" if is_onnx(path) else "xnnpack",
@@ -115,7 +111,7 @@ def discover(models_dir, log=None) -> tuple[list[Variant], list[tuple[str, str]]
         del seg
     if not variants:
         why = "; ".join(f"{n}: {w}" for n, w in skipped[:3]) if skipped else \
-            "no *.tflite (with its sidecar .json) or *.onnx files"
+            "no *.tflite or *.onnx files"
         raise UserError(f"--models {models_dir}: no usable model variant ({why}); convert one with "
                         "'edge-seg convert MODEL --fp32 --int8 -o DIR'")
     return variants, skipped
@@ -699,7 +695,7 @@ class _nullbar:
 
 @click.command("tune", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--models", "models", required=True, metavar="DIR",
-              help="Folder of model variants: *.tflite with their sidecar .json (fp32, fp16, int8, "
+              help="Folder of model variants: *.tflite (fp32, fp16, int8, "
                    "qat-int8, any input sizes) and *.onnx when onnxruntime is installed.")
 @click.option("--frames", metavar="SOURCE", default="demo", show_default=True,
               help="Frames to measure on: a calibration manifest (.json from 'edge-seg calibrate'), "
