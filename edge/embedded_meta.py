@@ -147,6 +147,17 @@ class _Prefix:
         self.b += struct.pack("<" + fmt, *values)
         return pos
 
+    def table_list(self, field_slot: int, tables: list[int], start: int | None) -> list[int]:
+        """A vector of offsets to ``tables`` (positions in the original, which begins at
+        ``start``) plus one free slot; returns the slots' positions."""
+        self.patch_offset(field_slot, len(self.b))
+        self.put("I", len(tables) + 1)
+        slots = [self.put("I", 0) for _ in range(len(tables) + 1)]
+        if start is not None:
+            for slot, table in zip(slots, tables):
+                self.patch_offset(slot, start + table)
+        return slots
+
     def patch_offset(self, at: int, target: int):
         """A uoffset at ``at`` pointing forward to ``target``."""
         assert target > at, "flatbuffer offsets point forward"
@@ -203,20 +214,9 @@ def embed_tflite(data: bytes, meta_json: bytes) -> bytes:
                 continue
             if start is not None:
                 p.patch_offset(slots[i], base + _deref(orig, fields[i]))
-        # buffer list: the original buffers, then ours
-        p.patch_offset(slots[_BUFFERS], len(p.b))
-        p.put("I", len(buffers) + 1)
-        buffer_slots = [p.put("I", 0) for _ in range(len(buffers) + 1)]
-        if start is not None:
-            for slot, buf in zip(buffer_slots, buffers):
-                p.patch_offset(slot, base + buf)
-        # metadata list: the original entries, then ours
-        p.patch_offset(slots[_METADATA], len(p.b))
-        p.put("I", len(metadata) + 1)
-        meta_slots = [p.put("I", 0) for _ in range(len(metadata) + 1)]
-        if start is not None:
-            for slot, entry in zip(meta_slots, metadata):
-                p.patch_offset(slot, base + entry)
+        # buffer and metadata lists: the original tables, then ours (its slot left last)
+        buffer_slots = p.table_list(slots[_BUFFERS], buffers, start)
+        meta_slots = p.table_list(slots[_METADATA], metadata, start)
         # our Metadata table {name, buffer index}
         mvt = p.put("HHHH", 8, 12, 4, 8)
         mtable = p.put("i", 0)

@@ -171,23 +171,25 @@ def test_weights_changed_after_embedding_are_refused(model):
         read_meta(model)
 
 
-def test_no_metadata_anywhere_is_one_line(tmp_path):
+@pytest.fixture
+def bare(tmp_path) -> Path:
+    """The reference model as the converter wrote it (no embedded metadata), no sidecar."""
     from edge import embedded_meta
-    from edge.model_meta import read_meta
     if not REFERENCE.is_file():
         pytest.skip(f"{REFERENCE} is not in this checkout")
-    bare = tmp_path / "bare.tflite"
-    bare.write_bytes(embedded_meta.original_bytes(REFERENCE.read_bytes()))
+    path = tmp_path / "x.tflite"
+    path.write_bytes(embedded_meta.original_bytes(REFERENCE.read_bytes()))
+    return path
+
+
+def test_no_metadata_anywhere_is_one_line(bare):
+    from edge.model_meta import read_meta
     with pytest.raises(UserError, match="no metadata .*none embedded"):
         read_meta(bare)
 
 
-def test_embed_command_and_its_errors(tmp_path):
-    if not REFERENCE.is_file():
-        pytest.skip(f"{REFERENCE} is not in this checkout")
-    from edge import embedded_meta
-    path = tmp_path / "x.tflite"
-    path.write_bytes(embedded_meta.original_bytes(REFERENCE.read_bytes()))
+def test_embed_command_and_its_errors(bare):
+    path = bare
     shutil.copyfile(REFERENCE.with_suffix(".json"), path.with_suffix(".json"))
     run = subprocess.run([sys.executable, "-m", "converters.embed", str(path)], cwd=REPO,
                          capture_output=True, text=True)
