@@ -78,22 +78,18 @@ def constraints(env: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def resolve(py: str, arch: str, extra: str) -> dict:
+def resolve(py: str, arch: str, extra: str, pip_python=sys.executable) -> dict:
     """{'ok': bool, 'why': str, 'packages': {name: version}} for one combination."""
     env = target_env(py, arch)
     with tempfile.TemporaryDirectory() as tmp:
         cons = Path(tmp) / "constraints.txt"
         cons.write_text(constraints(env))
         report = Path(tmp) / "report.json"
-        cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+        cmd = [str(pip_python), "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
                "--only-binary", ":all:", "--python-version", py, "--implementation", "cp",
                "--target", str(Path(tmp) / "target"), "--report", str(report), "-c", str(cons)]
         for tag in platform_tags(arch):
             cmd += ["--platform", tag]
-        if _pip_version() < (23, 3):
-            # older pips miss the index's metadata files and would download every wheel
-            # (TensorFlow: 600 MB per combination) to read its dependencies
-            cmd += ["--use-feature=fast-deps"]
         run = subprocess.run(cmd + requirements(extra, env), capture_output=True, text=True,
                              timeout=PIP_TIMEOUT_S, env=dict(os.environ, PIP_NO_INPUT="1"))
         if run.returncode != 0:
@@ -104,9 +100,25 @@ def resolve(py: str, arch: str, extra: str) -> dict:
                 "packages": {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in installed}}
 
 
-def _pip_version() -> tuple[int, ...]:
-    from importlib.metadata import version
-    return tuple(int(p) for p in version("pip").split(".")[:2] if p.isdigit())
+def _pip_version(python=sys.executable) -> tuple[int, ...]:
+    run = subprocess.run([str(python), "-m", "pip", "--version"], capture_output=True, text=True)
+    return tuple(int(p) for p in run.stdout.split()[1].split(".")[:2])
+
+
+def resolver_python(cache_dir: Path | None) -> Path:
+    """A Python whose pip reads the index's metadata files (pip >= 23.3): an older pip
+    downloads every wheel to read its dependencies (TensorFlow: 600 MB per combination).
+    The resolution itself is the same with either. A newer pip goes into a cached venv."""
+    if _pip_version() >= (23, 3) or cache_dir is None:
+        return Path(sys.executable)
+    venv = cache_dir / "resolver-venv"
+    python = venv / "bin" / "python"
+    if not (python.is_file() and _pip_version(python) >= (23, 3)):
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True,
+                       capture_output=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip>=23.3"],
+                       check=True, capture_output=True, timeout=PIP_TIMEOUT_S)
+    return python
 
 
 def index_reachable() -> tuple[bool, str]:
@@ -128,8 +140,12 @@ def resolve_all(cache=None) -> dict:
     key = f"edge-seg/install-matrix/{_key()}"
     if cache is not None and (cached := cache.get(key, None)):
         return {tuple(k.split("|")): v for k, v in cached.items()}
+    work = Path(cache.mkdir("edge-seg-install-matrix")) if cache is not None else \
+        Path(tempfile.gettempdir()) / "edge-seg-install-matrix"
+    work.mkdir(parents=True, exist_ok=True)
+    python = resolver_python(work)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        results = dict(zip(COMBOS, pool.map(lambda c: resolve(*c), COMBOS)))
+        results = dict(zip(COMBOS, pool.map(lambda c: resolve(*c, pip_python=python), COMBOS)))
     if cache is not None:
         cache.set(key, {"|".join(k): v for k, v in results.items()})
     return results
