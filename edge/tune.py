@@ -83,7 +83,7 @@ class Variant:
         return f"{self.input_size[0]}x{self.input_size[1]}"
 
 
-def discover(models_dir, log=None) -> tuple[list[Variant], list[tuple[str, str]]]:
+def discover(models_dir, log=None, trust_sidecar: bool = False) -> tuple[list[Variant], list[tuple[str, str]]]:
     """(usable variants, [(file, why skipped)]). UserError when nothing is usable."""
     from . import backends_onnx
     from .segmenter import Segmenter, is_onnx
@@ -100,7 +100,7 @@ def discover(models_dir, log=None) -> tuple[list[Variant], list[tuple[str, str]]
             continue
         try:
             seg = Segmenter(path, threads=1, delegate="cpu" if is_onnx(path) else "xnnpack",
-                            log=lambda m: None)
+                            log=lambda m: None, trust_sidecar=trust_sidecar)
         except UserError as e:
             skipped.append((path.name, str(e)))
             continue
@@ -522,6 +522,7 @@ class TuneOptions:
     drop_vs: str = "float"          # float: drop from the agreement; labels: vs ground truth
     save_profile: bool = True
     progress: bool = True
+    trust_sidecar: bool = False
     notes: list[str] = field(default_factory=list)
 
 
@@ -545,7 +546,7 @@ def tune_device(o: TuneOptions) -> dict:
     profile_path = Path(o.profile).expanduser() if o.profile else default_profile_path()
     if o.drop_vs not in ("float", "labels"):
         raise UserError(f"--drop-vs {o.drop_vs}: choose float or labels")
-    variants, skipped = discover(o.models)
+    variants, skipped = discover(o.models, trust_sidecar=o.trust_sidecar)
     reference = choose_reference(variants)
     gts = None
     if o.drop_vs == "labels":
@@ -569,7 +570,8 @@ def tune_device(o: TuneOptions) -> dict:
     notes: list[str] = []
     ref_threads = max(threads)
     ref_seg = Segmenter(reference.path, threads=ref_threads,
-                        delegate="cpu" if reference.kind == "onnx" else "xnnpack", log=notes.append)
+                        delegate="cpu" if reference.kind == "onnx" else "xnnpack", log=notes.append,
+                        trust_sidecar=o.trust_sidecar)
     ref_masks = model_masks(ref_seg, frames)
     ref_miou = miou_vs_labels(gts, ref_masks) if gts is not None else None
     del ref_seg
@@ -591,7 +593,8 @@ def tune_device(o: TuneOptions) -> dict:
                 continue
             logs: list[str] = []
             try:
-                seg = Segmenter(v.path, threads=t, delegate=d, log=logs.append)
+                seg = Segmenter(v.path, threads=t, delegate=d, log=logs.append,
+                                trust_sidecar=o.trust_sidecar)
             except UserError as e:
                 failed.add((v.path, d))
                 notes.append(f"{v.name} with {d}: {e}")
@@ -734,8 +737,11 @@ class _nullbar:
                    "profile.json, i.e. ~/.config/edge-seg/profile.json]")
 @click.option("--no-profile", "no_profile", is_flag=True, help="Print the table only, save nothing.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--trust-sidecar", is_flag=True,
+              help="Use a model's sidecar .json even when it records another model's sha256 or "
+                   "disagrees with the metadata embedded in the model (a warning, not an error).")
 def tune(models, frames, frames_root, n_frames, max_drop, target_fps, drop_vs, threads, delegates,
-         seconds, warmup, profile, no_profile, no_progress):
+         seconds, warmup, profile, no_profile, no_progress, trust_sidecar):
     """Measure every model variant x thread count x delegate on this device and pick the
     fastest that keeps accuracy.
 
@@ -752,4 +758,5 @@ def tune(models, frames, frames_root, n_frames, max_drop, target_fps, drop_vs, t
     tune_device(TuneOptions(models=models, frames=frames, frames_root=frames_root, n_frames=n_frames,
                             max_drop=max_drop, target_fps=target_fps, threads=threads,
                             delegates=delegates, seconds=seconds, warmup=warmup, profile=profile,
-                            drop_vs=drop_vs, save_profile=not no_profile, progress=not no_progress))
+                            drop_vs=drop_vs, save_profile=not no_profile, progress=not no_progress,
+                            trust_sidecar=trust_sidecar))
