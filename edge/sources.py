@@ -29,7 +29,7 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from .errors import UserError
+from .errors import SourceLostError, UserError
 
 # FFmpeg's own log lines ("moov atom not found", "error while decoding MB ...") would break
 # the one-line error promise; bad files and frames are reported (and counted) here instead.
@@ -491,7 +491,8 @@ class Source:
             raise EOFError from e
 
     def _reconnect(self, why: str) -> bool:
-        """Backoff until the live source delivers again; False on stop or timeout."""
+        """Backoff until the live source delivers again; False on stop; SourceLostError
+        after ``reconnect_timeout``."""
         self.stats.disconnects += 1
         self.log(f"warning: {why}; reconnecting (backoff {BACKOFF_START_S:g}..{BACKOFF_MAX_S:g} s)")
         t0 = time.monotonic()
@@ -499,9 +500,9 @@ class Source:
         try:
             while not self._stop.is_set():
                 if self.reconnect_timeout and time.monotonic() - t0 > self.reconnect_timeout:
-                    self.log(f"warning: {self.description} did not come back within "
-                             f"{self.reconnect_timeout:g} s; ending the run")
-                    return False
+                    # not the end of a file: a supervisor must be able to tell (exit code 3)
+                    raise SourceLostError(f"{self.description} was lost and did not come back "
+                                          f"within --reconnect-timeout {self.reconnect_timeout:g} s")
                 if self._stop.wait(delay):
                     return False
                 if self.reader.reopen():
