@@ -24,6 +24,7 @@ import hmac
 import ipaddress
 import os
 import secrets
+import select
 import socket
 import sys
 import threading
@@ -45,6 +46,7 @@ CLIENT_TIMEOUT_S = 10.0  # a viewer that accepts no data for this long is droppe
 WAIT_FRAME_S = 1.0       # how often a waiting viewer thread looks up from the frame slot
 SNAPSHOT_WAIT_S = 5.0    # /snapshot.jpg waits this long for a first frame
 SPARE_CONNECTIONS = 16   # page, stats and metrics requests beside the viewers
+STREAM_SNDBUF = 256 * 1024  # kernel send buffer per viewer: a stalled one holds no more
 BOUNDARY = "edge-seg-frame"
 # histogram buckets of the per-stage latencies in /metrics (milliseconds)
 LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
@@ -459,6 +461,10 @@ class _Handler(BaseHTTPRequestHandler):
                            .encode(), headers={"Retry-After": "5"})
                 return
             self.close_connection = True
+            try:
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
+            except OSError:
+                pass
             self.send_response(200)
             self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
             self.send_header("Cache-Control", "no-store")
@@ -469,6 +475,8 @@ class _Handler(BaseHTTPRequestHandler):
                 while not owner.hub.closed:
                     got = owner.hub.next_jpeg(seq, WAIT_FRAME_S)
                     if got is None:
+                        if self._viewer_left():  # no frames flow (source offline): free the slot
+                            return
                         continue
                     seq, jpeg = got
                     self.wfile.write(b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
@@ -480,6 +488,15 @@ class _Handler(BaseHTTPRequestHandler):
                     owner.stalled += 1
             except OSError:
                 pass  # the viewer went away
+
+
+    def _viewer_left(self) -> bool:
+        """True when the viewer closed its side (readable with nothing to read)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
 
 
 def open_server(address: str, stats: Callable[[], dict], token: str | None = None,
