@@ -10,7 +10,9 @@ Targets (pipeline FPS, every frame of a 480x360 street clip, 2 interpreter threa
 
 The three configurations run interleaved, round by round, so a shared machine's drifting
 load affects them alike; the ratios are of the medians. The viewer reads the stream as fast
-as it can (a browser on the same network).
+as it can (a browser on the same network). Beside FPS, the process's CPU time per frame
+(user + system, all threads, the viewer's reading included) shows the cost where other
+programs' load blurs the FPS.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from benchmarks.bench_int8 import int8_dot_instructions
@@ -87,9 +90,11 @@ def one_run(config: str, model: Path, video: Path, threads: int) -> dict:
 
     opts = RunOptions(source=str(video), model=str(model), threads=threads, show=False, quiet=True,
                       serve="127.0.0.1:0" if config != "plain" else None, no_profile=True)
+    cpu0 = time.process_time()
     with contextlib.redirect_stdout(io.StringIO()):
         s = run_pipeline(opts, on_start=on_start)
-    out = {"fps": s["fps"], "frames": s["frames"]}
+    out = {"fps": s["fps"], "frames": s["frames"],
+           "cpu_ms_per_frame": 1e3 * (time.process_time() - cpu0) / max(1, s["frames"])}
     for v in viewers:
         v.close()
         out.update(viewer_parts=v.parts, viewer_mb=v.bytes / 1e6)
@@ -125,13 +130,18 @@ def main(argv=None) -> int:
         for config in order:
             rows[config].append(one_run(config, model, video, args.threads))
         print(f"round {r + 1}: " + ", ".join(
-            f"{c} {rows[c][-1]['fps']:.2f} FPS" for c in CONFIGS)
+            f"{c} {rows[c][-1]['fps']:.2f} FPS ({rows[c][-1]['cpu_ms_per_frame']:.0f} CPU ms/frame)"
+            for c in CONFIGS)
             + f" (viewer got {rows['viewer'][-1].get('viewer_parts', 0)} frames)"
             + f"  [load {load_average()}]", flush=True)
     med = {c: statistics.median(x["fps"] for x in rows[c]) for c in CONFIGS}
+    cpu = {c: statistics.median(x["cpu_ms_per_frame"] for x in rows[c]) for c in CONFIGS}
     idle, viewer = med["serve"] / med["plain"], med["viewer"] / med["plain"]
     print(f"median FPS: without --serve {med['plain']:.2f}, --serve no viewer {med['serve']:.2f}, "
           f"one viewer {med['viewer']:.2f}")
+    print(f"median CPU ms per frame: without --serve {cpu['plain']:.1f}, --serve no viewer "
+          f"{cpu['serve']:.1f}, one viewer {cpu['viewer']:.1f} "
+          f"(+{cpu['serve'] - cpu['plain']:.1f} / +{cpu['viewer'] - cpu['plain']:.1f} ms)")
     print(f"--serve, no viewer / without: {idle:.3f} (target >= {TARGET_IDLE}: "
           f"{'met' if idle >= TARGET_IDLE else 'NOT met'})")
     print(f"one viewer / without:         {viewer:.3f} (target >= {TARGET_VIEWER}: "
@@ -139,7 +149,8 @@ def main(argv=None) -> int:
     if args.json:
         atomic_write_json(args.json, {"cpu": cpu_model(), "int8_dot": vnni, "threads": args.threads,
                                       "model": str(model), "video": str(video), "rounds": rows,
-                                      "median_fps": med, "ratio_serve_idle": idle,
+                                      "median_fps": med, "median_cpu_ms_per_frame": cpu,
+                                      "ratio_serve_idle": idle,
                                       "ratio_one_viewer": viewer, "load_average_end": load_average()})
     return 0
 

@@ -470,6 +470,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Cache-Control", "no-store")
             self.send_header("Connection", "close")
             self.end_headers()
+            if self.command == "HEAD":
+                return
             seq = 0
             try:
                 while not owner.hub.closed:

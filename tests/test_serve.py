@@ -23,6 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import REPO, street_frames
+from test_runtime_sources import FakeCamera, fake_camera  # noqa: F401 -- the stand-in camera
 from edge import serve, sources
 from edge.cli import main
 from edge.errors import EXIT_SOURCE_LOST, EXIT_USAGE, SourceLostError, UserError
@@ -453,42 +454,8 @@ def test_a_stalled_viewer_and_four_slow_ones_do_not_slow_the_run(tiny_models, st
 
 
 # -- the lost camera ----------------------------------------------------------------------------
-class VanishingCamera:
-    """Stands in for cv2.VideoCapture: ``first`` frames, then unplugged for good."""
-    served = 0
-    opens = 0
-
-    def __init__(self, *args, **kwargs):
-        type(self).opens += 1
-        self.opened = type(self).opens == 1
-
-    def isOpened(self):
-        return self.opened
-
-    def read(self):
-        if not self.opened or type(self).served >= 6:
-            return False, None
-        type(self).served += 1
-        return True, np.full((120, 160, 3), 40 * type(self).served % 255, np.uint8)
-
-    def grab(self):
-        return self.read()[0]
-
-    def set(self, *args):
-        return True
-
-    def get(self, prop):
-        return 30.0 if prop == cv2.CAP_PROP_FPS else 0.0
-
-    def release(self):
-        pass
-
-
-def test_a_camera_lost_for_good_ends_with_exit_3_and_the_summary(tiny_models, monkeypatch, tmp_path):
-    monkeypatch.setattr(sources.cv2, "VideoCapture", VanishingCamera)
-    monkeypatch.setattr(sources, "BACKOFF_START_S", 0.01)
-    monkeypatch.setattr(sources, "BACKOFF_MAX_S", 0.05)
-    VanishingCamera.served = VanishingCamera.opens = 0
+def test_a_camera_lost_for_good_ends_with_exit_3_and_the_summary(tiny_models, fake_camera, tmp_path):
+    fake_camera(first=6, gone_opens=None)  # a stand-in camera, unplugged after 6 frames for good
     report = tmp_path / "run.json"
     result = CliRunner().invoke(main, ["run", "--camera", "0", "--model", str(tiny_models["int8"]),
                                        "--headless", "--threads", "1", "--reconnect-timeout", "0.3",
@@ -501,7 +468,7 @@ def test_a_camera_lost_for_good_ends_with_exit_3_and_the_summary(tiny_models, mo
     s = json.loads(report.read_text())
     assert s["stopped_by"] == "source lost" and 1 <= s["frames"] <= 6
     assert s["source"]["disconnects"] == 1 and s["source"]["reconnects"] == 0
-    assert VanishingCamera.opens > 1  # it did try to reconnect
+    assert FakeCamera.world["opens"] > 1  # it did try to reconnect
 
 
 def test_run_help_lists_the_exit_codes():
