@@ -81,6 +81,19 @@ class Viewer:
         self.sock.close()
 
 
+def encode_ms(frame, repeats: int = 50) -> float:
+    """Median time of the viewers' JPEG encode (edge.serve.FrameHub's settings)."""
+    import cv2
+
+    from edge.serve import JPEG_QUALITY
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        times.append(1e3 * (time.perf_counter() - t0))
+    return statistics.median(times)
+
+
 def one_run(config: str, model: Path, video: Path, threads: int) -> dict:
     viewers = []
 
@@ -141,7 +154,11 @@ def main(argv=None) -> int:
           f"one viewer {med['viewer']:.2f}")
     print(f"median CPU ms per frame: without --serve {cpu['plain']:.1f}, --serve no viewer "
           f"{cpu['serve']:.1f}, one viewer {cpu['viewer']:.1f} "
-          f"(+{cpu['serve'] - cpu['plain']:.1f} / +{cpu['viewer'] - cpu['plain']:.1f} ms)")
+          f"({cpu['serve'] - cpu['plain']:+.1f} / {cpu['viewer'] - cpu['plain']:+.1f} ms)")
+    enc = encode_ms(frame)
+    print(f"JPEG encode of one {frame.shape[1]}x{frame.shape[0]} frame (what one viewer adds per "
+          f"frame, off the loop's threads): median {enc:.2f} ms = {enc * med['plain'] / 10:.1f}% of "
+          f"the frame time without --serve")
     print(f"--serve, no viewer / without: {idle:.3f} (target >= {TARGET_IDLE}: "
           f"{'met' if idle >= TARGET_IDLE else 'NOT met'})")
     print(f"one viewer / without:         {viewer:.3f} (target >= {TARGET_VIEWER}: "
@@ -150,7 +167,7 @@ def main(argv=None) -> int:
         atomic_write_json(args.json, {"cpu": cpu_model(), "int8_dot": vnni, "threads": args.threads,
                                       "model": str(model), "video": str(video), "rounds": rows,
                                       "median_fps": med, "median_cpu_ms_per_frame": cpu,
-                                      "ratio_serve_idle": idle,
+                                      "encode_ms": enc, "ratio_serve_idle": idle,
                                       "ratio_one_viewer": viewer, "load_average_end": load_average()})
     return 0
 

@@ -8,6 +8,7 @@ with each stage overlapped with the others in its own thread:
     render thread    argmax + upsample, drift-check offer, overlay + legend + HUD
     writer thread    encode to the video file / PNG folder
     drift thread     (optional) the float model on every Nth frame
+    web threads      (optional, --serve) page, stats, metrics; JPEG for viewers, never waited for
 
 so the pipeline runs at about the speed of the model alone. All options live in
 ``RunOptions``; the click command only fills it.

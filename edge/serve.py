@@ -373,8 +373,8 @@ class Server:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server_version = "edge-seg"
-    sys_version = ""
+    def version_string(self) -> str:
+        return "edge-seg"  # no Python version on the wire
     protocol_version = "HTTP/1.1"
 
     @property
