@@ -233,6 +233,14 @@ def test_frame_hub_encodes_once_per_frame_only_when_asked_and_put_never_waits():
     assert hub.next_jpeg(0, 1.0) is None
 
 
+def test_latency_histogram_buckets_count_what_fell_at_or_below_each_bound():
+    from edge.timing import LatencyStats
+    lat = LatencyStats()
+    for ms in (0.5, 1.5, 3.0, 3.0, 40.0, 7000.0):
+        lat.add(ms)
+    assert lat.count_at_most([1, 2, 5, 50, 5000, 1e9]) == [1, 2, 4, 5, 5, 6]
+
+
 # -- HTTP against a run -----------------------------------------------------------------------
 def test_stats_metrics_stream_and_report_lines_agree_with_the_run(tiny_models, stand_in, tmp_path):
     n = 12
