@@ -21,6 +21,7 @@ constant time. Only the five paths above exist: no file is served from disk.
 from __future__ import annotations
 
 import hmac
+import html
 import ipaddress
 import os
 import secrets
@@ -431,7 +432,13 @@ class _Handler(BaseHTTPRequestHandler):
         route()
 
     def _page(self):
-        self._send(200, self.owner.page, "text/html; charset=utf-8", {
+        # the legend is in the page itself: visible at once, and without JavaScript
+        rows = "".join(
+            f'<tr><td><span class="swatch" style="background:rgb({",".join(str(int(v)) for v in c["color"])})">'
+            f'</span>{html.escape(str(c["name"]))}</td><td></td></tr>'
+            for c in self.owner.stats().get("categories") or [])
+        page = self.owner.page.replace(b"<!--legend-->", rows.encode())
+        self._send(200, page, "text/html; charset=utf-8", {
             "Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; "
                                        "script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
                                        "frame-ancestors 'none'",
