@@ -102,6 +102,7 @@ class Renderer:
         self.frames = 0
         self.t_first = self.t_last = None
         self._fps = math.nan
+        self._dt = None
         self._queue: queue.Queue = queue.Queue(maxsize=2)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="render", daemon=True)
@@ -166,9 +167,11 @@ class Renderer:
                 self.times.add("frame", (t3 - frame.t_capture) * 1e3)
                 self.frames += 1
                 if self.t_last is not None:
+                    # Average the frame interval, not its inverse: a mean of 1/dt reads
+                    # high whenever intervals vary (a slow frame barely lowers it).
                     dt = t3 - self.t_last
-                    inst = 1.0 / dt if dt > 0 else math.nan
-                    self._fps = inst if math.isnan(self._fps) else self._fps + 0.1 * (inst - self._fps)
+                    self._dt = dt if self._dt is None else self._dt + 0.1 * (dt - self._dt)
+                    self._fps = 1.0 / self._dt if self._dt > 0 else math.nan
                 else:
                     self.t_first = t3
                 self.t_last = t3
