@@ -62,7 +62,7 @@ def load_average() -> str:
 def make_video(path: Path, frames: int, size=(1024, 512), seed: int = 11) -> Path:
     import cv2
 
-    from edge.synthetic import FPS, render_clip
+    from scenes import FPS, render_clip
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), FPS, tuple(size))
     for scene in render_clip(seed, frames, size=tuple(size)):
         writer.write(scene.image)

@@ -261,7 +261,7 @@ def test_drop_against_ground_truth_labels(variants_dir, tmp_path):
     truth', written in the folder layout with mapping.json), drop = mIoU(7) points lost."""
     from edge.labels import CATEGORIES
     from edge.segmenter import Segmenter
-    from edge.synthetic import render_scene
+    from scenes import render_scene
     root = tmp_path / "data"
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
