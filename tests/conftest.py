@@ -2,14 +2,14 @@
 reason; synthetic scenes (scenes/) cover the same code paths everywhere."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from train.tf_env import use_legacy_keras
+
+use_legacy_keras()
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"

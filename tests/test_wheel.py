@@ -26,7 +26,7 @@ from conftest import REPO, RUNTIME_MODEL_SIZE
 
 pytestmark = pytest.mark.slow
 
-PACKAGES = ("edge", "train", "converters", "calibration", "models")
+PACKAGES = ("edge", "scenes", "train", "converters", "calibration", "models")
 TIMEOUT = 900
 
 

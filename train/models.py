@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import os
 
-import train  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from edge.errors import UserError
 from edge.labels import NUM_CATEGORIES
 
