@@ -1,9 +1,9 @@
-"""Issue 3's input-pipeline target: the tf.data stream alone delivers >= 3x the training step rate.
+"""The input-pipeline target: the tf.data stream alone delivers >= 3x the training step rate.
 
     .venv/bin/python benchmarks/bench_input_pipeline.py [--data ../shared/datasets/camvid]
         [--arch unet-mobilenetv2] [--batch 8] [--steps 12] [--json out.json]
 
-Both rates are measured in one run on this machine, the same way training uses them:
+Both rates are measured in one run on the same machine, the same way training uses them:
 
 * pipeline: ``train.pipeline.make_dataset(training=True)`` (decode cache warmed by one pass,
   as after the first epoch), batches pulled as fast as possible, nothing else running;

@@ -1,4 +1,4 @@
-"""Runtime speed and memory targets (issue 5), measured on demand -- not a test.
+"""Runtime speed and memory targets, measured on demand -- not a test.
 
     python -m benchmarks.bench_pipeline                       # bundled model, 300-frame 1024x512 video
     python -m benchmarks.bench_pipeline --model M.tflite --float-model M-fp32.tflite --threads 1,2
