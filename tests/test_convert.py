@@ -332,7 +332,7 @@ def test_convert_cli_errors_are_one_line(tiny_keras, tmp_path):
         assert "Traceback" not in out.stderr
 
 
-# ------------------------------------------------------------------ input sizes and ONNX (issue 6)
+# ------------------------------------------------------------------ input sizes and ONNX
 
 BIG = (128, 64)  # a second input size of the tiny model (2x its native 64x32)
 

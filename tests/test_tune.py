@@ -1,4 +1,4 @@
-"""`edge-seg tune` (issue 6): the choice, the table, the device profile and `edge-seg run`
+"""`edge-seg tune`: the choice, the table, the device profile and `edge-seg run`
 picking it up; bad input. Tiny 128x64 models (conftest.tiny_models), a few frames and a
 fraction of a second per configuration keep it fast; the runtime commands run with
 TensorFlow blocked."""

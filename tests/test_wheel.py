@@ -1,4 +1,4 @@
-"""The runtime-only install, proven (issue 6): the wheel `make dist` builds, installed WITHOUT
+"""The runtime-only install, proven: the wheel `make dist` builds, installed WITHOUT
 extras into a fresh venv (python -m venv, no system site-packages), runs the demo with the
 bundled model, and TensorFlow is nowhere.
 
