@@ -540,8 +540,7 @@ Exit codes (for systemd and scripts):
 @click.option("--model", metavar="PATH.tflite",
               help="Model to run, with its metadata PATH.json beside it (.tflite, or .onnx for "
                    "ONNX Runtime on a Jetson). Default: the device profile's model (see 'edge-seg "
-                   "tune'), else the bundled reference int8 model (or the random-init placeholder "
-                   "until it ships).")
+                   "tune'), else the bundled reference int8 model.")
 @click.option("--threads", type=click.IntRange(1, 64), metavar="N",
               help="Interpreter threads. Default: the device profile's, else one per CPU core.")
 @click.option("--delegate", default=None, metavar="auto|cpu|xnnpack|gpu|edgetpu|PATH.so",

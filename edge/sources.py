@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -205,15 +206,23 @@ class ImagesReader(Reader):
         self.position += 1
 
 
+def demo_renderer():
+    """The module behind ``demo`` (``render_scene``, ``render_clip``): the ``edge_seg.sources``
+    entry point ``demo``, so the runtime does not import the renderer's package by name."""
+    for ep in entry_points(group="edge_seg.sources", name=DEMO):
+        return ep.load()
+    raise ImportError("no 'demo' entry point in the 'edge_seg.sources' group; reinstall edge-seg")
+
+
 class DemoReader(Reader):
-    """The synthetic street clip from edge.synthetic, endless (clip after clip)."""
+    """The synthetic street clip (the ``demo`` renderer), endless (clip after clip)."""
     CLIP_FRAMES = 300
 
     def __init__(self, size=DEMO_SIZE, seed: int = 0):
         try:
-            from . import synthetic
+            synthetic = demo_renderer()
         except ImportError as e:
-            raise UserError(f"the demo source needs edge.synthetic ({e})") from None
+            raise UserError(f"the demo source needs the scene renderer ({e})") from None
         self.synthetic = synthetic
         self.size, self.seed = tuple(size), seed
         self.fps = DEMO_FPS
