@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import converters  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from edge.errors import UserError
 
 SUFFIXES = (".keras", ".h5")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import converters  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from edge.errors import UserError
 from edge.preprocess import parse_size
 

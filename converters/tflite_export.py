@@ -17,7 +17,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import converters  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from edge.errors import UserError
 from edge.model_meta import file_sha256, make_meta, publish_model
 from edge.preprocess import normalize
