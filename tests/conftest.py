@@ -71,7 +71,7 @@ def _runtime_models_key() -> str:
     import hashlib
     from importlib.metadata import PackageNotFoundError, version
     h = hashlib.sha256()
-    for name in ("benchmarks/make_placeholder_model.py", "edge/model_meta.py"):
+    for name in ("benchmarks/make_placeholder_model.py", "edge/model_meta.py", "tests/conftest.py"):
         h.update((REPO / name).read_bytes())
     try:
         h.update(version("tensorflow").encode())
@@ -110,7 +110,8 @@ def tiny_onnx(request, tiny_models) -> Path:
     import subprocess
     if not all(importlib.util.find_spec(m) for m in ("tf2onnx", "onnxruntime")):
         pytest.skip("the ONNX path needs tf2onnx and onnxruntime")
-    path = tiny_models["fp32"].parent / "tiny-fp32.onnx"
+    # not tiny-fp32.onnx: its sidecar would be tiny-fp32.json, the .tflite's
+    path = tiny_models["fp32"].parent / "tiny-onnx.onnx"
     if not (path.is_file() and path.with_suffix(".json").is_file()):
         code = ("from benchmarks.make_placeholder_model import build_unet\n"
                 "from converters.onnx_export import export_onnx\n"

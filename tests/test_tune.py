@@ -32,10 +32,12 @@ def edge_seg(*args, block_tf: bool = True, timeout: float = 240) -> subprocess.C
 
 
 def copy_model(src: Path, dst: Path, variant: str, **extra) -> Path:
-    """``src`` as ``dst`` with a fresh sidecar (the cached test models share stems)."""
-    from edge.model_meta import make_meta, write_meta
+    """``src`` as ``dst`` with fresh metadata, in the sidecar and embedded (the cached test
+    models share stems)."""
+    from edge.model_meta import embed_sidecar, make_meta, write_meta
     shutil.copy(src, dst)
     write_meta(dst, make_meta(RUNTIME_MODEL_SIZE, variant, **extra))
+    embed_sidecar(dst)
     return dst
 
 
