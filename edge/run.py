@@ -27,7 +27,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import UserError
+from .errors import OutputError, UserError
 from .overlay import VIEWS, Overlay, hud_lines
 from .timing import StageTimes
 
@@ -57,6 +57,7 @@ class RunOptions:
     min_agreement: float = 0.90
     agreement_window: int = 10
     report: str | None = None
+    overwrite: bool = False
     capture_size: tuple[int, int] | None = None
     reconnect_timeout: float = 0.0
     quiet: bool = False
@@ -191,6 +192,7 @@ class Run:
         self.profile_note = None   # why a profile exists but is not used
         self._signals = 0
         self._old_handlers = {}
+        self.failure: UserError | None = None  # an output that could not be written
 
     # signals: the first one stops the loop cleanly, a second one interrupts hard
     def _on_signal(self, signum, _frame):
@@ -204,8 +206,10 @@ class Run:
     def _install_signals(self):
         if threading.current_thread() is not threading.main_thread():
             return
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+        # SIGHUP (the terminal or ssh session closed) stops like SIGTERM: outputs finalised
+        for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if sig is not None:
+                self._old_handlers[sig] = signal.signal(sig, self._on_signal)
 
     def _restore_signals(self):
         for sig, handler in self._old_handlers.items():
@@ -261,8 +265,7 @@ class Run:
         if o.check_float:
             backends.check_model_file(o.check_float)
             read_meta(o.check_float)
-        if o.save:
-            sinks.check_save_target(o.save)
+        self._check_outputs(model_path)
         show = o.show
         if show is None:
             show = sinks.gui_available()
@@ -281,9 +284,34 @@ class Run:
                                     every=o.check_every, min_agreement=o.min_agreement,
                                     window=o.agreement_window, log=_warn)
         if o.save:
-            self.sink = sinks.FrameSink(o.save, fps=self.source.fps or 30.0)
+            self.sink = sinks.FrameSink(o.save, fps=self.source.fps or 30.0,
+                                        inputs=self._inputs(model_path), overwrite=o.overwrite)
         if show:
             self.window = sinks.Window()
+
+    def _inputs(self, model_path) -> list[Path]:
+        """What the run reads: an output naming one of these is refused."""
+        from .model_meta import sidecar_path
+        from .sources import _image_paths
+        spec = self.opts.source_spec()
+        paths = [Path(model_path), sidecar_path(model_path), Path(spec).expanduser()]
+        paths += _image_paths(spec) or []  # a folder or glob: each image it matches
+        if self.opts.check_float:
+            paths += [Path(self.opts.check_float), sidecar_path(self.opts.check_float)]
+        return paths
+
+    def _check_outputs(self, model_path) -> None:
+        """--save and --report checked before anything starts: a run never ends with its
+        results unwritable."""
+        from . import sinks
+        from .outputs import check_output
+        o, inputs = self.opts, self._inputs(model_path)
+        if o.save:
+            sinks.check_save_target(o.save, inputs, o.overwrite)
+        if o.report:
+            check_output(o.report, "--report", inputs=inputs, overwrite=o.overwrite, need=64 << 10)
+            if o.save and Path(o.report).expanduser().absolute() == Path(o.save).expanduser().absolute():
+                raise UserError(f"--report {o.report}: the same path as --save")
 
     def banner(self) -> None:
         o, seg = self.opts, self.segmenter
@@ -340,16 +368,21 @@ class Run:
                      f"infer {self.times.stages['infer'].recent:.1f} ms")
 
     def finish(self) -> None:
-        """Drain and close everything that was opened (every exit path comes here)."""
-        for step in (lambda: self.source and self.source.close(),
-                     lambda: self.renderer and self.renderer.close(),
-                     lambda: self.sink and self.sink.close(),
-                     lambda: self.drift and self.drift.close(),
-                     lambda: self.window and self.window.close()):
+        """Drain and close everything that was opened (every exit path comes here). A
+        rendering or saving failure is kept in ``self.failure``: it ends the run with a
+        non-zero code after the summary is printed."""
+        for output, step in ((False, lambda: self.source and self.source.close()),
+                             (True, lambda: self.renderer and self.renderer.close()),
+                             (True, lambda: self.sink and self.sink.close()),
+                             (False, lambda: self.drift and self.drift.close()),
+                             (False, lambda: self.window and self.window.close())):
             try:
                 step()
             except UserError as e:
-                _warn(f"warning: {e}")
+                if output:
+                    self.failure = self.failure or e
+                else:
+                    _warn(f"warning: {e}")
         self.state.t_end = time.perf_counter()
         if self.sink is not None:
             self.times.stages["encode"] = self.sink.encode
@@ -374,7 +407,9 @@ class Run:
                       "input_size": list(self.segmenter.input_size)} if self.segmenter else None,
             **(self.segmenter.backend.as_dict() if self.segmenter else {}),
             "latency_ms": self.times.summary(),
-            "saved": {"path": str(self.sink.path), "frames": self.sink.frames} if self.sink else None,
+            "saved": {"path": str(self.sink.path), "frames": self.sink.frames,
+                      "published": self.sink.published} if self.sink else None,
+            "error": str(self.failure) if self.failure else None,
             "agreement": self.drift.summary() if self.drift else None,
             "profile": {"path": str(self.profile.path), "created": self.profile.created}
             if self.profile is not None else ({"note": self.profile_note} if self.profile_note else None),
@@ -413,8 +448,13 @@ class Run:
                 _say(f"    per category: {cats}")
             else:
                 _say(f"  drift vs {Path(a['float_model']).name}: no check completed")
-        if s.get("saved"):
-            _say(f"  saved {s['saved']['frames']} frames to {s['saved']['path']}")
+        saved = s.get("saved")
+        if saved and saved.get("published", True):
+            _say(f"  saved {saved['frames']} frames to {saved['path']}")
+        elif saved and s.get("error"):
+            _say(f"  NOT saved to {saved['path']}: see the error below")
+        elif saved:
+            _say(f"  nothing saved to {saved['path']} (no frame was rendered)")
 
 
 def _fmt(value) -> str:
@@ -438,6 +478,12 @@ def run_pipeline(opts: RunOptions, on_start=None) -> dict:
         r.loop()
     except KeyboardInterrupt:
         r.state.stopped_by = r.state.stopped_by or "SIGINT"
+    except UserError as e:
+        if r.renderer is None or e is not r.renderer._error:
+            raise
+        # rendering or saving failed mid-run: stop, summarise, then fail
+        r.failure = e
+        r.state.stopped_by = "output error"
     finally:
         if r.segmenter is not None:
             r.finish()
@@ -445,11 +491,18 @@ def run_pipeline(opts: RunOptions, on_start=None) -> dict:
             r.source.close()
         r._restore_signals()
     summary = r.summary()
-    r.print_summary(summary)
+    r.print_summary(summary)  # printed before any output error: the results are never lost
     if opts.report:
-        from .model_meta import atomic_write_json
-        atomic_write_json(opts.report, summary)
-        _say(f"  report written to {opts.report}")
+        from .outputs import atomic_write_json
+        try:
+            atomic_write_json(opts.report, summary, "--report")
+            _say(f"  report written to {opts.report}")
+        except OutputError as e:
+            if r.failure is None:
+                raise
+            _warn(f"error: {e}")
+    if r.failure is not None:
+        raise r.failure
     return summary
 
 
@@ -500,7 +553,9 @@ def _size(ctx, param, value):
                    "without a screen. Default: a window when a display is available.")
 @click.option("--save", metavar="OUT.mp4|DIR",
               help="Write the rendered frames to a video (.mp4 .mkv .mov .m4v, .avi) or to a "
-                   "folder of PNGs. Finalised on Ctrl-C / SIGTERM too.")
+                   "folder of PNGs, under a hidden partial name until complete; finalised on "
+                   "Ctrl-C / SIGTERM / SIGHUP too. For long live recordings prefer .mkv: a "
+                   "killed recording's partial file still plays.")
 @click.option("--max-frames", type=int, default=0, metavar="N",
               help="Stop after N processed frames (0 = until the source ends or Ctrl-C).")
 @click.option("--every", type=int, default=1, show_default=True, metavar="N",
@@ -521,6 +576,10 @@ def _size(ctx, param, value):
 @click.option("--report", metavar="RUN.json",
               help="Write the summary as JSON: frames, dropped frames, FPS, latency p50/p99 per "
                    "stage, backend, delegate, agreement statistics.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing --save video or frames folder and --report file "
+                   "(without it they are refused, so two runs never mix). An output that is "
+                   "one of the inputs is refused either way.")
 @click.option("--capture-size", callback=_size, metavar="WxH",
               help="Ask the camera/stream for this resolution, e.g. 1280x720.")
 @click.option("--reconnect-timeout", type=click.FloatRange(0), default=0.0, show_default=True,
