@@ -40,8 +40,9 @@ def is_quantized(segmenter) -> bool:
     meta = segmenter.meta
     quantization = meta.get("quantization")
     mode = quantization.get("mode", "") if isinstance(quantization, dict) else str(quantization or "")
-    return bool(segmenter.quantized or meta.get("variant") in QUANTIZED_VARIANTS
-                or "int8" in mode)
+    io = (getattr(segmenter, "input_dtype", None), getattr(segmenter, "output_dtype", None))
+    return bool(any(d is not None and d != np.float32 for d in io)
+                or meta.get("variant") in QUANTIZED_VARIANTS or "int8" in mode)
 
 
 class DriftCheck:

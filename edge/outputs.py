@@ -108,8 +108,11 @@ def partial_path(path: str | os.PathLike) -> Path:
 
 
 def publish(tmp: str | os.PathLike, path: str | os.PathLike, option: str | None = None) -> None:
-    """Rename a finished temporary file onto its final name (replacing an old output)."""
+    """Rename a finished temporary file onto its final name (replacing an old output).
+    Its data reaches the disk first, so a power loss cannot publish an empty file."""
     try:
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except OSError as e:
