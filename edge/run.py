@@ -310,8 +310,10 @@ class Run:
             sinks.check_save_target(o.save, inputs, o.overwrite)
         if o.report:
             check_output(o.report, "--report", inputs=inputs, overwrite=o.overwrite, need=64 << 10)
-            if o.save and Path(o.report).expanduser().absolute() == Path(o.save).expanduser().absolute():
-                raise UserError(f"--report {o.report}: the same path as --save")
+            report, save = (Path(p).expanduser().absolute() for p in (o.report, o.save or o.report))
+            if o.save and (report == save or save in report.parents):
+                raise UserError(f"--report {o.report}: inside --save {o.save}; a saved frames "
+                                f"folder holds only frames: write the report beside it")
 
     def banner(self) -> None:
         o, seg = self.opts, self.segmenter

@@ -58,6 +58,33 @@ def check_save_target(path: str | os.PathLike, inputs=(), overwrite: bool = Fals
     return path
 
 
+def container_complete(path: Path) -> bool:
+    """Whether a closed video file is structurally whole, read without a decoder: MP4/MOV
+    top-level boxes spanning the file with 'moov' (the index) and 'mdat' present; AVI a RIFF
+    size matching the file; Matroska its EBML header (it needs no closing index)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if head[:4] == b"RIFF":
+            return int.from_bytes(head[4:8], "little") + 8 <= size
+        if head[:4] == b"\x1a\x45\xdf\xa3":
+            return True
+        boxes, offset = set(), 0
+        while offset + 8 <= size:
+            f.seek(offset)
+            header = f.read(16)
+            length, kind = int.from_bytes(header[:4], "big"), header[4:8]
+            if length == 1:
+                length = int.from_bytes(header[8:16], "big")
+            elif length == 0:
+                length = size - offset
+            if length < 8:
+                return False
+            boxes.add(kind)
+            offset += length
+        return offset == size and {b"moov", b"mdat"} <= boxes
+
+
 class FrameSink:
     """Writes frames in its own thread; ``write`` blocks only when ``queue_size`` are pending.
     ``path`` is published by ``close()``; until then frames go to ``self.partial``."""
@@ -75,12 +102,12 @@ class FrameSink:
         self._size = None
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._error: BaseException | None = None
-        if not self.video:
-            try:
-                self.partial.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.partial.parent.mkdir(parents=True, exist_ok=True)
+            if not self.video:
                 self.partial.mkdir()
-            except OSError as e:
-                raise output_error(f"--save {self.path}", e) from None
+        except OSError as e:
+            raise output_error(f"--save {self.path}", e) from None
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
         self._thread.start()
 
@@ -131,18 +158,15 @@ class FrameSink:
         return OutputError(f"{self._label()}: {what} after {self.frames} frames")
 
     def _verify_video(self) -> None:
-        """Read the finished file back: its size and decodable frame count."""
+        """The finished file's size and container structure (an MP4 without its index,
+        written last, does not play; an AVI's RIFF size is filled in when it is closed)."""
         try:
             size = self.partial.stat().st_size
+            complete = size > 0 and container_complete(self.partial)
         except OSError as e:
             raise output_error(self._label(), e) from None
-        cap = cv2.VideoCapture(str(self.partial))
-        try:
-            readable = cap.isOpened() and cap.read()[0]
-        finally:
-            cap.release()
-        if size == 0 or not readable:
-            raise self._encoder_failed("the finished video does not play (the encoder could "
+        if not complete:
+            raise self._encoder_failed("the finished video is incomplete (the encoder could "
                                        "not finalise it)")
 
     def _open(self, image: np.ndarray) -> None:
