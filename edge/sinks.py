@@ -6,7 +6,7 @@ so encoding overlaps inference), and an on-screen window.
 (``edge.outputs.partial_path``) and are published by ``close()`` once complete and checked,
 which the run calls on every exit path (Ctrl-C, SIGTERM and SIGHUP included). A killed run
 leaves the final name as it was. Every frame the encoder takes is checked, and the finished
-video is read back before it is published: a full disk is an error, never "saved".
+video's container structure before it is published: a full disk is an error, never "saved".
 """
 from __future__ import annotations
 

@@ -153,6 +153,7 @@ class FailingWriter:
     fourcc = staticmethod(cv2.VideoWriter.fourcc)
 
     def __init__(self, *args):
+        self.args = args
         self._w = self.real(*args)
         self.n = 0
 
@@ -340,6 +341,8 @@ def test_sigkill_leaves_no_half_file_under_the_final_name(tiny_models, tmp_path,
     [partial] = [tmp_path / p for p in hidden_partials(tmp_path)]
     if name == "out.mkv":  # Matroska: the killed recording plays up to its last cluster
         assert frames_in(partial) > 0
+    if name == "out.mp4":  # an MP4 without its index: what the publishing check refuses
+        assert frames_in(partial) == 0 and not sinks.container_complete(partial)
 
 
 def test_sigterm_during_convert_removes_its_temporary_folders(tmp_path):
@@ -448,3 +451,22 @@ def test_advice_names_only_options_that_exist():
     assert not wrong, "\n".join(wrong)
     # the walk sees the advice it is meant to check
     assert "--overwrite" in "".join(t for _, t in _messages(REPO / "edge/outputs.py"))
+
+
+def test_a_video_the_encoder_could_not_finalise_is_not_published(tiny_models, street_video, tmp_path,
+                                                                  monkeypatch):
+    # a disk that fills while the index is written: every frame was taken, the file is cut
+    real_release = FailingWriter.release
+
+    def cut_release(self):
+        real_release(self)
+        path = Path(self.args[0])
+        path.write_bytes(path.read_bytes()[:-200])
+
+    monkeypatch.setattr(FailingWriter, "ok", 10 ** 6)
+    monkeypatch.setattr(FailingWriter, "release", cut_release)
+    monkeypatch.setattr(sinks.cv2, "VideoWriter", FailingWriter)
+    out = tmp_path / "out.mp4"
+    with pytest.raises(OutputError, match="the finished video is incomplete"):
+        run_pipeline(run_opts(tiny_models, street_video, save=str(out), max_frames=6))
+    assert not out.exists() and hidden_partials(tmp_path) == []
