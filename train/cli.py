@@ -112,10 +112,10 @@ def train(ctx, resume, quiet, **options):
 
     from edge.outputs import check_output
 
-    from .trainer import train_model
     # before any epoch: a run folder that cannot be written fails now, not after hours
     check_output(options["run_dir"], "--run-dir", inputs=[options["data_root"]],
                  folder=True, need=64 << 20)
+    from .trainer import train_model
     cfg = config_from_options(**options)
     overrides = {}
     if resume:
