@@ -25,7 +25,7 @@ from edge.errors import UserError
 @click.option("--qat-epochs", default=1, show_default=True, type=int)
 @click.option("--qat-steps", default=None, type=int, help="steps per QAT epoch [default: one pass over train]")
 @click.option("--qat-lr", default=1e-5, show_default=True, type=float,
-              help="QAT learning rate; on the reference 1e-4 drifted 0.44 point from the float model, 1e-5 0.16")
+              help="QAT learning rate; keep it low, so the fine-tune stays close to the float model")
 @click.option("--qat-batch", default=4, show_default=True, type=int)
 @click.option("--calibration", "calibration", default=None,
               help="calibration manifest (.json from 'edge-seg calibrate') or a dataset root")
@@ -35,8 +35,9 @@ from edge.errors import UserError
               help="input/output type of int8 models")
 @click.option("--per-channel", is_flag=True,
               help="int8 weights with one scale per output channel (TFLite's usual scheme); the default "
-                   "is one scale per tensor: 27% of the fp32 file instead of 34%, within 0.1 point of "
-                   "mIoU on the reference model. --qat is always per channel (see converters/qat.py)")
+                   "is one scale per tensor, a smaller file (per channel stores a scale and a zero point "
+                   "for every output channel). --qat is always per channel: BatchNorm is folded into the "
+                   "kernel after fake quantisation, which one scale per tensor cannot absorb")
 @click.option("--onnx", "onnx", is_flag=True,
               help="also export <model>.onnx (tf2onnx, opset 17) with its sidecar, for ONNX Runtime "
                    "/ TensorRT on a Jetson (needs the [onnx] extra)")

@@ -171,9 +171,11 @@ class DriftCheck:
                          f"and the quantised model over frames {first}..{last_frame} is below "
                          f"--min-agreement {self.min_agreement:.2f}")
 
-    def summary(self) -> dict:
+    def summary(self, final: bool = True) -> dict:
+        """The statistics; ``final=False`` (live figures while the run goes on) leaves the
+        current window open instead of closing it early."""
         with self._lock:
-            if self._window_checks:  # a partial last window still counts
+            if final and self._window_checks:  # a partial last window still counts
                 self._close_window(self._window_last)
             result = self.total.result() if self.checks else None
             recent = np.array(self.per_check, np.float64)

@@ -8,6 +8,7 @@ with each stage overlapped with the others in its own thread:
     render thread    argmax + upsample, drift-check offer, overlay + legend + HUD
     writer thread    encode to the video file / PNG folder
     drift thread     (optional) the float model on every Nth frame
+    web threads      (optional, --serve) page, stats, metrics; JPEG for viewers, never waited for
 
 so the pipeline runs at about the speed of the model alone. All options live in
 ``RunOptions``; the click command only fills it.
@@ -27,7 +28,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import OutputError, UserError
+from .errors import (EXIT_INTERNAL, EXIT_OK, EXIT_OUTPUT_FAILED, EXIT_SOURCE_LOST, EXIT_USAGE,
+                     OutputError, SourceLostError, UserError)
 from .overlay import VIEWS, Overlay, hud_lines
 from .timing import StageTimes
 
@@ -63,6 +65,11 @@ class RunOptions:
     quiet: bool = False
     profile: str | None = None  # device profile from 'edge-seg tune' (None: the default path)
     no_profile: bool = False
+    serve: str | None = None    # [HOST:]PORT of the web page / stream / stats / metrics
+    serve_token: str | None = None
+    serve_max_clients: int = 4
+    report_every: float = 0.0   # seconds between live JSON lines (0: none)
+    report_lines: str | None = None  # where they go (None: stdout)
 
     def source_spec(self) -> str:
         if self.camera is not None and self.source is not None:
@@ -88,13 +95,15 @@ class Renderer:
     """The render thread: post-process, offer to the drift check, draw, hand to the sinks."""
 
     def __init__(self, segmenter, overlay: Overlay, times: StageTimes, sink=None, window=None,
-                 drift=None, placeholder: bool = False):
+                 drift=None, placeholder: bool = False, hub=None):
         self.segmenter, self.overlay, self.times = segmenter, overlay, times
         self.sink, self.window, self.drift = sink, window, drift
+        self.hub = hub  # --serve: the viewers' newest-frame slot (never blocks)
         self.placeholder = placeholder
         self.frames = 0
         self.t_first = self.t_last = None
         self._fps = math.nan
+        self._dt = None
         self._queue: queue.Queue = queue.Queue(maxsize=2)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="render", daemon=True)
@@ -151,15 +160,19 @@ class Renderer:
                     self.sink.write(image)
                 if self.window is not None:
                     self.window.put(image)
+                if self.hub is not None:
+                    self.hub.put(image)
                 t3 = time.perf_counter()
                 self.times.add("post", (t1 - t0) * 1e3)
                 self.times.add("draw", (t2 - t1) * 1e3)
                 self.times.add("frame", (t3 - frame.t_capture) * 1e3)
                 self.frames += 1
                 if self.t_last is not None:
+                    # Average the frame interval, not its inverse: a mean of 1/dt reads
+                    # high whenever intervals vary (a slow frame barely lowers it).
                     dt = t3 - self.t_last
-                    inst = 1.0 / dt if dt > 0 else math.nan
-                    self._fps = inst if math.isnan(self._fps) else self._fps + 0.1 * (inst - self._fps)
+                    self._dt = dt if self._dt is None else self._dt + 0.1 * (dt - self._dt)
+                    self._fps = 1.0 / self._dt if self._dt > 0 else math.nan
                 else:
                     self.t_first = t3
                 self.t_last = t3
@@ -188,6 +201,7 @@ class Run:
         self.state = RunState()
         self.times = StageTimes(STAGES)
         self.source = self.segmenter = self.drift = self.sink = self.window = self.renderer = None
+        self.server = self.reporter = None  # --serve, --report-every
         self.profile = None        # edge.profile.Profile in use
         self.profile_note = None   # why a profile exists but is not used
         self._signals = 0
@@ -288,6 +302,22 @@ class Run:
                                         inputs=self._inputs(model_path), overwrite=o.overwrite)
         if show:
             self.window = sinks.Window()
+        self._open_telemetry()
+
+    def _open_telemetry(self) -> None:
+        """--report-every and --serve, last: bound before the run starts (a port in use is
+        exit 2), and nothing else can fail after the port is taken."""
+        from .telemetry import PeriodicReport, live_stats
+        o = self.opts
+        if o.report_every:
+            self.reporter = PeriodicReport(o.report_every, lambda: live_stats(self), o.report_lines,
+                                           log=_warn)
+        elif o.report_lines:
+            raise UserError("--report-lines needs --report-every SECONDS")
+        if o.serve:
+            from .serve import open_server
+            self.server = open_server(o.serve, lambda: live_stats(self), token=o.serve_token,
+                                      max_clients=o.serve_max_clients, times=self.times, log=_warn)
 
     def _inputs(self, model_path) -> list[Path]:
         """What the run reads: an output naming one of these is refused."""
@@ -337,12 +367,17 @@ class Run:
         if self.drift:
             _say(f"  drift    vs {self.drift.path.name} every {o.check_every} frames, "
                  f"warn below {o.min_agreement:.2f} (windows of {o.agreement_window} checks)")
+        if self.reporter:
+            _say(f"  report   {self.reporter.describe()}")
+        if self.server:
+            _say(f"  serve    {self.server.describe()}")
 
     def loop(self) -> None:
         """capture -> process -> overlay/render, until the source ends or we are stopped."""
         o, seg = self.opts, self.segmenter
         self.renderer = Renderer(seg, self.overlay, self.times, self.sink, self.window, self.drift,
-                                 placeholder=seg.is_placeholder)
+                                 placeholder=seg.is_placeholder,
+                                 hub=self.server.hub if self.server else None)
         next_progress = time.perf_counter() + PROGRESS_EVERY_S
         self.state.t_start = time.perf_counter()
         while self.state.stopped_by is None:
@@ -374,6 +409,8 @@ class Run:
         rendering or saving failure is kept in ``self.failure``: it ends the run with a
         non-zero code after the summary is printed."""
         for output, step in ((False, lambda: self.source and self.source.close()),
+                             (False, lambda: self.reporter and self.reporter.close()),
+                             (False, lambda: self.server and self.server.close()),
                              (True, lambda: self.renderer and self.renderer.close()),
                              (True, lambda: self.sink and self.sink.close()),
                              (False, lambda: self.drift and self.drift.close()),
@@ -468,18 +505,28 @@ def run_pipeline(opts: RunOptions, on_start=None) -> dict:
     ``on_start(run)`` is called just before the loop (benchmarks watch ``run.renderer``)."""
     r = Run(opts)
     r._install_signals()
+    lost = None
     try:
         r.open()
         if not opts.quiet:
             r.banner()
+        elif r.server is not None:  # the address (and a generated token) is needed anyway
+            _say(f"  serve    {r.server.describe()}")
         r.source.start()
         if r.drift:
             r.drift.start()
+        if r.server:
+            r.server.start()
+        if r.reporter:
+            r.reporter.start()
         if on_start is not None:
             on_start(r)
         r.loop()
     except KeyboardInterrupt:
         r.state.stopped_by = r.state.stopped_by or "SIGINT"
+    except SourceLostError as e:  # summarised like any other end, then exit code 3
+        r.state.stopped_by = "source lost"
+        lost = e
     except UserError as e:
         if r.renderer is None or e is not r.renderer._error:
             raise
@@ -500,11 +547,15 @@ def run_pipeline(opts: RunOptions, on_start=None) -> dict:
             atomic_write_json(opts.report, summary, "--report")
             _say(f"  report written to {opts.report}")
         except OutputError as e:
-            if r.failure is None:
+            if r.failure is None and lost is None:
                 raise
             _warn(f"error: {e}")
     if r.failure is not None:
         raise r.failure
+    if lost is not None:
+        raise lost
+    if r.reporter is not None and r.reporter.error:
+        raise OutputError(f"--report-every: lines could not be written to {r.reporter.error}")
     return summary
 
 
@@ -521,7 +572,21 @@ def _size(ctx, param, value):
     return w, h
 
 
-@click.command("run", context_settings={"help_option_names": ["-h", "--help"]})
+EXIT_CODES_HELP = f"""\b
+Exit codes (for systemd and scripts):
+  {EXIT_OK}  the source ended, --max-frames was reached, or Ctrl-C / SIGTERM / SIGHUP stopped
+     the run (outputs finalised)
+  {EXIT_INTERNAL}  an internal error (a bug: the traceback is printed)
+  {EXIT_USAGE}  bad input or options, or the --serve port is in use (nothing was run)
+  {EXIT_SOURCE_LOST}  the live camera/stream was lost for longer than --reconnect-timeout (the
+     summary is printed first): restarting may help
+  {EXIT_OUTPUT_FAILED}  an output could not be written (no space, permission denied): the summary
+     is printed first, nothing partial is published
+"""
+
+
+@click.command("run", context_settings={"help_option_names": ["-h", "--help"]},
+               epilog=EXIT_CODES_HELP)
 @click.option("--camera", type=int, metavar="N",
               help="Camera index (V4L2 /dev/videoN on Linux).")
 @click.option("--source", metavar="SPEC",
@@ -531,8 +596,7 @@ def _size(ctx, param, value):
 @click.option("--model", metavar="PATH.tflite",
               help="Model to run, with its metadata PATH.json beside it (.tflite, or .onnx for "
                    "ONNX Runtime on a Jetson). Default: the device profile's model (see 'edge-seg "
-                   "tune'), else the bundled reference int8 model (or the random-init placeholder "
-                   "until it ships).")
+                   "tune'), else the bundled reference int8 model.")
 @click.option("--threads", type=click.IntRange(1, 64), metavar="N",
               help="Interpreter threads. Default: the device profile's, else one per CPU core.")
 @click.option("--delegate", default=None, metavar="auto|cpu|xnnpack|gpu|edgetpu|PATH.so",
@@ -585,7 +649,7 @@ def _size(ctx, param, value):
 @click.option("--capture-size", callback=_size, metavar="WxH",
               help="Ask the camera/stream for this resolution, e.g. 1280x720.")
 @click.option("--reconnect-timeout", type=click.FloatRange(0), default=0.0, show_default=True,
-              metavar="S", help="Give up on a lost camera/stream after S seconds (0 = retry "
+              metavar="S", help="Give up on a lost camera/stream after S seconds, exit code 3 (0 = retry "
                                 "forever, with backoff).")
 @click.option("--profile", metavar="PATH",
               help="Device profile written by 'edge-seg tune' [default: $XDG_CONFIG_HOME/edge-seg/"
@@ -593,6 +657,24 @@ def _size(ctx, param, value):
                    "profile whose model is missing or changed, or made on other hardware, is "
                    "ignored with a warning.")
 @click.option("--no-profile", is_flag=True, help="Ignore any device profile.")
+@click.option("--serve", metavar="[HOST:]PORT",
+              help="Serve a web page with the live overlay, legend and figures, plus "
+                   "/stream.mjpg, /snapshot.jpg, /stats.json and /metrics (Prometheus). HOST "
+                   "defaults to 127.0.0.1 (this device only); any other address, e.g. "
+                   "0.0.0.0:8080, requires a token. Viewers never slow the run down.")
+@click.option("--serve-token", metavar="TOKEN",
+              help="Token every --serve request must carry (Authorization: Bearer TOKEN, or "
+                   "?token=TOKEN). Default: $EDGE_SEG_SERVE_TOKEN; off loopback without either, "
+                   "a random one is generated and printed once.")
+@click.option("--serve-max-clients", type=click.IntRange(1, 64), default=4, show_default=True,
+              metavar="N", help="Viewers of /stream.mjpg at once; one more gets 503 (the page "
+                                "then shows a snapshot a second).")
+@click.option("--report-every", type=click.FloatRange(0), default=0.0,
+              metavar="SECONDS", help="Also print the live figures (the same as /stats.json) as "
+                                      "one JSON line every SECONDS, for journald and log "
+                                      "shippers (0 = never).")
+@click.option("--report-lines", metavar="FILE.jsonl",
+              help="Append the --report-every lines to this file instead of stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No banner or progress lines; only the summary.")
 def run(**kwargs):
     """Segment frames in real time and draw the 8 categories over them.

@@ -43,7 +43,8 @@ def train_options(f):
                           "model's scale; smaller crops = cheaper steps); the model is built and "
                           "scored at --input-size [default: whole frames]"),
         click.option("--backbone-weights", default="none", show_default=True,
-                     help="none | imagenet (Keras cache only: this machine is offline) | PATH to .h5"),
+                     help="none (train from scratch) | imagenet (MobileNetV2 ImageNet weights from the Keras "
+                          "cache, never downloaded) | PATH to MobileNetV2 no-top .h5 weights"),
         click.option("--bn-momentum", type=float, default=0.9, show_default=True),
         click.option("--epochs", type=int, default=40, show_default=True),
         click.option("--batch", type=int, default=8, show_default=True),
@@ -151,7 +152,8 @@ def evaluate(model, data_root, fmt, split, input_size, at_label_resolution, repo
 
 @click.command()
 @click.option("--grid", "grid_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="YAML: base options + grid of option lists (see train/sweep.py)")
+              help="YAML: 'base' (options every run shares), 'grid' (option lists, every combination "
+                   "is run) and/or 'runs' (a list of option sets); names as 'edge-seg train' options")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default="runs/sweep", show_default=True)
 @click.option("--mlflow", is_flag=True, help="log every run to MLflow")
 @click.option("--dry-run", is_flag=True, help="list the runs, train nothing")

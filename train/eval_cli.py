@@ -22,7 +22,6 @@ def load_predictor(model_path: Path, input_size, batch: int):
     if not Path(model_path).is_file():
         raise UserError(f"{model_path}: model file not found")
     if kind == "keras":
-        import train  # noqa: F401
         import tf_keras as keras
 
         from .evaluate import keras_predictor
