@@ -114,7 +114,8 @@ def pipeline(model: Path, video: Path, threads: int, out: Path | None, float_mod
              every: int = 10, realtime: bool = False) -> dict:
     with contextlib.redirect_stdout(io.StringIO()):  # the run's own summary
         s = run_pipeline(RunOptions(source=str(video), model=str(model), threads=threads, show=False,
-                                    save=str(out) if out else None, quiet=True, check_every=every,
+                                    save=str(out) if out else None, overwrite=True,  # its own scratch file
+                                    quiet=True, check_every=every,
                                     check_float=str(float_model) if float_model else None,
                                     realtime=realtime))
     frame = s["latency_ms"]["frame"]

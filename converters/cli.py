@@ -1,7 +1,14 @@
 """`edge-seg convert` and `edge-seg compare` (TensorFlow is imported inside the commands)."""
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import signal
 import sys
+import tempfile
+import threading
+from pathlib import Path
 
 import click
 
@@ -53,11 +60,66 @@ def convert(model, fp32, fp16, int8, dynamic, qat, qat_epochs, qat_steps, qat_lr
     if nchw and not onnx:
         raise UserError("--nchw applies to the ONNX export: add --onnx")
     log = lambda m: click.echo(m, err=True)  # noqa: E731
+    from edge.outputs import check_output
+
     from .sizes import parse_sizes
     from .tflite_export import export
 
-    export(model, wanted, output_dir, calibration, io, calibration_root, qat_epochs, qat_steps, qat_lr,
-           qat_batch, per_channel=per_channel, log=log, sizes=parse_sizes(sizes), onnx=onnx, nchw=nchw)
+    # each variant is at most about the size of the float model; checked before any conversion
+    need = (len(wanted) + onnx) * Path(model).stat().st_size if Path(model).is_file() else 1
+    check_output(output_dir or Path(model).parent, "-o", folder=True, need=need)
+    with _scratch_tempdir():
+        export(model, wanted, output_dir, calibration, io, calibration_root, qat_epochs, qat_steps,
+               qat_lr, qat_batch, per_channel=per_channel, log=log, sizes=parse_sizes(sizes), onnx=onnx,
+               nchw=nchw)
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM)}
+
+
+@contextlib.contextmanager
+def _scratch_tempdir():
+    """TensorFlow's converter writes SavedModel folders through ``tempfile`` and removes them
+    only when it returns. Point ``tempfile`` at one private folder and remove it however the
+    conversion ends, SIGTERM, SIGHUP and Ctrl-C included. Python runs signal handlers only
+    between bytecodes, which a conversion inside TensorFlow's C++ code may not reach for
+    minutes; the signal's wake-up byte is read by a waiting thread instead, which removes the
+    folder and ends the process at once (every model file is written atomically, so none is
+    left half written under its final name)."""
+    scratch = tempfile.mkdtemp(prefix="edge-seg-convert-")
+    saved_tempdir = tempfile.tempdir
+    tempfile.tempdir = scratch
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        saved_wakeup = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        saved_handlers = {sig: signal.signal(sig, lambda *_: None) for sig in _STOP_SIGNALS}
+
+        def wait_for_stop():
+            sig = os.read(read_fd, 1)[0]
+            if not sig:  # the conversion ended
+                return
+            shutil.rmtree(scratch, ignore_errors=True)
+            click.echo(f"edge-seg convert: stopped by {signal.Signals(sig).name}; the variants "
+                       f"written before it are complete, temporary files removed", err=True)
+            os._exit(128 + sig)
+
+        waiter = threading.Thread(target=wait_for_stop, name="convert-stop", daemon=True)
+        waiter.start()
+    try:
+        yield scratch
+    finally:
+        tempfile.tempdir = saved_tempdir
+        shutil.rmtree(scratch, ignore_errors=True)
+        if main:
+            signal.set_wakeup_fd(saved_wakeup)
+            for sig, handler in saved_handlers.items():
+                signal.signal(sig, handler)
+            os.write(write_fd, b"\0")
+            waiter.join()
+            os.close(read_fd)
+            os.close(write_fd)
 
 
 @click.command()

@@ -59,6 +59,7 @@ class RunOptions:
     min_agreement: float = 0.90
     agreement_window: int = 10
     report: str | None = None
+    overwrite: bool = False
     capture_size: tuple[int, int] | None = None
     reconnect_timeout: float = 0.0
     quiet: bool = False
@@ -206,6 +207,7 @@ class Run:
         self.profile_note = None   # why a profile exists but is not used
         self._signals = 0
         self._old_handlers = {}
+        self.failure: UserError | None = None  # an output that could not be written
 
     # signals: the first one stops the loop cleanly, a second one interrupts hard
     def _on_signal(self, signum, _frame):
@@ -219,8 +221,10 @@ class Run:
     def _install_signals(self):
         if threading.current_thread() is not threading.main_thread():
             return
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+        # SIGHUP (the terminal or ssh session closed) stops like SIGTERM: outputs finalised
+        for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if sig is not None:
+                self._old_handlers[sig] = signal.signal(sig, self._on_signal)
 
     def _restore_signals(self):
         for sig, handler in self._old_handlers.items():
@@ -276,8 +280,7 @@ class Run:
         if o.check_float:
             backends.check_model_file(o.check_float)
             read_meta(o.check_float, trust_sidecar=o.trust_sidecar, warn=lambda m: None)
-        if o.save:
-            sinks.check_save_target(o.save)
+        self._check_outputs(model_path)
         show = o.show
         if show is None:
             show = sinks.gui_available()
@@ -297,7 +300,8 @@ class Run:
                                     every=o.check_every, min_agreement=o.min_agreement,
                                     window=o.agreement_window, log=_warn)
         if o.save:
-            self.sink = sinks.FrameSink(o.save, fps=self.source.fps or 30.0)
+            self.sink = sinks.FrameSink(o.save, fps=self.source.fps or 30.0,
+                                        inputs=self._inputs(model_path), overwrite=o.overwrite)
         if show:
             self.window = sinks.Window()
         self._open_telemetry()
@@ -316,6 +320,32 @@ class Run:
             from .serve import open_server
             self.server = open_server(o.serve, lambda: live_stats(self), token=o.serve_token,
                                       max_clients=o.serve_max_clients, times=self.times, log=_warn)
+
+    def _inputs(self, model_path) -> list[Path]:
+        """What the run reads: an output naming one of these is refused."""
+        from .model_meta import sidecar_path
+        from .sources import _image_paths
+        spec = self.opts.source_spec()
+        paths = [Path(model_path), sidecar_path(model_path), Path(spec).expanduser()]
+        paths += _image_paths(spec) or []  # a folder or glob: each image it matches
+        if self.opts.check_float:
+            paths += [Path(self.opts.check_float), sidecar_path(self.opts.check_float)]
+        return paths
+
+    def _check_outputs(self, model_path) -> None:
+        """--save and --report checked before anything starts: a run never ends with its
+        results unwritable."""
+        from . import sinks
+        from .outputs import check_output
+        o, inputs = self.opts, self._inputs(model_path)
+        if o.save:
+            sinks.check_save_target(o.save, inputs, o.overwrite)
+        if o.report:
+            check_output(o.report, "--report", inputs=inputs, overwrite=o.overwrite, need=64 << 10)
+            report, save = (Path(p).expanduser().absolute() for p in (o.report, o.save or o.report))
+            if o.save and (report == save or save in report.parents):
+                raise UserError(f"--report {o.report}: inside --save {o.save}; a saved frames "
+                                f"folder holds only frames: write the report beside it")
 
     def banner(self) -> None:
         o, seg = self.opts, self.segmenter
@@ -377,18 +407,23 @@ class Run:
                      f"infer {self.times.stages['infer'].recent:.1f} ms")
 
     def finish(self) -> None:
-        """Drain and close everything that was opened (every exit path comes here)."""
-        for step in (lambda: self.source and self.source.close(),
-                     lambda: self.reporter and self.reporter.close(),
-                     lambda: self.server and self.server.close(),
-                     lambda: self.renderer and self.renderer.close(),
-                     lambda: self.sink and self.sink.close(),
-                     lambda: self.drift and self.drift.close(),
-                     lambda: self.window and self.window.close()):
+        """Drain and close everything that was opened (every exit path comes here). A
+        rendering or saving failure is kept in ``self.failure``: it ends the run with a
+        non-zero code after the summary is printed."""
+        for output, step in ((False, lambda: self.source and self.source.close()),
+                             (False, lambda: self.reporter and self.reporter.close()),
+                             (False, lambda: self.server and self.server.close()),
+                             (True, lambda: self.renderer and self.renderer.close()),
+                             (True, lambda: self.sink and self.sink.close()),
+                             (False, lambda: self.drift and self.drift.close()),
+                             (False, lambda: self.window and self.window.close())):
             try:
                 step()
             except UserError as e:
-                _warn(f"warning: {e}")
+                if output:
+                    self.failure = self.failure or e
+                else:
+                    _warn(f"warning: {e}")
         self.state.t_end = time.perf_counter()
         if self.sink is not None:
             self.times.stages["encode"] = self.sink.encode
@@ -413,7 +448,9 @@ class Run:
                       "input_size": list(self.segmenter.input_size)} if self.segmenter else None,
             **(self.segmenter.backend.as_dict() if self.segmenter else {}),
             "latency_ms": self.times.summary(),
-            "saved": {"path": str(self.sink.path), "frames": self.sink.frames} if self.sink else None,
+            "saved": {"path": str(self.sink.path), "frames": self.sink.frames,
+                      "published": self.sink.published} if self.sink else None,
+            "error": str(self.failure) if self.failure else None,
             "agreement": self.drift.summary() if self.drift else None,
             "profile": {"path": str(self.profile.path), "created": self.profile.created}
             if self.profile is not None else ({"note": self.profile_note} if self.profile_note else None),
@@ -452,8 +489,13 @@ class Run:
                 _say(f"    per category: {cats}")
             else:
                 _say(f"  drift vs {Path(a['float_model']).name}: no check completed")
-        if s.get("saved"):
-            _say(f"  saved {s['saved']['frames']} frames to {s['saved']['path']}")
+        saved = s.get("saved")
+        if saved and saved.get("published", True):
+            _say(f"  saved {saved['frames']} frames to {saved['path']}")
+        elif saved and s.get("error"):
+            _say(f"  NOT saved to {saved['path']}: see the error below")
+        elif saved:
+            _say(f"  nothing saved to {saved['path']} (no frame was rendered)")
 
 
 def _fmt(value) -> str:
@@ -487,6 +529,12 @@ def run_pipeline(opts: RunOptions, on_start=None) -> dict:
     except SourceLostError as e:  # summarised like any other end, then exit code 3
         r.state.stopped_by = "source lost"
         lost = e
+    except UserError as e:
+        if r.renderer is None or e is not r.renderer._error:
+            raise
+        # rendering or saving failed mid-run: stop, summarise, then fail
+        r.failure = e
+        r.state.stopped_by = "output error"
     finally:
         if r.segmenter is not None:
             r.finish()
@@ -494,11 +542,18 @@ def run_pipeline(opts: RunOptions, on_start=None) -> dict:
             r.source.close()
         r._restore_signals()
     summary = r.summary()
-    r.print_summary(summary)
+    r.print_summary(summary)  # printed before any output error: the results are never lost
     if opts.report:
-        from .model_meta import atomic_write_json
-        atomic_write_json(opts.report, summary)
-        _say(f"  report written to {opts.report}")
+        from .outputs import atomic_write_json
+        try:
+            atomic_write_json(opts.report, summary, "--report")
+            _say(f"  report written to {opts.report}")
+        except OutputError as e:
+            if r.failure is None and lost is None:
+                raise
+            _warn(f"error: {e}")
+    if r.failure is not None:
+        raise r.failure
     if lost is not None:
         raise lost
     if r.reporter is not None and r.reporter.error:
@@ -521,13 +576,14 @@ def _size(ctx, param, value):
 
 EXIT_CODES_HELP = f"""\b
 Exit codes (for systemd and scripts):
-  {EXIT_OK}  the source ended, --max-frames was reached, or Ctrl-C / SIGTERM stopped the run
-     (outputs finalised)
+  {EXIT_OK}  the source ended, --max-frames was reached, or Ctrl-C / SIGTERM / SIGHUP stopped
+     the run (outputs finalised)
   {EXIT_INTERNAL}  an internal error (a bug: the traceback is printed)
   {EXIT_USAGE}  bad input or options, or the --serve port is in use (nothing was run)
   {EXIT_SOURCE_LOST}  the live camera/stream was lost for longer than --reconnect-timeout (the
      summary is printed first): restarting may help
-  {EXIT_OUTPUT_FAILED}  an output could not be written
+  {EXIT_OUTPUT_FAILED}  an output could not be written (no space, permission denied): the summary
+     is printed first, nothing partial is published
 """
 
 
@@ -568,7 +624,9 @@ Exit codes (for systemd and scripts):
                    "without a screen. Default: a window when a display is available.")
 @click.option("--save", metavar="OUT.mp4|DIR",
               help="Write the rendered frames to a video (.mp4 .mkv .mov .m4v, .avi) or to a "
-                   "folder of PNGs. Finalised on Ctrl-C / SIGTERM too.")
+                   "folder of PNGs, under a hidden partial name until complete; finalised on "
+                   "Ctrl-C / SIGTERM / SIGHUP too. For long live recordings prefer .mkv: a "
+                   "killed recording's partial file still plays.")
 @click.option("--max-frames", type=int, default=0, metavar="N",
               help="Stop after N processed frames (0 = until the source ends or Ctrl-C).")
 @click.option("--every", type=int, default=1, show_default=True, metavar="N",
@@ -589,6 +647,10 @@ Exit codes (for systemd and scripts):
 @click.option("--report", metavar="RUN.json",
               help="Write the summary as JSON: frames, dropped frames, FPS, latency p50/p99 per "
                    "stage, backend, delegate, agreement statistics.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing --save video or frames folder and --report file "
+                   "(without it they are refused, so two runs never mix). An output that is "
+                   "one of the inputs is refused either way.")
 @click.option("--capture-size", callback=_size, metavar="WxH",
               help="Ask the camera/stream for this resolution, e.g. 1280x720.")
 @click.option("--reconnect-timeout", type=click.FloatRange(0), default=0.0, show_default=True,

@@ -111,6 +111,11 @@ def train(ctx, resume, quiet, **options):
     history.csv, tb/ and eval.json."""
     from click.core import ParameterSource
 
+    from edge.outputs import check_output
+
+    # before any epoch: a run folder that cannot be written fails now, not after hours
+    check_output(options["run_dir"], "--run-dir", inputs=[options["data_root"]],
+                 folder=True, need=64 << 20)
     from .trainer import train_model
     cfg = config_from_options(**options)
     overrides = {}
@@ -136,15 +141,16 @@ def train(ctx, resume, quiet, **options):
 @click.option("--limit", type=int, default=0, help="score only the first N frames (0 = all)")
 @click.option("--batch", type=int, default=8, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print metrics as JSON instead of the table")
+@click.option("--overwrite", is_flag=True, help="replace the contents of an existing --report folder")
 @click.option("--trust-sidecar", is_flag=True,
               help="use a .tflite's sidecar .json even when it records another model's sha256 or "
                    "disagrees with the metadata embedded in the model (a warning, not an error)")
 def evaluate(model, data_root, fmt, split, input_size, at_label_resolution, report_dir, limit, batch,
-             as_json, trust_sidecar):
+             as_json, overwrite, trust_sidecar):
     """Score a .keras or .tflite model on a dataset split (same preprocessing and metrics)."""
     from .eval_cli import run_eval
     run_eval(model, data_root, fmt, split, input_size, at_label_resolution, report_dir, limit, batch,
-             as_json, trust_sidecar=trust_sidecar)
+             as_json, overwrite, trust_sidecar=trust_sidecar)
 
 
 @click.command()
