@@ -18,13 +18,15 @@ GUARD_MARGIN = 5.0
 DIFFERENT = "computes differently here"
 
 BASIS_TEXT = {
-    "recorded": "recorded: mIoU(7) points lost vs the float model on a labelled set "
-                "('edge-seg compare', in the model's metadata)",
-    "agreement": "agreement with the float reference on these frames: 100 * (1 - agreement "
-                 "mIoU(7)) (nothing recorded in the model's metadata)",
-    "labels": "ground-truth labels: the reference's mIoU(7) minus the variant's, against the "
-              "ground-truth labels of the --frames manifest at their resolution",
+    "recorded": "mIoU(7) points lost vs the float model on a labelled set, recorded in the "
+                "model's metadata by 'edge-seg compare'",
+    "agreement": "100 * (1 - agreement mIoU(7)) with the float reference on these frames, "
+                 "where the model's metadata records no drop",
+    "labels": "the reference's mIoU(7) minus the variant's, against the ground-truth labels of "
+              "the --frames manifest at their resolution",
 }
+BASIS_NAME = {"recorded": "recorded", "agreement": "agreement with the float reference",
+              "labels": "ground-truth labels"}
 
 
 def agreement_drop(agreement) -> float:

@@ -6,7 +6,7 @@ import math
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .tune_choose import BASIS_TEXT, DEFAULT_MAX_DROP, GUARD_MARGIN
+from .tune_choose import BASIS_NAME, BASIS_TEXT, DEFAULT_MAX_DROP, GUARD_MARGIN
 
 COLUMNS = ("", "model", "variant", "input", "delegate", "threads", "p50 ms", "p90 ms", "FPS",
            "agreement", "pixels", "drop pt", "basis", "")
@@ -63,7 +63,7 @@ def legend(reference: str, max_drop, target_fps, rows: list[dict] = ()) -> str:
     for basis, text in BASIS_TEXT.items():
         if basis in used or not rows:
             on = {r.get("recorded_on") for r in rows if r.get("drop_basis") == basis and r.get("recorded_on")}
-            lines.append(f"  {basis}: {text}" + (f"; measured on {', '.join(sorted(on))}" if on else ""))
+            lines.append(f"  {basis} = {text}" + (f" ({', '.join(sorted(on))})" if on else ""))
     if any(r.get("recorded_pixels") is not None for r in rows):
         lines.append(f"A variant whose pixel agreement here is more than {GUARD_MARGIN:g} points below "
                      "the one recorded on its labelled set computes differently here (a broken "
@@ -99,7 +99,7 @@ def profile_result(o, chosen: dict, rows: list[dict], reference, ref_miou, frame
         "latency_ms": {"p50": chosen["p50_ms"], "p90": chosen["p90_ms"]},
         "agreement_miou7": chosen["agreement"],
         "drop_points": chosen["drop"],
-        "drop_basis": BASIS_TEXT[chosen["drop_basis"]],
+        "drop_basis": f"{BASIS_NAME[chosen['drop_basis']]}: {BASIS_TEXT[chosen['drop_basis']]}",
         "miou7_labels": chosen.get("miou7_labels"),
         "criterion": {"max_drop": o.max_drop if o.max_drop is not None or o.target_fps is not None
                       else DEFAULT_MAX_DROP, "target_fps": o.target_fps,
