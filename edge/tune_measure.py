@@ -21,18 +21,12 @@ def parse_threads(text: str | None, cores: int | None = None) -> list[int]:
     if not text:
         return list(range(1, cores + 1))
     out = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            if "-" in part:
-                lo, hi = (int(v) for v in part.split("-", 1))
-                out.extend(range(lo, hi + 1))
-            else:
-                out.append(int(part))
-        except ValueError:
-            raise UserError(f"--threads {text!r}: expected a list such as 1,2,4 or 1-4") from None
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            lo, _, hi = part.partition("-")
+            out.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise UserError(f"--threads {text!r}: expected a list such as 1,2,4 or 1-4") from None
     if not out or min(out) < 1:
         raise UserError(f"--threads {text!r}: thread counts must be 1 or more")
     return sorted(set(out))
