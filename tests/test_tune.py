@@ -434,3 +434,24 @@ def test_compare_records_accuracy_that_tune_reads(tiny_models, tmp_path):
     by = {v.name: v for v in discover(tmp_path)[0]}
     assert by["tiny-int8.tflite"].recorded == {"drop": 0.25, "pixels": 0.99, "on": "camvid val, 101 frames"}
     assert by["tiny-uint8.tflite"].recorded is None
+
+
+def test_agreement_over_frames_drop_and_percentiles_have_one_home():
+    """Agreement summed over frames equals the agreement of the frames side by side; drop
+    and latency percentiles as numpy computes them."""
+    from edge.metrics import agreement, agreement_from_cm, confusion_matrix, drop_points, latency_percentiles
+    rng = np.random.default_rng(3)
+    refs = [rng.integers(0, 8, (20, 30)).astype(np.uint8) for _ in range(3)]
+    others = [np.where(rng.random(r.shape) < 0.9, r, rng.integers(0, 8, r.shape)).astype(np.uint8)
+              for r in refs]
+    summed = agreement_from_cm(sum(confusion_matrix(r, o) for r, o in zip(refs, others)))
+    joined = agreement(np.concatenate(refs, 1), np.concatenate(others, 1))
+    assert summed["miou7"] == pytest.approx(joined["miou7"])
+    assert summed["pixel_agreement"] == pytest.approx(
+        np.mean(np.concatenate(refs, 1) == np.concatenate(others, 1)))
+    assert drop_points(0.7703, 0.7696) == pytest.approx(0.07)
+    assert math.isnan(drop_points(float("nan"), 0.5))
+    times = rng.lognormal(3, 0.5, 101)
+    p = latency_percentiles(times)
+    assert p["p50"] == np.percentile(times, 50) and p["p90"] == np.percentile(times, 90)
+    assert p["mean"] == pytest.approx(times.mean())
