@@ -329,6 +329,12 @@ def test_the_guard_rejects_a_variant_that_computes_differently_here():
     # the guard holds whatever the budget, and for --target-fps too
     assert choose([dict(r) for r in rows], max_drop=100)["file"] == "int8-other-frames"
     assert choose([dict(r) for r in rows], target_fps=19)["file"] != "int8"
+    # the margin users read in --help is the one applied
+    from click.testing import CliRunner
+
+    from edge.tune import tune
+    helped = " ".join(CliRunner().invoke(tune, ["--help"]).output.split())
+    assert f"more than {GUARD_MARGIN:g} points below the recorded one" in helped
 
 
 class CorruptingInterpreter:
