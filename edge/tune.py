@@ -17,8 +17,9 @@ The accuracy budget (edge.tune_choose) applies to the drop ``edge-seg compare`` 
 in each variant's metadata: its mIoU(7) points lost vs the float model on a labelled set.
 A variant without one falls back to 100 * (1 - agreement); with ``--drop-vs labels`` and a
 calibration manifest as ``--frames`` the drop is measured here against its ground truth.
-Agreement guards correctness: a variant whose pixel agreement here falls more than
-``GUARD_MARGIN`` points below the recorded one computes differently here and is rejected.
+Agreement guards correctness: a variant at the reference's input size whose pixel
+agreement here falls more than ``GUARD_MARGIN`` points below the recorded one computes
+differently here and is rejected.
 
 The float reference is the ``fp32`` variant in DIR (the largest input size when several),
 else the most precise float model found (edge.tune_variants). The choice: the fastest
@@ -141,6 +142,8 @@ def tune_device(o: TuneOptions) -> dict:
     rows = measure(plan, frames, ref_masks, gts, ref_miou, o.seconds, o.warmup, o.progress, notes)
     if not rows:
         raise UserError("no configuration could be measured: " + "; ".join(notes[:3]))
+    for r in rows:  # the guard compares like with like: variants at the reference's size
+        r["guarded"] = r["input_size"] == list(reference.input_size)
     chosen = choose(rows, o.max_drop, o.target_fps)
     rows = order_rows(rows, o.target_fps)
     _report(o, rows, reference, skipped, notes)
@@ -210,8 +213,9 @@ def tune(models, frames, frames_root, n_frames, max_drop, target_fps, drop_vs, t
 
     Accuracy is what 'edge-seg compare' measured on labelled frames and recorded in each
     variant's metadata; speed is measured here. Agreement with the float model here guards
-    correctness: a variant whose pixel agreement falls more than 5 points below the
-    recorded one computes differently here (a broken kernel or delegate) and is rejected.
+    correctness: a variant (at the float model's input size) whose pixel agreement falls
+    more than 5 points below the recorded one computes differently here (a broken kernel
+    or delegate) and is rejected.
 
     \b
     Examples:

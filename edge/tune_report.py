@@ -65,9 +65,9 @@ def legend(reference: str, max_drop, target_fps, rows: list[dict] = ()) -> str:
             on = {r.get("recorded_on") for r in rows if r.get("drop_basis") == basis and r.get("recorded_on")}
             lines.append(f"  {basis} = {text}" + (f" ({', '.join(sorted(on))})" if on else ""))
     if any(r.get("recorded_pixels") is not None for r in rows):
-        lines.append(f"A variant whose pixel agreement here is more than {GUARD_MARGIN:g} points below "
-                     "the one recorded on its labelled set computes differently here (a broken "
-                     "kernel or delegate) and is rejected.")
+        lines.append(f"A variant at {reference}'s input size whose pixel agreement here is more than "
+                     f"{GUARD_MARGIN:g} points below the one recorded on its labelled set computes "
+                     "differently here (a broken kernel or delegate) and is rejected.")
     return "\n".join(lines)
 
 

@@ -329,6 +329,10 @@ def test_the_guard_rejects_a_variant_that_computes_differently_here():
     # the guard holds whatever the budget, and for --target-fps too
     assert choose([dict(r) for r in rows], max_drop=100)["file"] == "int8-other-frames"
     assert choose([dict(r) for r in rows], target_fps=19)["file"] != "int8"
+    # a variant of another input size computes something else by design: not guarded
+    other_size = dict(file="int8-384x192", fps=30.0, agreement=0.58, pixel_agreement=0.834,
+                      recorded_drop=0.3, recorded_pixels=0.959, guarded=False)
+    assert choose([dict(r) for r in rows] + [other_size], max_drop=0.5)["file"] == "int8-384x192"
     # the margin users read in --help is the one applied
     from click.testing import CliRunner
 
