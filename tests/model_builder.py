@@ -14,18 +14,17 @@ exercise the runtime's paths without a trained model. Needs TensorFlow and tf_ke
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
 
-import numpy as np  # noqa: E402
+from edge.labels import CATEGORIES, NUM_CATEGORIES
+from edge.model_meta import atomic_write_bytes, make_meta, write_meta
+from edge.preprocess import normalize, parse_size
+from train.tf_env import use_legacy_keras
 
-from edge.labels import CATEGORIES, NUM_CATEGORIES  # noqa: E402
-from edge.model_meta import atomic_write_bytes, make_meta, write_meta  # noqa: E402
-from edge.preprocess import normalize, parse_size  # noqa: E402
+use_legacy_keras()  # before TensorFlow loads (inside the functions below)
 
 NAME = "random-init"
 WIDTHS = (16, 24, 32, 48, 64)
