@@ -323,9 +323,9 @@ def accuracy_record(result: dict, row: dict) -> dict:
 
 def record_accuracy(result: dict, log=None) -> list[Path]:
     """Write each .tflite variant's measured accuracy into its metadata (the sidecar .json,
-    replaced atomically), so ``edge-seg tune`` can budget by it on any device. A variant
+    replaced atomically, and the copy embedded in the model), so ``edge-seg tune`` can budget by it on any device. A variant
     converted from another float model than the one scored against is left unchanged."""
-    from edge.model_meta import atomic_write_json, read_meta, sidecar_path
+    from edge.model_meta import atomic_write_json, embed_sidecar, read_meta, sidecar_path
     source = _float_source_sha(result["float_model"])
     written = []
     for row in result["rows"][1:]:
@@ -340,6 +340,7 @@ def record_accuracy(result: dict, log=None) -> list[Path]:
             continue
         meta["accuracy"] = accuracy_record(result, row)
         atomic_write_json(sidecar_path(row["model"]), meta)
+        embed_sidecar(row["model"])  # the copy inside the model file must agree with it
         written.append(sidecar_path(row["model"]))
     return written
 

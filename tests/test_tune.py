@@ -364,7 +364,7 @@ class CorruptingInterpreter:
 
 def test_tune_rejects_an_int8_variant_a_backend_computes_wrongly(variants_dir, tmp_path, monkeypatch, capsys):
     from edge import backends
-    from edge.model_meta import read_meta, sidecar_path, atomic_write_json
+    from edge.model_meta import atomic_write_json, embed_sidecar, read_meta, sidecar_path
     from edge.tune import TuneOptions, tune_device
 
     (variants_dir / "tiny-randomised.tflite").unlink()
@@ -380,6 +380,7 @@ def test_tune_rejects_an_int8_variant_a_backend_computes_wrongly(variants_dir, t
                         "agreement": {"miou7": honest["tiny-int8.tflite"]["agreement"],
                                       "pixels": honest["tiny-int8.tflite"]["pixel_agreement"]}}
     atomic_write_json(sidecar_path(int8), meta)
+    embed_sidecar(int8)
     recorded = {r["file"]: r for r in tune_device(TuneOptions(**options))["table"]}
     assert recorded["tiny-int8.tflite"]["drop_basis"] == "recorded"
     assert recorded["tiny-int8.tflite"]["drop"] == 0.1 and recorded["tiny-int8.tflite"]["in_budget"]
