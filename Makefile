@@ -37,12 +37,16 @@ dist: $(VENV)/.full
 	$(BIN)/python -m build --wheel --outdir dist .
 	@ls dist/*.whl
 
-# speed and memory targets, measured on demand (ratios in one run on this machine), never in CI
+# speed and memory targets, measured on demand (ratios in one run), never in CI; every
+# benchmark prints the CPU (model, AVX2/AVX-512/VNNI/dotprod), threads, input, model sha256
+# and date first, and bench-out/machine.txt keeps the CPU beside the numbers
 bench: $(VENV)/.full
 	mkdir -p bench-out
+	$(BIN)/python benchmarks/machine.py | tee bench-out/machine.txt
 	$(BIN)/python benchmarks/bench_int8.py --json bench-out/int8.json --markdown bench-out/int8.md
 	$(BIN)/python benchmarks/bench_pipeline.py --threads 1,2 --rounds 3 --soak 10000 --json bench-out/pipeline.json
 	$(BIN)/python benchmarks/bench_input_pipeline.py --json bench-out/input-pipeline.json
+	$(BIN)/python benchmarks/bench_synthetic.py --json bench-out/synthetic.json
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info

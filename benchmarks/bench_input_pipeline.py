@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_input_pipeline.py [--data ../shared/datasets/camvid]
         [--arch unet-mobilenetv2] [--batch 8] [--steps 12] [--json out.json]
 
-Both rates are measured in one run on the same machine, the same way training uses them:
+Both rates are measured in one run, on the CPU named in the header, the way training uses them:
 
 * pipeline: ``train.pipeline.make_dataset(training=True)`` (decode cache warmed by one pass,
   as after the first epoch), batches pulled as fast as possible, nothing else running;
@@ -29,6 +29,8 @@ use_legacy_keras()
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from benchmarks.machine import print_header  # noqa: E402
 
 
 def pipeline_rate(ds, batches: int) -> float:
@@ -86,6 +88,9 @@ def main(argv=None) -> int:
     from train.pipeline import make_dataset
 
     size = parse_size(args.size)
+    threads = tf.config.threading.get_intra_op_parallelism_threads() or f"TensorFlow default ({os.cpu_count()})"
+    header = print_header(threads, size, None)
+    print(f"model {args.arch} (random init), batch {args.batch}")
     root = args.data
     if not root.is_dir():
         from train.synthetic_dataset import write_dataset
@@ -108,7 +113,7 @@ def main(argv=None) -> int:
     print(f"threads: tf intra-op {tf.config.threading.get_intra_op_parallelism_threads() or 'auto'}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     if args.json:
-        args.json.write_text(json.dumps({"pipeline_batches_per_s": pipe, "train_steps_per_s": train,
+        args.json.write_text(json.dumps({"machine": header, "pipeline_batches_per_s": pipe, "train_steps_per_s": train,
                                          "ratio": ratio, "batch": args.batch, "arch": args.arch,
                                          "size": list(size), "data": str(root)}, indent=2))
     return 0

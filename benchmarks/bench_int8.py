@@ -1,4 +1,4 @@
-"""Issue 4's speed targets, side by side in one run on this machine.
+"""int8 speed targets, side by side in one run, on the CPU named in the header.
 
     .venv/bin/python benchmarks/bench_int8.py [--model models/unet-mobilenetv2-camvid.keras]
         [--threads 2] [--runs 40] [--json out.json] [--markdown out.md]
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -40,6 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
+
+from benchmarks.machine import header_text, int8_dot_instructions, print_header  # noqa: E402
 
 DEFAULT_MODEL = REPO / "models" / "unet-mobilenetv2-camvid.keras"
 
@@ -58,19 +59,6 @@ def litert_runner(content: bytes, threads: int):
         x = rng.integers(info.min, info.max + 1, inp["shape"]).astype(inp["dtype"])
     interp.set_tensor(inp["index"], x)
     return interp.invoke
-
-
-def int8_dot_instructions() -> list[str]:
-    """The CPU's int8 dot-product instruction sets (what makes int8 GEMMs faster than fp32)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            flags.update(line.split(":", 1)[1].split())
-    return sorted(flags & {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm", "sve"})
 
 
 def peak_model(threads: int, layers: int = 4, channels: int = 512, hw: int = 64):
@@ -118,7 +106,7 @@ def get_tflite(model, model_path, variant, size):
     return convert(model, "int8", rep), f"converted in memory ({how})"
 
 
-def main(argv=None):
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=str(DEFAULT_MODEL))
     ap.add_argument("--threads", type=int, default=2)
@@ -128,29 +116,45 @@ def main(argv=None):
     ap.add_argument("--no-onnx", action="store_true")
     ap.add_argument("--json", default=None)
     ap.add_argument("--markdown", default=None)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    import tensorflow as tf
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+def load_model(path: Path):
+    """(Keras model, its file or None, how the tables name it)."""
     import tf_keras as keras
 
-    from converters.tflite_export import load_keras_model, model_input_size
-    from train.models import build_model, count_macs
+    from converters.tflite_export import load_keras_model
+    from train.models import build_model
 
-    model_path = Path(args.model)
-    if model_path.is_file():
-        model = load_keras_model(model_path)
-        model_note = str(model_path.relative_to(REPO) if model_path.is_relative_to(REPO) else model_path)
-    else:
-        keras.utils.set_random_seed(0)
-        model = build_model("unet-mobilenetv2", (512, 256))
-        model_note = "unet-mobilenetv2 default alpha, random init (reference model not found)"
-        model_path = None
-    size = model_input_size(model)
-    macs = count_macs(model)
-    print(f"model: {model_note}, {size[0]}x{size[1]}, {macs / 1e9:.3f} GMAC, {model.count_params():,} params",
-          file=sys.stderr)
+    if path.is_file():
+        return load_keras_model(path), path, str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+    keras.utils.set_random_seed(0)
+    return (build_model("unet-mobilenetv2", (512, 256)), None,
+            "unet-mobilenetv2 default alpha, random init (reference model not found)")
+
+
+def onnx_row(model, x, threads: int):
+    """(run, file size, note) of ONNX Runtime on the same float model; None when unavailable."""
+    try:
+        import onnxruntime as ort
+
+        from converters.onnx_export import export_onnx
+        tmp = Path(tempfile.mkdtemp()) / "model.onnx"
+        export_onnx(model, tmp, verify=False)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        sess = ort.InferenceSession(str(tmp), opts, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        return (lambda: sess.run(None, {name: x}), tmp.stat().st_size, f"tf2onnx, onnxruntime {ort.__version__}")
+    except Exception as e:  # noqa: BLE001 -- reported, not fatal
+        print(f"ONNX Runtime row skipped: {type(e).__name__}: {str(e).splitlines()[0]}", file=sys.stderr)
+        return None
+
+
+def build_rows(args, model, model_path, size) -> tuple[dict, int]:
+    """({row name: (run, file size, note)}, MACs of the peak probe)."""
+    import tensorflow as tf
 
     rows = {}
     fp32, fp32_src = get_tflite(model, model_path, "fp32", size)
@@ -162,54 +166,44 @@ def main(argv=None):
     call = tf.function(lambda t: model(t, training=False))
     xt = tf.constant(x)
     rows["float Keras, tf.function"] = (lambda: call(xt).numpy(), None, "graph mode")
-
-    if not args.no_onnx:
-        try:
-            import onnxruntime as ort
-
-            from converters.onnx_export import export_onnx
-            tmp = Path(tempfile.mkdtemp()) / "model.onnx"
-            export_onnx(model, tmp, verify=False)
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = args.threads
-            opts.inter_op_num_threads = 1
-            sess = ort.InferenceSession(str(tmp), opts, providers=["CPUExecutionProvider"])
-            name = sess.get_inputs()[0].name
-            rows["float ONNX Runtime (CPU EP)"] = (lambda: sess.run(None, {name: x}), tmp.stat().st_size,
-                                                   f"tf2onnx, onnxruntime {ort.__version__}")
-        except Exception as e:  # noqa: BLE001 -- reported, not fatal
-            print(f"ONNX Runtime row skipped: {type(e).__name__}: {str(e).splitlines()[0]}", file=sys.stderr)
+    onnx = None if args.no_onnx else onnx_row(model, x, args.threads)
+    if onnx:
+        rows["float ONNX Runtime (CPU EP)"] = onnx
 
     peak_run, fp32_peak_run, peak_macs = peak_model(args.threads, args.peak_layers)
     rows["int8 peak probe (1x1 conv)"] = (peak_run, None, f"{args.peak_layers} x 512->512 1x1 conv at 64x64")
     rows["fp32 peak probe (1x1 conv)"] = (fp32_peak_run, None, "the same stack in fp32")
+    return rows, peak_macs
 
+
+def time_rows(rows: dict, runs: int, rounds: int) -> dict:
+    """ms per call of every row, interleaved round-robin so a noisy neighbour hurts all alike."""
     times = {k: [] for k in rows}
     for fn, _, _ in rows.values():
         for _ in range(3):
             fn()  # warm-up (graph tracing, XNNPACK packing)
-    per_round = max(1, args.runs // args.rounds)
-    for _ in range(args.rounds):
+    per_round = max(1, runs // rounds)
+    for _ in range(rounds):
         for k, (fn, _, _) in rows.items():
             for _ in range(per_round):
                 t = time.perf_counter()
                 fn()
                 times[k].append((time.perf_counter() - t) * 1e3)
+    return times
 
+
+def summarize(times: dict, rows: dict, macs: int, peak_macs: int) -> dict:
     p50 = {k: float(np.percentile(v, 50)) for k, v in times.items()}
+    best = {k: float(np.min(v)) for k, v in times.items()}
     int8_ms = p50["int8 TFLite (XNNPACK)"]
     peak_gmacs = peak_macs / (p50["int8 peak probe (1x1 conv)"] / 1e3) / 1e9
     model_gmacs = macs / (int8_ms / 1e3) / 1e9
-    best = {k: float(np.min(v)) for k, v in times.items()}
     result = {
         "min_based": {"speedup_int8_vs_fp32_tflite": best["fp32 TFLite (XNNPACK)"] / best["int8 TFLite (XNNPACK)"],
                       "speedup_int8_vs_keras": best["float Keras, tf.function"] / best["int8 TFLite (XNNPACK)"],
                       "peak_gmacs": peak_macs / (best["int8 peak probe (1x1 conv)"] / 1e3) / 1e9,
                       "model_int8_gmacs": macs / (best["int8 TFLite (XNNPACK)"] / 1e3) / 1e9},
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "threads": args.threads, "load_avg_at_start": os.getloadavg()},
-        "model": model_note, "input_size": list(size), "macs": macs,
-        "rows": [], "peak_gmacs": peak_gmacs, "model_int8_gmacs": model_gmacs,
+        "macs": macs, "rows": [], "peak_gmacs": peak_gmacs, "model_int8_gmacs": model_gmacs,
         "fp32_peak_gmacs": peak_macs / (p50["fp32 peak probe (1x1 conv)"] / 1e3) / 1e9,
         "int8_dot_instructions": int8_dot_instructions(),
         "fraction_of_int8_peak": model_gmacs / peak_gmacs,
@@ -221,34 +215,60 @@ def main(argv=None):
     for k, (_, size_bytes, note) in rows.items():
         v = times[k]
         result["rows"].append({"runtime": k, "p50_ms": p50[k], "p90_ms": float(np.percentile(v, 90)),
-                               "min_ms": float(np.min(v)),
-                               "runs": len(v), "size_bytes": size_bytes,
+                               "min_ms": float(np.min(v)), "runs": len(v), "size_bytes": size_bytes,
                                "vs_int8": p50[k] / int8_ms, "note": note})
+    return result
 
-    lines = ["| runtime | p50 ms | p90 ms | min ms | x int8 time (p50) | file MB | note |",
+
+def markdown(result: dict, args) -> str:
+    r0, best = result["rows"][0], result["min_based"]
+    size, macs, peak = result["input_size"], result["macs"], result["peak_gmacs"]
+    lines = [f"`{result['command']}`", "", "```", header_text(result["machine"]), "```", "",
+             "| runtime | p50 ms | p90 ms | min ms | x int8 time (p50) | file MB | note |",
              "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         mb = f"{r['size_bytes'] / 1e6:.2f}" if r["size_bytes"] else "-"
         lines.append(f"| {r['runtime']} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['min_ms']:.1f} | "
                      f"{r['vs_int8']:.2f} | {mb} | {r['note']} |")
     lines += ["",
-              f"Model {model_note}: {macs / 1e9:.3f} GMAC per {size[0]}x{size[1]} frame; {args.threads} threads; "
-              f"{result['rows'][0]['runs']} interleaved runs per row; load average at start "
-              f"{result['machine']['load_avg_at_start'][0]:.2f}.",
+              f"Model {result['model']}: {macs / 1e9:.3f} GMAC per {size[0]}x{size[1]} frame; {args.threads} threads; "
+              f"{r0['runs']} interleaved runs per row; load average at start {result['load_avg_at_start'][0]:.2f}.",
               f"int8 is {result['speedup_int8_vs_fp32_tflite']:.2f}x faster than fp32 TFLite (target >= 2.5x) and "
               f"{result['speedup_int8_vs_keras']:.2f}x faster than the Keras tf.function (target >= 4x).",
-              f"int8 peak (1x1 conv probe): {peak_gmacs:.0f} GMAC/s; the model reaches {model_gmacs:.0f} GMAC/s = "
-              f"{result['fraction_of_int8_peak']:.0%} of it.",
+              f"int8 peak (1x1 conv probe): {peak:.0f} GMAC/s; the model reaches {result['model_int8_gmacs']:.0f} "
+              f"GMAC/s = {result['fraction_of_int8_peak']:.0%} of it.",
               "On the fastest run of each row (less sensitive to other load on the machine): int8 "
-              f"{result['min_based']['speedup_int8_vs_fp32_tflite']:.2f}x vs fp32 TFLite, "
-              f"{result['min_based']['speedup_int8_vs_keras']:.2f}x vs Keras; peak "
-              f"{result['min_based']['peak_gmacs']:.0f} GMAC/s, model {result['min_based']['model_int8_gmacs']:.0f} GMAC/s.",
-              f"int8 / fp32 GEMM peak on this CPU: {peak_gmacs / result['fp32_peak_gmacs']:.2f}x "
-              f"({peak_gmacs:.0f} vs {result['fp32_peak_gmacs']:.0f} GMAC/s); int8 dot-product instructions: "
+              f"{best['speedup_int8_vs_fp32_tflite']:.2f}x vs fp32 TFLite, {best['speedup_int8_vs_keras']:.2f}x vs "
+              f"Keras; peak {best['peak_gmacs']:.0f} GMAC/s, model {best['model_int8_gmacs']:.0f} GMAC/s.",
+              f"int8 / fp32 GEMM peak on this CPU: {peak / result['fp32_peak_gmacs']:.2f}x "
+              f"({peak:.0f} vs {result['fp32_peak_gmacs']:.0f} GMAC/s); int8 dot-product instructions: "
               + (", ".join(result["int8_dot_instructions"]) or
                  "none (no AVX-VNNI / AVX512-VNNI / ARM dotprod): int8 kernels do no more MACs per cycle "
                  "than fp32 ones here, so int8 buys size, not speed")]
-    text = "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+    from converters.tflite_export import model_input_size
+    from train.models import count_macs
+
+    model, model_path, model_note = load_model(Path(args.model))
+    size = model_input_size(model)
+    macs = count_macs(model)
+    header = print_header(args.threads, size, model_path)
+    print(f"model: {model_note}, {size[0]}x{size[1]}, {macs / 1e9:.3f} GMAC, {model.count_params():,} params",
+          file=sys.stderr)
+    load_at_start = os.getloadavg()
+    rows, peak_macs = build_rows(args, model, model_path, size)
+    result = summarize(time_rows(rows, args.runs, args.rounds), rows, macs, peak_macs)
+    result.update(machine=header, model=model_note, input_size=list(size), load_avg_at_start=load_at_start,
+                  command=" ".join(["python benchmarks/bench_int8.py", *(argv if argv is not None else sys.argv[1:])]))
+    text = markdown(result, args)
     print(text)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

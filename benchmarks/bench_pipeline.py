@@ -1,4 +1,4 @@
-"""Runtime speed and memory targets, measured on demand -- not a test.
+"""Runtime speed and memory targets, measured on demand on the CPU named in the header -- not a test.
 
     python -m benchmarks.bench_pipeline                       # bundled model, 300-frame 1024x512 video
     python -m benchmarks.bench_pipeline --model M.tflite --float-model M-fp32.tflite --threads 1,2
@@ -35,12 +35,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edge import zoo
-from edge.model_meta import atomic_write_json, read_meta
-from edge.run import RunOptions, run_pipeline
-from edge.segmenter import Segmenter
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script: benchmarks.machine
+
+from benchmarks.machine import print_header  # noqa: E402
+from edge import zoo  # noqa: E402
+from edge.model_meta import atomic_write_json, read_meta  # noqa: E402
+from edge.run import RunOptions, run_pipeline  # noqa: E402
+from edge.segmenter import Segmenter  # noqa: E402
+
 TARGET_RATIO, TARGET_DRIFT_COST, TARGET_RSS_MB = 0.85, 0.10, 10.0
 
 
@@ -185,8 +188,11 @@ def main(argv=None) -> int:
     cap.release()
     assert ok, f"cannot read {video}"
     print(f"video {video.name}: {frame.shape[1]}x{frame.shape[0]}, {n_video} frames")
+    model_size = "x".join(map(str, read_meta(model)["input_size"]))
+    header = print_header([int(t) for t in args.threads.split(",")],
+                          f"video {frame.shape[1]}x{frame.shape[0]} -> model {model_size}", model)
     float_model = (args.float_model or placeholder_float_twin(model, tmp)) if args.rounds > 0 else None
-    results = {"model": str(model), "float_model": str(float_model) if float_model else None,
+    results = {"machine": header, "model": str(model), "float_model": str(float_model) if float_model else None,
                "video": {"path": str(video), "size": [frame.shape[1], frame.shape[0]], "frames": n_video},
                "load_average_start": load_average(), "by_threads": {}}
     for threads in (int(t) for t in args.threads.split(",") if args.rounds > 0):
@@ -221,6 +227,7 @@ def main(argv=None) -> int:
               f"live mode (--realtime, newest frame only) {live['frame_p50_ms']:.0f}/"
               f"{live['frame_p99_ms']:.0f} ms at {live['fps']:.1f} FPS, {live['dropped']} of "
               f"{live['frames'] + live['dropped']} frames dropped", flush=True)
+        print(f"    live stage p50 ms: {live['stages_p50_ms']}", flush=True)
     if args.soak:
         s = soak(args.soak, args.warmup, None, model)
         results["soak"] = s

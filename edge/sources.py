@@ -51,7 +51,7 @@ MAX_CONSECUTIVE_BAD = 25  # undecodable frames in a row before a file is conside
 class Frame:
     image: np.ndarray   # BGR uint8 (H, W, 3)
     index: int          # position in the source (0-based, before --every)
-    t_capture: float    # time.perf_counter() when the frame was read
+    t_capture: float    # time.perf_counter() when the frame was read (paced file: when due)
     capture_ms: float   # time spent reading/decoding it
 
 
@@ -591,6 +591,7 @@ class Source:
                     self.stats.corrupt += 1
                     continue
                 self.stats.frames_read += 1
+                t_capture = t1
                 if period:
                     next_due += period
                     delay = next_due - time.perf_counter()
@@ -598,7 +599,9 @@ class Source:
                         self._stop.wait(delay)
                     else:
                         next_due = time.perf_counter()
-                self._deliver(Frame(image, index - 1, t1, (t1 - t0) * 1e3))
+                    # a camera delivers the frame at its due time: the wait is not latency
+                    t_capture = time.perf_counter()
+                self._deliver(Frame(image, index - 1, t_capture, (t1 - t0) * 1e3))
         except BaseException as e:  # surfaced to the consumer by read()
             self._error = e
         finally:

@@ -11,6 +11,13 @@ file is at most 30% of the fp32 file.
   and skips, saying so, while none is committed).
 * Everywhere: the same assertions on synthetic street scenes with a small model trained
   here for a few hundred steps, all variants (QAT included) converted in the test.
+  That model differs from CPU to CPU: TensorFlow turns oneDNN on by default only where the
+  CPU has AVX512-VNNI, AVX-VNNI or AMX, and 400 steps from the same seed then end 16% of
+  pixels apart; the int8 kernels (XNNPACK vs TFLite's own) also round near-tied logits
+  differently (1.5% of pixels). On 16 frames the bootstrap standard deviation of the QAT
+  drop was 0.14-0.23 points, so the 0.2 budget was one sd wide and a correct product failed
+  on some CPUs. On 256 frames it is 0.045-0.053 (categories <= 0.17), and the test asserts
+  every budget is at least NOISE_MULTIPLE (3) times the sd it measures on its own frames.
 * Size: the int8/fp32 file ratio is asserted on the reference only, in its own test.
   Per-channel quantisation stores a float32 scale and an int64 zero point per output
   channel of every weight and bias tensor (26,824 of them in a 1.1 M-parameter
@@ -42,6 +49,9 @@ BAD_CALIBRATION = os.environ.get("EDGE_SEG_GATE_BAD_CALIBRATION") == "1"
 
 SYNTH_SIZE = (128, 64)
 SYNTH_STEPS = 400
+SYNTH_VAL_FRAMES = 256
+NOISE_MULTIPLE = 3
+BOOTSTRAP_DRAWS = 1000
 
 
 def gate(result, size_ratio=None) -> list[str]:
@@ -91,7 +101,7 @@ def synthetic_setup(tmp_path_factory):
     from test_convert import write_scenes
 
     base = tmp_path_factory.mktemp("gate")
-    root = write_scenes(base / "scenes", n_train=48, n_val=16, size=(256, 128), seed=7)
+    root = write_scenes(base / "scenes", n_train=48, n_val=SYNTH_VAL_FRAMES, size=(256, 128), seed=7)
     model = train_small_model(root, base / "synth.keras")
     manifest = write_manifest(base / "cal.json", select(root, n=32, size=SYNTH_SIZE))
     return root, model, manifest, base
@@ -108,8 +118,54 @@ def synthetic_variants(synthetic_setup):
     return {p.stem.split("synth-")[1]: p for p in paths}
 
 
+def frame_matrices(model, variants: dict, root: Path) -> dict:
+    """{"float" | variant: (frames, n, n) confusion matrices}, one per val frame, through the
+    gate's own runners and frames (what run_compare sums)."""
+    from converters.compare import make_runner
+    from edge.metrics import confusion_matrix
+    from train.datasets import load_split, read_pair
+
+    runners = {"float": make_runner(model, 2), **{v: make_runner(p, 2) for v, p in variants.items()}}
+    samples = load_split(root, "auto", "val")
+    out = {k: [] for k in runners}
+    for start in range(0, len(samples), 16):
+        pairs = [read_pair(s, SYNTH_SIZE, purpose="eval") for s in samples[start:start + 16]]
+        rgb = np.stack([p[0] for p in pairs])
+        for k, runner in runners.items():
+            out[k] += [confusion_matrix(gt, m) for (_, gt), m in zip(pairs, runner.predict_masks(rgb))]
+    return {k: np.stack(v) for k, v in out.items()}
+
+
+def bootstrap_drops(matrices: dict, variant: str, draws: int = BOOTSTRAP_DRAWS, seed: int = 0):
+    """(mIoU(7) drops, per-category IoU drops) in points, float minus ``variant``, over
+    ``draws`` resamplings of the frames with replacement: (draws,) and (draws, 7)."""
+    from edge.metrics import category_scores
+
+    frames = len(matrices["float"])
+    miou, cats = [], []
+    for idx in np.random.default_rng(seed).integers(0, frames, (draws, frames)):
+        ref = category_scores(matrices["float"][idx].sum(0))["iou"][1:]
+        var = category_scores(matrices[variant][idx].sum(0))["iou"][1:]
+        with np.errstate(invalid="ignore"):
+            miou.append((np.nanmean(ref) - np.nanmean(var)) * 100)
+        cats.append((ref - var) * 100)
+    return np.asarray(miou), np.asarray(cats)
+
+
+@pytest.fixture(scope="module")
+def synthetic_noise(synthetic_setup, synthetic_variants) -> dict:
+    """{variant: (sd of the mIoU(7) drop, largest sd of a category's IoU drop)}, points."""
+    root, model, _, _ = synthetic_setup
+    matrices = frame_matrices(model, {v: synthetic_variants[v] for v in BUDGETS}, root)
+    noise = {}
+    for v in BUDGETS:
+        miou, cats = bootstrap_drops(matrices, v)
+        noise[v] = (float(miou.std()), float(np.nanmax(np.nanstd(cats, axis=0))))
+    return noise
+
+
 @pytest.mark.slow
-def test_synthetic_gate(synthetic_setup, synthetic_variants):
+def test_synthetic_gate(synthetic_setup, synthetic_variants, synthetic_noise):
     from converters.compare import format_text, run_compare
 
     root, model, _, _ = synthetic_setup
@@ -117,8 +173,19 @@ def test_synthetic_gate(synthetic_setup, synthetic_variants):
     result = run_compare(model, [synthetic_variants[v] for v in order], root, "val", threads=2,
                          latency_runs=3)
     print(format_text(result))
+    for v, (sd, cat_sd) in synthetic_noise.items():
+        print(f"{v}: bootstrap sd over {result['frames']} frames: mIoU(7) drop {sd:.3f} points, "
+              f"worst category drop {cat_sd:.2f} points")
     assert result["rows"][0]["miou7"] > 0.3, "the test model did not learn enough to be a fair gate"
     assert result["rows"][1]["drop_points"] == pytest.approx(0, abs=0.01)  # fp32 tflite == keras
+    # the gate means something only where its budgets stand clear of its own noise
+    for v, (sd, cat_sd) in synthetic_noise.items():
+        assert NOISE_MULTIPLE * sd <= BUDGETS[v], \
+            f"{v}: mIoU(7) drop noise {sd:.3f} points: the budget {BUDGETS[v]} is under {NOISE_MULTIPLE}x it"
+        if v in ("int8", "qat-int8"):
+            assert NOISE_MULTIPLE * cat_sd <= MAX_CATEGORY_DROP, \
+                f"{v}: category IoU drop noise {cat_sd:.2f} points: the budget {MAX_CATEGORY_DROP} is under " \
+                f"{NOISE_MULTIPLE}x it"
     problems = gate(result)
     assert not problems, "\n".join(problems)
 

@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -101,20 +100,36 @@ def test_runtime_runs_end_to_end_without_tensorflow(tmp_path, street_video):
     assert json.loads(report.read_text())["backend"].startswith("ai-edge-litert")
 
 
+# The run under test, with its file source stalled after frame STALL_AT until the run
+# stops it: the signal then arrives mid-run on every machine, however fast or slow.
+STALL_AT = 11
+STALLED_RUN = """
+import sys
+from edge import sources
+from edge.cli import main
+deliver = sources.Source._deliver
+def stalling_deliver(self, item):
+    deliver(self, item)
+    if isinstance(item, sources.Frame) and item.index == {at}:
+        print('STALLED', flush=True)
+        self._stop.wait()
+sources.Source._deliver = stalling_deliver
+main(sys.argv[1:])
+"""
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_finalises_the_video_and_prints_the_summary(tmp_path, tiny_models, sig):
     video = write_video(tmp_path / "long.mp4", street_frames(120, seed=3), fps=30.0)
     out, report = tmp_path / "out.mp4", tmp_path / "run.json"
-    # --realtime paces the file at 30 FPS: about 4 s unless interrupted
-    proc = subprocess.Popen([str(EDGE_SEG), "run", "--source", str(video), "--model",
-                             str(tiny_models["int8"]), "--realtime", "--headless", "--save", str(out),
-                             "--report", str(report), "--threads", "1"],
+    proc = subprocess.Popen([sys.executable, "-c", STALLED_RUN.format(at=STALL_AT), "run", "--source",
+                             str(video), "--model", str(tiny_models["int8"]), "--headless", "--save",
+                             str(out), "--report", str(report), "--threads", "1"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for line in proc.stdout:
-            if line.strip().startswith("output"):
+            if line.strip() == "STALLED":
                 break
-        time.sleep(1.5)
         proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
@@ -123,7 +138,8 @@ def test_signal_finalises_the_video_and_prints_the_summary(tmp_path, tiny_models
     assert proc.returncode == 0, stderr
     assert f"stopped by {sig.name}" in stdout and "Traceback" not in stderr
     saved = json.loads(report.read_text())["saved"]["frames"]
-    assert 5 <= saved < 120
+    # the run stopped within the frames captured before the signal, and kept what it had
+    assert 1 <= saved <= STALL_AT + 1
     assert len(video_frames(out)) == saved  # finalised: every written frame plays back
 
 

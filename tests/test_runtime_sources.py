@@ -3,6 +3,7 @@ disappears mid-run (monkeypatched capture) and sources that end abruptly."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import cv2
@@ -151,32 +152,116 @@ def test_truncated_video_ends_cleanly_with_the_summary(tiny_models, tmp_path, ca
     assert "edge-seg run:" in capsys.readouterr().out
 
 
-class FastLiveReader(sources.Reader):
+class SteppedLiveReader(sources.Reader):
+    """A live camera the test steps: ``allow(n)`` lets it deliver n more frames;
+    ``wait_delivered(n)`` returns once the capture thread asks for frame n+1 (so frame n
+    has been handed to the Source)."""
     live = True
-    description = "fast fake camera"
-    fps = 200.0
+    description = "stepped fake camera"
+    fps = 30.0
 
-    def __init__(self):
-        self.n = 0
+    def __init__(self, total):
+        self.total, self.served, self.permits, self.calls = total, 0, 0, 0
+        self.cond = threading.Condition()
+
+    def allow(self, n):
+        with self.cond:
+            self.permits += n
+            self.cond.notify_all()
+
+    def wait_delivered(self, n):
+        with self.cond:
+            assert self.cond.wait_for(lambda: self.calls > n, timeout=10), (self.calls, n)
 
     def read(self):
-        time.sleep(0.002)
-        self.n += 1
-        if self.n > 300:
-            raise EOFError
-        return np.full((48, 64, 3), self.n % 255, np.uint8)
+        with self.cond:
+            self.calls += 1
+            self.cond.notify_all()
+            if self.served >= self.total:
+                raise EOFError
+            assert self.cond.wait_for(lambda: self.permits > 0, timeout=10)
+            self.permits -= 1
+            self.served += 1
+            return np.full((48, 64, 3), self.served % 255, np.uint8)
 
 
 def test_live_source_keeps_only_the_newest_frame():
-    src = sources.Source(FastLiveReader()).start()
+    # a slow pipeline: 5 frames arrive for every one it takes
+    reader = SteppedLiveReader(total=30)
+    src = sources.Source(reader).start()
     got = []
     try:
-        while (frame := src.read(timeout=5)) is not None:
-            got.append(frame)
-            time.sleep(0.02)  # a slow pipeline
+        for burst in range(6):
+            reader.allow(5)
+            reader.wait_delivered(5 * (burst + 1))
+            got.append(src.read(timeout=10))
+        assert src.read(timeout=10) is None  # the end of the source
     finally:
         src.close()
-    assert src.stats.dropped > 100
-    assert len(got) + src.stats.dropped == src.stats.frames_read
-    # what the consumer gets is fresh: captured moments before it was taken
-    assert all(b.index > a.index for a, b in zip(got, got[1:]))
+    assert [f.index for f in got] == [4, 9, 14, 19, 24, 29]  # always the newest
+    assert src.stats.frames_read == 30 and src.stats.dropped == 24
+
+
+class FakeClock:
+    """The capture thread's clock: a frame read advances it by its decode time, a wait
+    advances the clock by the wait (nothing really sleeps)."""
+
+    def __init__(self, start=100.0):
+        self.now = start
+
+    def perf_counter(self):
+        return self.now
+
+    def monotonic(self):
+        return self.now
+
+
+class ClockedStop(threading.Event):
+    def __init__(self, clock):
+        super().__init__()
+        self.clock = clock
+
+    def wait(self, timeout=None):
+        if timeout and not self.is_set():
+            self.clock.now += timeout
+        return self.is_set()
+
+
+class DecodingFileReader(sources.Reader):
+    """A 10 FPS file whose frames take 30 ms to decode; the next frame is read only once
+    the consumer took the previous one (nothing dropped)."""
+    fps = 10.0
+    description = "clocked file"
+
+    def __init__(self, clock, total):
+        self.clock, self.total, self.n = clock, total, 0
+        self.taken = threading.Semaphore(1)
+
+    def read(self):
+        assert self.taken.acquire(timeout=10)
+        if self.n >= self.total:
+            raise EOFError
+        self.n += 1
+        self.clock.now += 0.030
+        return np.full((48, 64, 3), self.n, np.uint8)
+
+
+def test_a_paced_file_frame_is_stamped_when_a_camera_would_deliver_it(monkeypatch):
+    clock = FakeClock(start=100.0)
+    monkeypatch.setattr(sources, "time", clock)
+    reader = DecodingFileReader(clock, total=5)
+    src = sources.Source(reader, realtime=True)
+    src._stop = ClockedStop(clock)
+    src.start()
+    frames = []
+    try:
+        while (frame := src.read(timeout=10)) is not None:
+            frames.append(frame)
+            reader.taken.release()
+    finally:
+        src.close()
+    assert [f.index for f in frames] == [0, 1, 2, 3, 4]
+    # due every 100 ms from the start; decoding (30 ms) happened before it was due, so the
+    # frame's latency starts at its due time, not at the decode
+    assert [f.t_capture for f in frames] == pytest.approx([100.1, 100.2, 100.3, 100.4, 100.5])
+    assert [f.capture_ms for f in frames] == pytest.approx([30.0] * 5)
