@@ -3,7 +3,8 @@
 Decoding goes through :func:`train.datasets.read_pair` (the shared preprocessing) in
 parallel; decoded frames are cached in memory. Training streams are infinite and
 deterministic under a seed: every geometric transform is applied to image and mask
-with the same random numbers, masks always with NEAREST, padding with IGNORE.
+with the same random numbers, masks always with NEAREST, padding with IGNORE, so the
+set codes of coarse labels (``edge.mapping``) reach the loss unchanged.
 """
 from __future__ import annotations
 
