@@ -82,6 +82,10 @@ def format_set_labels(result: dict) -> list[str]:
              f"{'set':<{width}}{'pixels':>12}{'inside':>8}"]
     lines += [f"{name:<{width}}{v['pixels']:>12}{_fmt(v['inside']):>8}" for name, v in sets["by_set"].items()]
     lines.append(f"{'all sets':<{width}}{sets['pixels']:>12}{_fmt(sets['inside']):>8}")
+    rows = np.asarray(result["confusion_matrix"]).sum(1)
+    missing = [name for name, n in zip(CATEGORY_NAMES[1:], rows[1:]) if n == 0]
+    if missing:
+        lines.append(f"no exact label of {', '.join(missing)} here: their IoU counts only false positives")
     return lines
 
 
