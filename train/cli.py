@@ -169,7 +169,9 @@ def train(ctx, resume, quiet, **options):
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--data", "data_root", type=click.Path(path_type=Path), required=True)
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="auto", show_default=True)
-@click.option("--split", default="val", show_default=True)
+@click.option("--split", default="val", show_default=True,
+              help="train, val, test, or drive-train / drive-val: validation drives that share no "
+                   "recording with training (docs/datasets.md)")
 @click.option("--input-size", default=None, callback=_size,
               help="model input WIDTHxHEIGHT [default: the model's own]")
 @click.option("--at-label-resolution", is_flag=True,

@@ -134,7 +134,8 @@ def _share_table(shares: dict) -> str:
 @click.option("--width", type=int, default=480, show_default=True, help="width of each tile")
 @folder_options
 def preview(root, output, fmt, split, count, seed, width, **folder):
-    """Write a grid of images beside their colour masks (and a legend) to a PNG."""
+    """Write a grid of images beside their colour masks (and a legend) to a PNG; ignored
+    pixels are white, coarse (set-valued) labels grey."""
     import cv2
 
     from edge.model_meta import atomic_write_bytes
@@ -143,13 +144,16 @@ def preview(root, output, fmt, split, count, seed, width, **folder):
     samples = load_split(root, fmt, split, **folder)
     rng = np.random.default_rng(seed)
     picked = [samples[i] for i in sorted(rng.choice(len(samples), min(count, len(samples)), replace=False))]
-    palette = np.vstack([labels.colors_bgr(), [[255, 255, 255]]]).astype(np.uint8)  # IGNORE shown white
+    from edge.mapping import set_code_mask
+    # IGNORE shown white, coarse (set-valued) labels grey
+    palette = np.vstack([labels.colors_bgr(), [[255, 255, 255]], [[160, 160, 160]]]).astype(np.uint8)
     rows = []
     for sample in picked:
         rgb, mask = read_pair(sample)
         height = round(width * rgb.shape[0] / rgb.shape[1])
         image = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), (width, height), interpolation=cv2.INTER_AREA)
-        colour = palette[np.minimum(mask, labels.NUM_CATEGORIES)]
+        colour = palette[np.where(set_code_mask(mask), labels.NUM_CATEGORIES + 1,
+                                  np.minimum(mask, labels.NUM_CATEGORIES))]
         colour = cv2.resize(colour, (width, height), interpolation=cv2.INTER_NEAREST)
         tile = np.hstack([image, colour])
         cv2.putText(tile, sample.name, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)

@@ -18,7 +18,8 @@ Several datasets (``data`` a list) train together: every training frame is drawn
 dataset i with probability ``data_weights[i] / sum`` (default: in proportion to the
 datasets' training frames, as if concatenated), each resized to the model input by the
 shared preprocessing. Checkpoints are selected on the first dataset's validation split;
-the others' are scored every epoch beside it (``val_miou7_<dataset>`` in history.csv).
+the others' are scored every epoch beside it (``val_miou7_<dataset>``, per-category IoU and the
+inside-the-set share of coarse labels in history.csv).
 ``config.json`` records the mix: each dataset's path, format, splits, frame count, frame
 size, weight and share.
 """
@@ -185,9 +186,19 @@ HISTORY_FIELDS = ["epoch", "steps", "loss", "lr", "val_miou7", "val_miou8", "val
                   *[f"val_iou_{c}" for c in CATEGORY_NAMES[1:]], "epoch_seconds", "wall_seconds"]
 
 
+def _other_val_columns(name: str, result: dict) -> dict:
+    """history.csv columns of another dataset's val split: mIoU(7), per-category IoU and,
+    with coarse labels, the share of set pixels predicted inside their set."""
+    cols = {f"val_miou7_{name}": result["miou7"],
+            **{f"val_iou_{c}_{name}": result["iou"][c] for c in CATEGORY_NAMES[1:]}}
+    if "set_labels" in result:
+        cols[f"val_set_inside_{name}"] = result["set_labels"]["inside"]
+    return cols
+
+
 def write_history(path: Path, rows: list[dict]):
     buf = io.StringIO()
-    extra = [k for k in (rows[0] if rows else {}) if k.startswith("val_miou7_")]  # mixed datasets
+    extra = [k for k in (rows[0] if rows else {}) if k not in HISTORY_FIELDS]  # mixed datasets' val
     writer = csv.DictWriter(buf, HISTORY_FIELDS[:-2] + extra + HISTORY_FIELDS[-2:], extrasaction="ignore")
     writer.writeheader()
     for row in rows:
@@ -507,7 +518,7 @@ def train_model(cfg: TrainConfig, resume: bool = False, overrides: dict | None =
                "val_miou7": m["miou7"], "val_miou8": m["miou8"],
                "val_pixel_accuracy": m["pixel_accuracy"],
                **{f"val_iou_{c}": m["iou"][c] for c in CATEGORY_NAMES[1:]},
-               **{f"val_miou7_{name}": r["miou7"] for name, r in others.items()},
+               **{k: v for name, r in others.items() for k, v in _other_val_columns(name, r).items()},
                "epoch_seconds": epoch_seconds, "wall_seconds": wall_before + time.time() - t_start}
         history.append(row)
         improved = m["miou7"] > best
