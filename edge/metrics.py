@@ -151,6 +151,7 @@ class SegMetrics:
             out["miiou"] = _nanmean(list(iiou.values()))
         if self.set_pixels.any():
             out["set_labels"] = set_label_result(self.set_pixels, self.set_inside, int(self.cm.sum()))
+            out["set_labels"].update(exact_category_miou(self.cm, s["iou"]))
         return out
 
 
@@ -167,6 +168,15 @@ def set_label_counts(gt: np.ndarray, pred: np.ndarray, n: int = NUM_CATEGORIES):
     guess = np.minimum(pred[is_set].astype(np.int64), n - 1)
     hit = _ALLOWED[codes, guess]
     return np.bincount(codes, minlength=256), np.bincount(codes[hit], minlength=256)
+
+
+def exact_category_miou(cm: np.ndarray, iou: np.ndarray) -> dict:
+    """Mean IoU over the scored categories that have exact ground truth: with coarse labels
+    a category may only ever be labelled inside sets (IDD-Lite's construction, object,
+    nature), and its IoU then counts false positives alone."""
+    present = [c for c in range(1, len(cm)) if cm[c].sum() > 0]
+    return {"exact_categories": [CATEGORY_NAMES[c] for c in present],
+            "miou_exact_categories": _nanmean(iou[present]) if present else float("nan")}
 
 
 def set_label_result(pixels: np.ndarray, inside: np.ndarray, exact_pixels: int) -> dict:

@@ -180,6 +180,9 @@ def test_a_set_valued_pixel_never_counts_in_iou():
     assert sets["pixels"] == 3 and sets["inside"] == pytest.approx(2 / 3)
     assert sets["share_of_labelled"] == pytest.approx(3 / 7)
     assert sets["by_set"]["construction|nature"] == {"pixels": 3, "inside": pytest.approx(2 / 3)}
+    # flat, construction, nature have exact labels here; the mean over those three only
+    assert sets["exact_categories"] == ["flat", "construction", "nature"]
+    assert sets["miou_exact_categories"] == pytest.approx((1 / 2 + 1 / 2 + 1) / 3)
 
 
 def test_set_scoring_matches_an_independent_reference_on_random_masks():
@@ -251,3 +254,12 @@ def test_idd_lite_check_counts_its_coarse_labels():
     assert out.returncode == 0, out.stderr
     rows = {line.split()[0]: line.split()[1:] for line in out.stdout.splitlines() if line.split()}
     assert "construction|nature" in rows and "flat|construction|object" in rows and "flat|nature" in rows
+
+
+def test_class_weights_count_exact_labels_only():
+    from train.losses import class_pixel_stats
+
+    exact = np.array([[1, 1, 2, 255]], np.uint8)
+    coarse = exact.copy()
+    coarse[0, 3] = set_code([CONSTRUCTION, NATURE])
+    np.testing.assert_array_equal(np.stack(class_pixel_stats([coarse])), np.stack(class_pixel_stats([exact])))

@@ -85,7 +85,9 @@ def format_set_labels(result: dict) -> list[str]:
     rows = np.asarray(result["confusion_matrix"]).sum(1)
     missing = [name for name, n in zip(CATEGORY_NAMES[1:], rows[1:]) if n == 0]
     if missing:
-        lines.append(f"no exact label of {', '.join(missing)} here: their IoU counts only false positives")
+        lines.append(f"no exact label of {', '.join(missing)} here: their IoU counts only false positives; "
+                     f"mIoU over the {len(sets['exact_categories'])} others: "
+                     f"{_fmt(sets['miou_exact_categories']).strip()}")
     return lines
 
 

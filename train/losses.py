@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from edge.labels import IGNORE, NUM_CATEGORIES, VOID
-from edge.mapping import allowed_table
+from edge.mapping import allowed_table, set_code_mask
 
 LOSSES = ("ce", "dice", "ce+dice", "lovasz", "ce+lovasz")
 CLASS_WEIGHTS = ("none", "median-freq", "sqrt-median-freq")
@@ -39,7 +39,7 @@ def class_pixel_stats(masks) -> tuple[np.ndarray, np.ndarray]:
     counts = np.zeros(NUM_CATEGORIES, np.int64)
     image_pixels = np.zeros(NUM_CATEGORIES, np.int64)
     for mask in masks:
-        valid = mask[mask != IGNORE]
+        valid = mask[(mask != IGNORE) & ~set_code_mask(mask)]
         c = np.bincount(valid.ravel(), minlength=256)[:NUM_CATEGORIES]
         counts += c
         image_pixels += np.where(c > 0, valid.size, 0)
