@@ -188,10 +188,12 @@ HISTORY_FIELDS = ["epoch", "steps", "loss", "lr", "val_miou7", "val_miou8", "val
 
 def _other_val_columns(name: str, result: dict) -> dict:
     """history.csv columns of another dataset's val split: mIoU(7), per-category IoU and,
-    with coarse labels, the share of set pixels predicted inside their set."""
+    with coarse labels, the mean IoU over the categories with exact labels and the share
+    of set pixels predicted inside their set."""
     cols = {f"val_miou7_{name}": result["miou7"],
             **{f"val_iou_{c}_{name}": result["iou"][c] for c in CATEGORY_NAMES[1:]}}
     if "set_labels" in result:
+        cols[f"val_miou_exact_{name}"] = result["set_labels"]["miou_exact_categories"]
         cols[f"val_set_inside_{name}"] = result["set_labels"]["inside"]
     return cols
 
