@@ -24,7 +24,7 @@ install-runtime: $(VENV)/.runtime
 install: $(VENV)/.full
 
 demo: $(VENV)/.runtime
-	$(BIN)/edge-seg run --source demo --headless --max-frames 200 --save demo-out.mp4
+	$(BIN)/edge-seg run --source demo --headless --max-frames 200 --save demo-out.mp4 --overwrite
 	@echo "overlay video written to demo-out.mp4"
 
 test: $(VENV)/.full

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 from pathlib import Path
@@ -148,8 +147,8 @@ def segmenter_available() -> bool:
 def make_models(outdir: Path, seed: int = 7) -> list[Path]:
     """Tiny fp32 and int8 .tflite models like the product's (MobileNetV2 alpha 0.35 encoder,
     U-Net decoder, 8 logits, 128x64), random init with a fixed seed. Needs TensorFlow."""
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from train.tf_env import use_legacy_keras
+    use_legacy_keras()
     import numpy as np
     import tensorflow as tf
     import tf_keras as keras
@@ -206,8 +205,8 @@ def make_op_models(outdir: Path) -> list[Path]:
     """One int8 .tflite per op the product models use (Conv2D 1x1/3x3/stride 2, depthwise,
     ReLU6, Add, Concatenate, Multiply, bilinear/nearest UpSampling2D, average pooling), to
     find which kernel disagrees across architectures. Needs TensorFlow (host only)."""
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from train.tf_env import use_legacy_keras
+    use_legacy_keras(log_level="3")
     import numpy as np
     import tensorflow as tf
     import tf_keras as keras

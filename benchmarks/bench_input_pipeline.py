@@ -1,9 +1,9 @@
-"""Issue 3's input-pipeline target: the tf.data stream alone delivers >= 3x the training step rate.
+"""The input-pipeline target: the tf.data stream alone delivers >= 3x the training step rate.
 
     .venv/bin/python benchmarks/bench_input_pipeline.py [--data ../shared/datasets/camvid]
         [--arch unet-mobilenetv2] [--batch 8] [--steps 12] [--json out.json]
 
-Both rates are measured in one run on this machine, the same way training uses them:
+Both rates are measured in one run on the same machine, the same way training uses them:
 
 * pipeline: ``train.pipeline.make_dataset(training=True)`` (decode cache warmed by one pass,
   as after the first epoch), batches pulled as fast as possible, nothing else running;
@@ -23,8 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from train.tf_env import use_legacy_keras  # noqa: E402
+
+use_legacy_keras()
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

@@ -32,8 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from train.tf_env import use_legacy_keras  # noqa: E402
+
+use_legacy_keras()
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

@@ -1,4 +1,4 @@
-"""Runtime speed and memory targets (issue 5), measured on demand -- not a test.
+"""Runtime speed and memory targets, measured on demand -- not a test.
 
     python -m benchmarks.bench_pipeline                       # bundled model, 300-frame 1024x512 video
     python -m benchmarks.bench_pipeline --model M.tflite --float-model M-fp32.tflite --threads 1,2
@@ -62,7 +62,7 @@ def load_average() -> str:
 def make_video(path: Path, frames: int, size=(1024, 512), seed: int = 11) -> Path:
     import cv2
 
-    from edge.synthetic import FPS, render_clip
+    from scenes import FPS, render_clip
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), FPS, tuple(size))
     for scene in render_clip(seed, frames, size=tuple(size)):
         writer.write(scene.image)
@@ -114,7 +114,8 @@ def pipeline(model: Path, video: Path, threads: int, out: Path | None, float_mod
              every: int = 10, realtime: bool = False) -> dict:
     with contextlib.redirect_stdout(io.StringIO()):  # the run's own summary
         s = run_pipeline(RunOptions(source=str(video), model=str(model), threads=threads, show=False,
-                                    save=str(out) if out else None, quiet=True, check_every=every,
+                                    save=str(out) if out else None, overwrite=True,  # its own scratch file
+                                    quiet=True, check_every=every,
                                     check_float=str(float_model) if float_model else None,
                                     realtime=realtime))
     frame = s["latency_ms"]["frame"]

@@ -12,7 +12,6 @@ object down is recognising poles and signs in unseen frames, not their thinness.
 from __future__ import annotations
 
 import argparse
-import os
 
 import numpy as np
 
@@ -38,7 +37,8 @@ def main(argv=None) -> None:
     ap.add_argument("--split", default="val")
     ap.add_argument("--size", default="512x256", help="model input size WxH")
     args = ap.parse_args(argv)
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from train.tf_env import use_legacy_keras
+    use_legacy_keras()
     import cv2
     import tf_keras as keras
 

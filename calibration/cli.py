@@ -18,11 +18,13 @@ from edge.errors import UserError
 @click.option("--split", default="train", show_default=True)
 @click.option("--format", "fmt", default="auto", show_default=True,
               type=click.Choice(["auto", "cityscapes", "camvid", "folder"]))
+@click.option("--overwrite", is_flag=True, help="replace an existing -o manifest")
 @click.option("--size", "size_text", default="512x256", show_default=True,
               help="model input size WxH the shares are measured at")
-def calibrate(root, n, output, strategy, seed, split, fmt, size_text):
+def calibrate(root, n, output, strategy, seed, split, fmt, size_text, overwrite):
     """Select a representative calibration set for int8 quantisation and write its manifest
     (file list, category pixel shares, seed, dataset fingerprint; never the images)."""
+    from edge.outputs import check_output
     from edge.preprocess import parse_size
 
     from .select import select, write_manifest
@@ -31,6 +33,7 @@ def calibrate(root, n, output, strategy, seed, split, fmt, size_text):
         size = parse_size(size_text)
     except ValueError as e:
         raise UserError(str(e)) from None
+    check_output(output, "-o", inputs=[root], overwrite=overwrite, need=1 << 20)
 
     def progress(i, total):
         if i == total or i % 50 == 0:

@@ -1,5 +1,5 @@
 """TFLite export (fp32/fp16/int8/QAT), GPU-delegate check, accuracy comparison."""
-import os
+from train.tf_env import use_legacy_keras
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Before any module here imports TensorFlow (see train/tf_env.py).
+use_legacy_keras()

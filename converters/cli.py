@@ -1,7 +1,14 @@
 """`edge-seg convert` and `edge-seg compare` (TensorFlow is imported inside the commands)."""
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import signal
 import sys
+import tempfile
+import threading
+from pathlib import Path
 
 import click
 
@@ -18,7 +25,7 @@ from edge.errors import UserError
 @click.option("--qat-epochs", default=1, show_default=True, type=int)
 @click.option("--qat-steps", default=None, type=int, help="steps per QAT epoch [default: one pass over train]")
 @click.option("--qat-lr", default=1e-5, show_default=True, type=float,
-              help="QAT learning rate; on the reference 1e-4 drifted 0.44 point from the float model, 1e-5 0.16")
+              help="QAT learning rate; keep it low, so the fine-tune stays close to the float model")
 @click.option("--qat-batch", default=4, show_default=True, type=int)
 @click.option("--calibration", "calibration", default=None,
               help="calibration manifest (.json from 'edge-seg calibrate') or a dataset root")
@@ -28,8 +35,9 @@ from edge.errors import UserError
               help="input/output type of int8 models")
 @click.option("--per-channel", is_flag=True,
               help="int8 weights with one scale per output channel (TFLite's usual scheme); the default "
-                   "is one scale per tensor: 27% of the fp32 file instead of 34%, within 0.1 point of "
-                   "mIoU on the reference model. --qat is always per channel (see converters/qat.py)")
+                   "is one scale per tensor, a smaller file (per channel stores a scale and a zero point "
+                   "for every output channel). --qat is always per channel: BatchNorm is folded into the "
+                   "kernel after fake quantisation, which one scale per tensor cannot absorb")
 @click.option("--onnx", "onnx", is_flag=True,
               help="also export <model>.onnx (tf2onnx, opset 17) with its sidecar, for ONNX Runtime "
                    "/ TensorRT on a Jetson (needs the [onnx] extra)")
@@ -51,11 +59,65 @@ def convert(model, fp32, fp16, int8, dynamic, qat, qat_epochs, qat_steps, qat_lr
     if nchw and not onnx:
         raise UserError("--nchw applies to the ONNX export: add --onnx")
     log = lambda m: click.echo(m, err=True)  # noqa: E731
+    from edge.outputs import check_output
+
     from .sizes import export_sizes, parse_sizes
 
-    export_sizes(model, wanted, parse_sizes(sizes), output_dir, calibration, io, calibration_root,
-                 qat_epochs, qat_steps, qat_lr, qat_batch, onnx=onnx, nchw=nchw, per_channel=per_channel,
-                 log=log)
+    # each variant is at most about the size of the float model; checked before any conversion
+    need = (len(wanted) + onnx) * Path(model).stat().st_size if Path(model).is_file() else 1
+    check_output(output_dir or Path(model).parent, "-o", folder=True, need=need)
+    with _scratch_tempdir():
+        export_sizes(model, wanted, parse_sizes(sizes), output_dir, calibration, io, calibration_root,
+                     qat_epochs, qat_steps, qat_lr, qat_batch, onnx=onnx, nchw=nchw,
+                     per_channel=per_channel, log=log)
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM)}
+
+
+@contextlib.contextmanager
+def _scratch_tempdir():
+    """TensorFlow's converter writes SavedModel folders through ``tempfile`` and removes them
+    only when it returns. Point ``tempfile`` at one private folder and remove it however the
+    conversion ends, SIGTERM, SIGHUP and Ctrl-C included. Python runs signal handlers only
+    between bytecodes, which a conversion inside TensorFlow's C++ code may not reach for
+    minutes; the signal's wake-up byte is read by a waiting thread instead, which removes the
+    folder and ends the process at once (every model file is written atomically, so none is
+    left half written under its final name)."""
+    scratch = tempfile.mkdtemp(prefix="edge-seg-convert-")
+    saved_tempdir = tempfile.tempdir
+    tempfile.tempdir = scratch
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        saved_wakeup = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        saved_handlers = {sig: signal.signal(sig, lambda *_: None) for sig in _STOP_SIGNALS}
+
+        def wait_for_stop():
+            sig = os.read(read_fd, 1)[0]
+            if not sig:  # the conversion ended
+                return
+            shutil.rmtree(scratch, ignore_errors=True)
+            click.echo(f"edge-seg convert: stopped by {signal.Signals(sig).name}; the variants "
+                       f"written before it are complete, temporary files removed", err=True)
+            os._exit(128 + sig)
+
+        waiter = threading.Thread(target=wait_for_stop, name="convert-stop", daemon=True)
+        waiter.start()
+    try:
+        yield scratch
+    finally:
+        tempfile.tempdir = saved_tempdir
+        shutil.rmtree(scratch, ignore_errors=True)
+        if main:
+            signal.set_wakeup_fd(saved_wakeup)
+            for sig, handler in saved_handlers.items():
+                signal.signal(sig, handler)
+            os.write(write_fd, b"\0")
+            waiter.join()
+            os.close(read_fd)
+            os.close(write_fd)
 
 
 @click.command()

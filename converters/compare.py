@@ -34,7 +34,6 @@ class KerasRunner:
     kind = "keras"
 
     def __init__(self, path, threads: int):
-        import converters  # noqa: F401
         import tensorflow as tf
         from .tflite_export import load_keras_model, model_input_size
 
@@ -124,7 +123,6 @@ def make_runner(path, threads: int):
 
 
 def set_tf_threads(threads: int) -> None:
-    import converters  # noqa: F401
     import tensorflow as tf
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)

@@ -25,7 +25,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import converters  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from edge.errors import UserError
 from edge.model_meta import atomic_write_bytes, file_sha256, make_meta, write_meta
 

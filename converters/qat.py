@@ -23,7 +23,6 @@ import time
 
 import numpy as np
 
-import converters  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from edge.errors import UserError
 
 

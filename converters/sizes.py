@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import converters  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from edge.errors import UserError
 from edge.model_meta import file_sha256
 from edge.preprocess import parse_size

@@ -173,7 +173,7 @@ def find_gpu_delegate() -> Path:
         if candidate.is_file():
             return candidate
     raise OSError(f"{GPU_DELEGATE_LIBRARY} not found (set ${GPU_DELEGATE_ENV} or pass "
-                  "--delegate /path/to/it.so; see the README's deployment notes)")
+                  "--delegate /path/to/it.so; see docs/deploying.md)")
 
 
 def is_delegate_path(delegate: str) -> bool:

@@ -31,6 +31,20 @@ DEFAULT_MIN_AGREEMENT = 0.90
 DEFAULT_WINDOW = 10  # checks per window
 
 
+QUANTIZED_VARIANTS = ("int8", "qat-int8", "dynamic")
+
+
+def is_quantized(segmenter) -> bool:
+    """Integer input/output, or integer weights behind float I/O (dynamic range), as the
+    sidecar records them: such a model is no float reference."""
+    meta = segmenter.meta
+    quantization = meta.get("quantization")
+    mode = quantization.get("mode", "") if isinstance(quantization, dict) else str(quantization or "")
+    io = (getattr(segmenter, "input_dtype", None), getattr(segmenter, "output_dtype", None))
+    return bool(any(d is not None and d != np.float32 for d in io)
+                or meta.get("variant") in QUANTIZED_VARIANTS or "int8" in mode)
+
+
 class DriftCheck:
     def __init__(self, float_model, reference_meta: dict | None = None, every: int = DEFAULT_EVERY,
                  min_agreement: float = DEFAULT_MIN_AGREEMENT, window: int = DEFAULT_WINDOW,
@@ -44,6 +58,10 @@ class DriftCheck:
             raise UserError(f"--min-agreement {min_agreement}: must be between 0 and 1")
         self.segmenter = float_model if isinstance(float_model, Segmenter) else Segmenter(
             float_model, threads=threads, delegate=delegate, log=self.log)
+        if is_quantized(self.segmenter):
+            raise UserError(f"--check-float {self.segmenter.path}: a quantised model "
+                            f"({self.segmenter.variant}); the drift check needs the float model it "
+                            f"was converted from (e.g. the -fp32 or -fp16 .tflite)")
         if reference_meta is not None:
             ours = [c["name"] for c in self.segmenter.meta["categories"]]
             theirs = [c["name"] for c in reference_meta["categories"]]
@@ -153,9 +171,11 @@ class DriftCheck:
                          f"and the quantised model over frames {first}..{last_frame} is below "
                          f"--min-agreement {self.min_agreement:.2f}")
 
-    def summary(self) -> dict:
+    def summary(self, final: bool = True) -> dict:
+        """The statistics; ``final=False`` (live figures while the run goes on) leaves the
+        current window open instead of closing it early."""
         with self._lock:
-            if self._window_checks:  # a partial last window still counts
+            if final and self._window_checks:  # a partial last window still counts
                 self._close_window(self._window_last)
             result = self.total.result() if self.checks else None
             recent = np.array(self.per_check, np.float64)

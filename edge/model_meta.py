@@ -9,11 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from .errors import UserError
 from .labels import CATEGORIES
+from .outputs import atomic_write_bytes, atomic_write_json  # noqa: F401  (their home; imported from here too)
 from .preprocess import NORMALIZATION
 
 FORMAT = "edge-seg/1"
@@ -42,44 +42,6 @@ def make_meta(input_size: tuple[int, int], variant: str, **extra) -> dict:
     }
     meta.update(extra)
     return meta
-
-
-def _read_umask() -> int:
-    # os.umask can only be read by setting it: do it once, at import, not while other
-    # threads may be creating files
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: never a half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: str | os.PathLike, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_jsonable) + "\n").encode())
-
-
-def _jsonable(value):
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def write_meta(model_path: str | os.PathLike, meta: dict) -> Path:

@@ -8,6 +8,7 @@ with each stage overlapped with the others in its own thread:
     render thread    argmax + upsample, drift-check offer, overlay + legend + HUD
     writer thread    encode to the video file / PNG folder
     drift thread     (optional) the float model on every Nth frame
+    web threads      (optional, --serve) page, stats, metrics; JPEG for viewers, never waited for
 
 so the pipeline runs at about the speed of the model alone. All options live in
 ``RunOptions``; the click command only fills it.
@@ -27,7 +28,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import UserError
+from .errors import (EXIT_INTERNAL, EXIT_OK, EXIT_OUTPUT_FAILED, EXIT_SOURCE_LOST, EXIT_USAGE,
+                     OutputError, SourceLostError, UserError)
 from .overlay import VIEWS, Overlay, hud_lines
 from .timing import StageTimes
 
@@ -57,11 +59,17 @@ class RunOptions:
     min_agreement: float = 0.90
     agreement_window: int = 10
     report: str | None = None
+    overwrite: bool = False
     capture_size: tuple[int, int] | None = None
     reconnect_timeout: float = 0.0
     quiet: bool = False
     profile: str | None = None  # device profile from 'edge-seg tune' (None: the default path)
     no_profile: bool = False
+    serve: str | None = None    # [HOST:]PORT of the web page / stream / stats / metrics
+    serve_token: str | None = None
+    serve_max_clients: int = 4
+    report_every: float = 0.0   # seconds between live JSON lines (0: none)
+    report_lines: str | None = None  # where they go (None: stdout)
 
     def source_spec(self) -> str:
         if self.camera is not None and self.source is not None:
@@ -87,13 +95,15 @@ class Renderer:
     """The render thread: post-process, offer to the drift check, draw, hand to the sinks."""
 
     def __init__(self, segmenter, overlay: Overlay, times: StageTimes, sink=None, window=None,
-                 drift=None, placeholder: bool = False):
+                 drift=None, placeholder: bool = False, hub=None):
         self.segmenter, self.overlay, self.times = segmenter, overlay, times
         self.sink, self.window, self.drift = sink, window, drift
+        self.hub = hub  # --serve: the viewers' newest-frame slot (never blocks)
         self.placeholder = placeholder
         self.frames = 0
         self.t_first = self.t_last = None
         self._fps = math.nan
+        self._dt = None
         self._queue: queue.Queue = queue.Queue(maxsize=2)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="render", daemon=True)
@@ -150,15 +160,19 @@ class Renderer:
                     self.sink.write(image)
                 if self.window is not None:
                     self.window.put(image)
+                if self.hub is not None:
+                    self.hub.put(image)
                 t3 = time.perf_counter()
                 self.times.add("post", (t1 - t0) * 1e3)
                 self.times.add("draw", (t2 - t1) * 1e3)
                 self.times.add("frame", (t3 - frame.t_capture) * 1e3)
                 self.frames += 1
                 if self.t_last is not None:
+                    # Average the frame interval, not its inverse: a mean of 1/dt reads
+                    # high whenever intervals vary (a slow frame barely lowers it).
                     dt = t3 - self.t_last
-                    inst = 1.0 / dt if dt > 0 else math.nan
-                    self._fps = inst if math.isnan(self._fps) else self._fps + 0.1 * (inst - self._fps)
+                    self._dt = dt if self._dt is None else self._dt + 0.1 * (dt - self._dt)
+                    self._fps = 1.0 / self._dt if self._dt > 0 else math.nan
                 else:
                     self.t_first = t3
                 self.t_last = t3
@@ -187,10 +201,12 @@ class Run:
         self.state = RunState()
         self.times = StageTimes(STAGES)
         self.source = self.segmenter = self.drift = self.sink = self.window = self.renderer = None
+        self.server = self.reporter = None  # --serve, --report-every
         self.profile = None        # edge.profile.Profile in use
         self.profile_note = None   # why a profile exists but is not used
         self._signals = 0
         self._old_handlers = {}
+        self.failure: UserError | None = None  # an output that could not be written
 
     # signals: the first one stops the loop cleanly, a second one interrupts hard
     def _on_signal(self, signum, _frame):
@@ -204,8 +220,10 @@ class Run:
     def _install_signals(self):
         if threading.current_thread() is not threading.main_thread():
             return
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+        # SIGHUP (the terminal or ssh session closed) stops like SIGTERM: outputs finalised
+        for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if sig is not None:
+                self._old_handlers[sig] = signal.signal(sig, self._on_signal)
 
     def _restore_signals(self):
         for sig, handler in self._old_handlers.items():
@@ -261,8 +279,7 @@ class Run:
         if o.check_float:
             backends.check_model_file(o.check_float)
             read_meta(o.check_float)
-        if o.save:
-            sinks.check_save_target(o.save)
+        self._check_outputs(model_path)
         show = o.show
         if show is None:
             show = sinks.gui_available()
@@ -281,9 +298,52 @@ class Run:
                                     every=o.check_every, min_agreement=o.min_agreement,
                                     window=o.agreement_window, log=_warn)
         if o.save:
-            self.sink = sinks.FrameSink(o.save, fps=self.source.fps or 30.0)
+            self.sink = sinks.FrameSink(o.save, fps=self.source.fps or 30.0,
+                                        inputs=self._inputs(model_path), overwrite=o.overwrite)
         if show:
             self.window = sinks.Window()
+        self._open_telemetry()
+
+    def _open_telemetry(self) -> None:
+        """--report-every and --serve, last: bound before the run starts (a port in use is
+        exit 2), and nothing else can fail after the port is taken."""
+        from .telemetry import PeriodicReport, live_stats
+        o = self.opts
+        if o.report_every:
+            self.reporter = PeriodicReport(o.report_every, lambda: live_stats(self), o.report_lines,
+                                           log=_warn)
+        elif o.report_lines:
+            raise UserError("--report-lines needs --report-every SECONDS")
+        if o.serve:
+            from .serve import open_server
+            self.server = open_server(o.serve, lambda: live_stats(self), token=o.serve_token,
+                                      max_clients=o.serve_max_clients, times=self.times, log=_warn)
+
+    def _inputs(self, model_path) -> list[Path]:
+        """What the run reads: an output naming one of these is refused."""
+        from .model_meta import sidecar_path
+        from .sources import _image_paths
+        spec = self.opts.source_spec()
+        paths = [Path(model_path), sidecar_path(model_path), Path(spec).expanduser()]
+        paths += _image_paths(spec) or []  # a folder or glob: each image it matches
+        if self.opts.check_float:
+            paths += [Path(self.opts.check_float), sidecar_path(self.opts.check_float)]
+        return paths
+
+    def _check_outputs(self, model_path) -> None:
+        """--save and --report checked before anything starts: a run never ends with its
+        results unwritable."""
+        from . import sinks
+        from .outputs import check_output
+        o, inputs = self.opts, self._inputs(model_path)
+        if o.save:
+            sinks.check_save_target(o.save, inputs, o.overwrite)
+        if o.report:
+            check_output(o.report, "--report", inputs=inputs, overwrite=o.overwrite, need=64 << 10)
+            report, save = (Path(p).expanduser().absolute() for p in (o.report, o.save or o.report))
+            if o.save and (report == save or save in report.parents):
+                raise UserError(f"--report {o.report}: inside --save {o.save}; a saved frames "
+                                f"folder holds only frames: write the report beside it")
 
     def banner(self) -> None:
         o, seg = self.opts, self.segmenter
@@ -307,12 +367,17 @@ class Run:
         if self.drift:
             _say(f"  drift    vs {self.drift.path.name} every {o.check_every} frames, "
                  f"warn below {o.min_agreement:.2f} (windows of {o.agreement_window} checks)")
+        if self.reporter:
+            _say(f"  report   {self.reporter.describe()}")
+        if self.server:
+            _say(f"  serve    {self.server.describe()}")
 
     def loop(self) -> None:
         """capture -> process -> overlay/render, until the source ends or we are stopped."""
         o, seg = self.opts, self.segmenter
         self.renderer = Renderer(seg, self.overlay, self.times, self.sink, self.window, self.drift,
-                                 placeholder=seg.is_placeholder)
+                                 placeholder=seg.is_placeholder,
+                                 hub=self.server.hub if self.server else None)
         next_progress = time.perf_counter() + PROGRESS_EVERY_S
         self.state.t_start = time.perf_counter()
         while self.state.stopped_by is None:
@@ -340,16 +405,23 @@ class Run:
                      f"infer {self.times.stages['infer'].recent:.1f} ms")
 
     def finish(self) -> None:
-        """Drain and close everything that was opened (every exit path comes here)."""
-        for step in (lambda: self.source and self.source.close(),
-                     lambda: self.renderer and self.renderer.close(),
-                     lambda: self.sink and self.sink.close(),
-                     lambda: self.drift and self.drift.close(),
-                     lambda: self.window and self.window.close()):
+        """Drain and close everything that was opened (every exit path comes here). A
+        rendering or saving failure is kept in ``self.failure``: it ends the run with a
+        non-zero code after the summary is printed."""
+        for output, step in ((False, lambda: self.source and self.source.close()),
+                             (False, lambda: self.reporter and self.reporter.close()),
+                             (False, lambda: self.server and self.server.close()),
+                             (True, lambda: self.renderer and self.renderer.close()),
+                             (True, lambda: self.sink and self.sink.close()),
+                             (False, lambda: self.drift and self.drift.close()),
+                             (False, lambda: self.window and self.window.close())):
             try:
                 step()
             except UserError as e:
-                _warn(f"warning: {e}")
+                if output:
+                    self.failure = self.failure or e
+                else:
+                    _warn(f"warning: {e}")
         self.state.t_end = time.perf_counter()
         if self.sink is not None:
             self.times.stages["encode"] = self.sink.encode
@@ -374,7 +446,9 @@ class Run:
                       "input_size": list(self.segmenter.input_size)} if self.segmenter else None,
             **(self.segmenter.backend.as_dict() if self.segmenter else {}),
             "latency_ms": self.times.summary(),
-            "saved": {"path": str(self.sink.path), "frames": self.sink.frames} if self.sink else None,
+            "saved": {"path": str(self.sink.path), "frames": self.sink.frames,
+                      "published": self.sink.published} if self.sink else None,
+            "error": str(self.failure) if self.failure else None,
             "agreement": self.drift.summary() if self.drift else None,
             "profile": {"path": str(self.profile.path), "created": self.profile.created}
             if self.profile is not None else ({"note": self.profile_note} if self.profile_note else None),
@@ -413,8 +487,13 @@ class Run:
                 _say(f"    per category: {cats}")
             else:
                 _say(f"  drift vs {Path(a['float_model']).name}: no check completed")
-        if s.get("saved"):
-            _say(f"  saved {s['saved']['frames']} frames to {s['saved']['path']}")
+        saved = s.get("saved")
+        if saved and saved.get("published", True):
+            _say(f"  saved {saved['frames']} frames to {saved['path']}")
+        elif saved and s.get("error"):
+            _say(f"  NOT saved to {saved['path']}: see the error below")
+        elif saved:
+            _say(f"  nothing saved to {saved['path']} (no frame was rendered)")
 
 
 def _fmt(value) -> str:
@@ -426,18 +505,34 @@ def run_pipeline(opts: RunOptions, on_start=None) -> dict:
     ``on_start(run)`` is called just before the loop (benchmarks watch ``run.renderer``)."""
     r = Run(opts)
     r._install_signals()
+    lost = None
     try:
         r.open()
         if not opts.quiet:
             r.banner()
+        elif r.server is not None:  # the address (and a generated token) is needed anyway
+            _say(f"  serve    {r.server.describe()}")
         r.source.start()
         if r.drift:
             r.drift.start()
+        if r.server:
+            r.server.start()
+        if r.reporter:
+            r.reporter.start()
         if on_start is not None:
             on_start(r)
         r.loop()
     except KeyboardInterrupt:
         r.state.stopped_by = r.state.stopped_by or "SIGINT"
+    except SourceLostError as e:  # summarised like any other end, then exit code 3
+        r.state.stopped_by = "source lost"
+        lost = e
+    except UserError as e:
+        if r.renderer is None or e is not r.renderer._error:
+            raise
+        # rendering or saving failed mid-run: stop, summarise, then fail
+        r.failure = e
+        r.state.stopped_by = "output error"
     finally:
         if r.segmenter is not None:
             r.finish()
@@ -445,11 +540,22 @@ def run_pipeline(opts: RunOptions, on_start=None) -> dict:
             r.source.close()
         r._restore_signals()
     summary = r.summary()
-    r.print_summary(summary)
+    r.print_summary(summary)  # printed before any output error: the results are never lost
     if opts.report:
-        from .model_meta import atomic_write_json
-        atomic_write_json(opts.report, summary)
-        _say(f"  report written to {opts.report}")
+        from .outputs import atomic_write_json
+        try:
+            atomic_write_json(opts.report, summary, "--report")
+            _say(f"  report written to {opts.report}")
+        except OutputError as e:
+            if r.failure is None and lost is None:
+                raise
+            _warn(f"error: {e}")
+    if r.failure is not None:
+        raise r.failure
+    if lost is not None:
+        raise lost
+    if r.reporter is not None and r.reporter.error:
+        raise OutputError(f"--report-every: lines could not be written to {r.reporter.error}")
     return summary
 
 
@@ -466,7 +572,21 @@ def _size(ctx, param, value):
     return w, h
 
 
-@click.command("run", context_settings={"help_option_names": ["-h", "--help"]})
+EXIT_CODES_HELP = f"""\b
+Exit codes (for systemd and scripts):
+  {EXIT_OK}  the source ended, --max-frames was reached, or Ctrl-C / SIGTERM / SIGHUP stopped
+     the run (outputs finalised)
+  {EXIT_INTERNAL}  an internal error (a bug: the traceback is printed)
+  {EXIT_USAGE}  bad input or options, or the --serve port is in use (nothing was run)
+  {EXIT_SOURCE_LOST}  the live camera/stream was lost for longer than --reconnect-timeout (the
+     summary is printed first): restarting may help
+  {EXIT_OUTPUT_FAILED}  an output could not be written (no space, permission denied): the summary
+     is printed first, nothing partial is published
+"""
+
+
+@click.command("run", context_settings={"help_option_names": ["-h", "--help"]},
+               epilog=EXIT_CODES_HELP)
 @click.option("--camera", type=int, metavar="N",
               help="Camera index (V4L2 /dev/videoN on Linux).")
 @click.option("--source", metavar="SPEC",
@@ -476,8 +596,7 @@ def _size(ctx, param, value):
 @click.option("--model", metavar="PATH.tflite",
               help="Model to run, with its metadata PATH.json beside it (.tflite, or .onnx for "
                    "ONNX Runtime on a Jetson). Default: the device profile's model (see 'edge-seg "
-                   "tune'), else the bundled reference int8 model (or the random-init placeholder "
-                   "until it ships).")
+                   "tune'), else the bundled reference int8 model.")
 @click.option("--threads", type=click.IntRange(1, 64), metavar="N",
               help="Interpreter threads. Default: the device profile's, else one per CPU core.")
 @click.option("--delegate", default=None, metavar="auto|cpu|xnnpack|gpu|edgetpu|PATH.so",
@@ -500,7 +619,9 @@ def _size(ctx, param, value):
                    "without a screen. Default: a window when a display is available.")
 @click.option("--save", metavar="OUT.mp4|DIR",
               help="Write the rendered frames to a video (.mp4 .mkv .mov .m4v, .avi) or to a "
-                   "folder of PNGs. Finalised on Ctrl-C / SIGTERM too.")
+                   "folder of PNGs, under a hidden partial name until complete; finalised on "
+                   "Ctrl-C / SIGTERM / SIGHUP too. For long live recordings prefer .mkv: a "
+                   "killed recording's partial file still plays.")
 @click.option("--max-frames", type=int, default=0, metavar="N",
               help="Stop after N processed frames (0 = until the source ends or Ctrl-C).")
 @click.option("--every", type=int, default=1, show_default=True, metavar="N",
@@ -521,10 +642,14 @@ def _size(ctx, param, value):
 @click.option("--report", metavar="RUN.json",
               help="Write the summary as JSON: frames, dropped frames, FPS, latency p50/p99 per "
                    "stage, backend, delegate, agreement statistics.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing --save video or frames folder and --report file "
+                   "(without it they are refused, so two runs never mix). An output that is "
+                   "one of the inputs is refused either way.")
 @click.option("--capture-size", callback=_size, metavar="WxH",
               help="Ask the camera/stream for this resolution, e.g. 1280x720.")
 @click.option("--reconnect-timeout", type=click.FloatRange(0), default=0.0, show_default=True,
-              metavar="S", help="Give up on a lost camera/stream after S seconds (0 = retry "
+              metavar="S", help="Give up on a lost camera/stream after S seconds, exit code 3 (0 = retry "
                                 "forever, with backoff).")
 @click.option("--profile", metavar="PATH",
               help="Device profile written by 'edge-seg tune' [default: $XDG_CONFIG_HOME/edge-seg/"
@@ -532,6 +657,24 @@ def _size(ctx, param, value):
                    "profile whose model is missing or changed, or made on other hardware, is "
                    "ignored with a warning.")
 @click.option("--no-profile", is_flag=True, help="Ignore any device profile.")
+@click.option("--serve", metavar="[HOST:]PORT",
+              help="Serve a web page with the live overlay, legend and figures, plus "
+                   "/stream.mjpg, /snapshot.jpg, /stats.json and /metrics (Prometheus). HOST "
+                   "defaults to 127.0.0.1 (this device only); any other address, e.g. "
+                   "0.0.0.0:8080, requires a token. Viewers never slow the run down.")
+@click.option("--serve-token", metavar="TOKEN",
+              help="Token every --serve request must carry (Authorization: Bearer TOKEN, or "
+                   "?token=TOKEN). Default: $EDGE_SEG_SERVE_TOKEN; off loopback without either, "
+                   "a random one is generated and printed once.")
+@click.option("--serve-max-clients", type=click.IntRange(1, 64), default=4, show_default=True,
+              metavar="N", help="Viewers of /stream.mjpg at once; one more gets 503 (the page "
+                                "then shows a snapshot a second).")
+@click.option("--report-every", type=click.FloatRange(0), default=0.0,
+              metavar="SECONDS", help="Also print the live figures (the same as /stats.json) as "
+                                      "one JSON line every SECONDS, for journald and log "
+                                      "shippers (0 = never).")
+@click.option("--report-lines", metavar="FILE.jsonl",
+              help="Append the --report-every lines to this file instead of stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No banner or progress lines; only the summary.")
 def run(**kwargs):
     """Segment frames in real time and draw the 8 categories over them.

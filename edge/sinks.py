@@ -2,9 +2,11 @@
 so encoding overlaps inference), and an on-screen window.
 
 ``--save out.mp4`` (.mp4 .m4v .mov .mkv: MPEG-4 Part 2; .avi: MJPEG) or ``--save DIR``
-(frame_000000.png, ...). ``close()`` drains the queue and releases the writer, which is
-what makes an .mp4 playable: the run calls it on every exit path, Ctrl-C and SIGTERM
-included.
+(frame_000000.png, ...). Both grow under a hidden partial name beside the final one
+(``edge.outputs.partial_path``) and are published by ``close()`` once complete and checked,
+which the run calls on every exit path (Ctrl-C, SIGTERM and SIGHUP included). A killed run
+leaves the final name as it was. Every frame the encoder takes is checked, and the finished
+video's container structure before it is published: a full disk is an error, never "saved".
 """
 from __future__ import annotations
 
@@ -17,51 +19,97 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import UserError
+from .errors import OutputError, UserError
+from .outputs import cause, check_output, discard, output_error, partial_path, publish, publish_folder
 from .timing import LatencyStats
 
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
+# MPEG-4 Part 2 cannot encode a frame narrower or shorter than this (MJPEG can)
+MIN_MPEG4_SIDE = 2
+# free space asked of the folder before a video or frames folder starts (about a second
+# of 1024x512 video): less is a full disk
+VIDEO_HEADROOM = 1 << 20
+FRAME_FILE = "frame_{:06d}.png"
 
 
 def is_video_path(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in VIDEO_CODECS
 
 
-def check_save_target(path: str | os.PathLike) -> Path:
-    """Fail early (one line) when ``--save`` cannot be written."""
+def _is_frame_file(name: str) -> bool:
+    return name.startswith("frame_") and name.endswith(".png") and name[6:-4].isdigit()
+
+
+def check_save_target(path: str | os.PathLike, inputs=(), overwrite: bool = False) -> Path:
+    """Fail early (one line) when ``--save`` cannot be written or would replace an input,
+    an old recording (without ``--overwrite``) or files that are not old frames."""
     path = Path(path).expanduser()
     if is_video_path(path):
-        parent = path.parent if str(path.parent) else Path(".")
-        if not parent.is_dir():
-            raise UserError(f"--save {path}: folder {parent} does not exist")
-        if not os.access(parent, os.W_OK):
-            raise UserError(f"--save {path}: folder {parent} is not writable")
-        return path
+        return check_output(path, "--save", inputs=inputs, overwrite=overwrite, need=VIDEO_HEADROOM)
     if path.suffix and not path.is_dir():
         raise UserError(f"--save {path}: unknown video type {path.suffix!r}; use "
                         f"{', '.join(VIDEO_CODECS)} or a folder for PNG frames")
-    if path.exists() and not path.is_dir():
-        raise UserError(f"--save {path}: exists and is not a folder")
+    check_output(path, "--save", inputs=inputs, overwrite=overwrite, folder=True, need=VIDEO_HEADROOM)
+    if path.is_dir():
+        others = [p.name for p in path.iterdir() if not _is_frame_file(p.name)]
+        if others:
+            raise UserError(f"--save {path}: the folder holds files other than saved frames "
+                            f"(e.g. {sorted(others)[0]}); choose an empty or new folder")
     return path
 
 
-class FrameSink:
-    """Writes frames in its own thread; ``write`` blocks only when ``queue_size`` are pending."""
+def container_complete(path: Path) -> bool:
+    """Whether a closed video file is structurally whole, read without a decoder: MP4/MOV
+    top-level boxes spanning the file with 'moov' (the index) and 'mdat' present; AVI a RIFF
+    size matching the file; Matroska its EBML header (it needs no closing index)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if head[:4] == b"RIFF":
+            return int.from_bytes(head[4:8], "little") + 8 <= size
+        if head[:4] == b"\x1a\x45\xdf\xa3":
+            return True
+        boxes, offset = set(), 0
+        while offset + 8 <= size:
+            f.seek(offset)
+            header = f.read(16)
+            length, kind = int.from_bytes(header[:4], "big"), header[4:8]
+            if length == 1:
+                length = int.from_bytes(header[8:16], "big")
+            elif length == 0:
+                length = size - offset
+            if length < 8:
+                return False
+            boxes.add(kind)
+            offset += length
+        return offset == size and {b"moov", b"mdat"} <= boxes
 
-    def __init__(self, path: str | os.PathLike, fps: float = 30.0, queue_size: int = 8):
-        self.path = check_save_target(path)
+
+class FrameSink:
+    """Writes frames in its own thread; ``write`` blocks only when ``queue_size`` are pending.
+    ``path`` is published by ``close()``; until then frames go to ``self.partial``."""
+
+    def __init__(self, path: str | os.PathLike, fps: float = 30.0, queue_size: int = 8,
+                 inputs=(), overwrite: bool = False):
+        self.path = check_save_target(path, inputs, overwrite)
         self.video = is_video_path(self.path)
+        self.partial = partial_path(self.path)
         self.fps = fps if fps and fps > 0 else 30.0
         self.frames = 0
+        self.published = False
         self.encode = LatencyStats()
         self._writer = None
         self._size = None
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._error: BaseException | None = None
+        try:
+            self.partial.parent.mkdir(parents=True, exist_ok=True)
+            if not self.video:
+                self.partial.mkdir()
+        except OSError as e:
+            raise output_error(f"--save {self.path}", e) from None
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
         self._thread.start()
-        if not self.video:
-            self.path.mkdir(parents=True, exist_ok=True)
 
     def describe(self) -> str:
         return f"{self.path} ({'video' if self.video else 'PNG frames'})"
@@ -72,20 +120,80 @@ class FrameSink:
         self._queue.put(image)
 
     def close(self) -> None:
-        """Write what is queued, then finalise the file."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-        if self._error is not None:
-            raise self._error
+        """Write what is queued, finalise and check the file, then publish it under its
+        final name; on any failure remove the partial file and raise OutputError."""
+        try:
+            if self._thread.is_alive():
+                self._queue.put(None)
+                self._thread.join()
+            if self._error is not None:
+                raise self._error
+            if self.frames == 0:  # nothing to publish: the final name stays as it was
+                discard(self.partial)
+                return
+            if self.video:
+                self._verify_video()
+                publish(self.partial, self.path, "--save")
+            else:
+                publish_folder(self.partial, self.path, "--save")
+            self.published = True
+        except BaseException:
+            discard(self.partial)
+            raise
+
+    def _label(self) -> str:
+        return f"--save {self.path}"
+
+    def _no_space(self) -> bool:
+        try:
+            st = os.statvfs(self.partial.parent)
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize < 64 << 10
+
+    def _encoder_failed(self, what: str) -> OutputError:
+        if self._no_space():
+            return OutputError(f"{self._label()}: cannot write (no space left on the device) "
+                               f"after {self.frames} frames")
+        return OutputError(f"{self._label()}: {what} after {self.frames} frames")
+
+    def _verify_video(self) -> None:
+        """The finished file's size and container structure (an MP4 without its index,
+        written last, does not play; an AVI's RIFF size is filled in when it is closed)."""
+        try:
+            size = self.partial.stat().st_size
+            complete = size > 0 and container_complete(self.partial)
+        except OSError as e:
+            raise output_error(self._label(), e) from None
+        if not complete:
+            raise self._encoder_failed("the finished video is incomplete (the encoder could "
+                                       "not finalise it)")
 
     def _open(self, image: np.ndarray) -> None:
         h, w = image.shape[:2]
-        fourcc = cv2.VideoWriter.fourcc(*VIDEO_CODECS[self.path.suffix.lower()])
-        writer = cv2.VideoWriter(str(self.path), fourcc, float(self.fps), (w, h))
+        suffix = self.path.suffix.lower()
+        fourcc = cv2.VideoWriter.fourcc(*VIDEO_CODECS[suffix])
+        if VIDEO_CODECS[suffix] == "mp4v" and min(w, h) < MIN_MPEG4_SIDE:
+            raise UserError(f"{self._label()}: the frames are {w}x{h} pixels; MPEG-4 video needs "
+                            f"at least {MIN_MPEG4_SIDE}x{MIN_MPEG4_SIDE}: save to .avi or a folder "
+                            f"of PNGs instead, or use a larger source")
+        writer = cv2.VideoWriter(str(self.partial), fourcc, float(self.fps), (w, h))
         if not writer.isOpened():
-            raise UserError(f"--save {self.path}: OpenCV cannot write this video type here")
+            if self._no_space():
+                raise self._encoder_failed("cannot start the video")
+            raise OutputError(f"{self._label()}: the {suffix} encoder refused {w}x{h} frames "
+                              f"(OpenCV cannot write this video type here); try .avi or a folder")
         self._writer, self._size = writer, (w, h)
+
+    def _write_png(self, image: np.ndarray) -> None:
+        ok, png = cv2.imencode(".png", image)
+        if not ok:
+            raise OutputError(f"{self._label()}: cannot encode a {image.shape[1]}x{image.shape[0]} frame as PNG")
+        try:
+            with open(self.partial / FRAME_FILE.format(self.frames), "wb") as f:
+                f.write(png.tobytes())
+        except OSError as e:
+            raise OutputError(f"{self._label()}: cannot write frame {self.frames} ({cause(e)})") from None
 
     def _run(self) -> None:
         try:
@@ -99,11 +207,12 @@ class FrameSink:
                         self._open(image)
                     if (image.shape[1], image.shape[0]) != self._size:
                         image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
-                    self._writer.write(image)
+                    # OpenCV >= 4.x returns False when the frame was not written (a full
+                    # disk, a write error); older versions return None
+                    if self._writer.write(image) is False:
+                        raise self._encoder_failed("the video encoder could not write a frame")
                 else:
-                    target = self.path / f"frame_{self.frames:06d}.png"
-                    if not cv2.imwrite(str(target), image):
-                        raise UserError(f"--save {self.path}: cannot write {target.name}")
+                    self._write_png(image)
                 self.frames += 1
                 self.encode.add((time.perf_counter() - t0) * 1e3)
         except BaseException as e:  # surfaced by write()/close()

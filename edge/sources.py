@@ -23,13 +23,14 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Callable, Iterator
 
 import cv2
 import numpy as np
 
-from .errors import UserError
+from .errors import SourceLostError, UserError
 
 # FFmpeg's own log lines ("moov atom not found", "error while decoding MB ...") would break
 # the one-line error promise; bad files and frames are reported (and counted) here instead.
@@ -205,15 +206,23 @@ class ImagesReader(Reader):
         self.position += 1
 
 
+def demo_renderer():
+    """The module behind ``demo`` (``render_scene``, ``render_clip``): the ``edge_seg.sources``
+    entry point ``demo``, so the runtime does not import the renderer's package by name."""
+    for ep in entry_points(group="edge_seg.sources", name=DEMO):
+        return ep.load()
+    raise ImportError("no 'demo' entry point in the 'edge_seg.sources' group; reinstall edge-seg")
+
+
 class DemoReader(Reader):
-    """The synthetic street clip from edge.synthetic, endless (clip after clip)."""
+    """The synthetic street clip (the ``demo`` renderer), endless (clip after clip)."""
     CLIP_FRAMES = 300
 
     def __init__(self, size=DEMO_SIZE, seed: int = 0):
         try:
-            from . import synthetic
+            synthetic = demo_renderer()
         except ImportError as e:
-            raise UserError(f"the demo source needs edge.synthetic ({e})") from None
+            raise UserError(f"the demo source needs the scene renderer ({e})") from None
         self.synthetic = synthetic
         self.size, self.seed = tuple(size), seed
         self.fps = DEMO_FPS
@@ -491,7 +500,8 @@ class Source:
             raise EOFError from e
 
     def _reconnect(self, why: str) -> bool:
-        """Backoff until the live source delivers again; False on stop or timeout."""
+        """Backoff until the live source delivers again; False on stop; SourceLostError
+        after ``reconnect_timeout``."""
         self.stats.disconnects += 1
         self.log(f"warning: {why}; reconnecting (backoff {BACKOFF_START_S:g}..{BACKOFF_MAX_S:g} s)")
         t0 = time.monotonic()
@@ -499,9 +509,9 @@ class Source:
         try:
             while not self._stop.is_set():
                 if self.reconnect_timeout and time.monotonic() - t0 > self.reconnect_timeout:
-                    self.log(f"warning: {self.description} did not come back within "
-                             f"{self.reconnect_timeout:g} s; ending the run")
-                    return False
+                    # not the end of a file: a supervisor must be able to tell (exit code 3)
+                    raise SourceLostError(f"{self.description} was lost and did not come back "
+                                          f"within --reconnect-timeout {self.reconnect_timeout:g} s")
                 if self._stop.wait(delay):
                     return False
                 if self.reader.reopen():

@@ -43,6 +43,12 @@ class LatencyStats:
             return self.max
         return float(min(math.sqrt(_EDGES[i - 1] * _EDGES[i]), self.max))  # bin's geometric centre
 
+    def count_at_most(self, bounds_ms) -> list[int]:
+        """How many latencies were <= each bound (to the bin's 2%): histogram buckets."""
+        cumulative = np.cumsum(self.counts)
+        idx = np.searchsorted(_EDGES, np.asarray(bounds_ms, np.float64), side="right") - 1
+        return [int(cumulative[i]) if i >= 0 else 0 for i in idx]
+
     def summary(self) -> dict:
         if not self.n:
             return {"n": 0}

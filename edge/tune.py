@@ -225,7 +225,7 @@ def load_frames(spec: str | None, n: int, root=None) -> tuple[list, str]:
     if n < 1:
         raise UserError(f"--n-frames {n}: must be at least 1")
     if spec.lower() == sources.DEMO:
-        from .synthetic import render_scene
+        render_scene = sources.demo_renderer().render_scene
         frames = [render_scene(seed, sources.DEMO_SIZE).image for seed in range(n)]
         return frames, f"{n} synthetic street scenes ({sources.DEMO_SIZE[0]}x{sources.DEMO_SIZE[1]})"
     path = Path(spec).expanduser()

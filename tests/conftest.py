@@ -1,15 +1,15 @@
 """Shared fixtures. Datasets in ../shared are optional: tests needing them skip with a
-reason; synthetic scenes (edge/synthetic.py) cover the same code paths everywhere."""
+reason; synthetic scenes (scenes/) cover the same code paths everywhere."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from train.tf_env import use_legacy_keras
+
+use_legacy_keras()
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
@@ -135,7 +135,7 @@ def write_video(path: Path, frames, fps: float = 15.0) -> Path:
 
 
 def street_frames(n: int, size=(320, 160), seed: int = 0):
-    """Synthetic street-coloured frames without edge.synthetic (see the model builder)."""
+    """Synthetic street-coloured frames without the scenes package (see the model builder)."""
     from benchmarks.make_placeholder_model import street_images
     return list(street_images(size, n, seed))
 

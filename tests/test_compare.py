@@ -1,6 +1,6 @@
 """The accuracy-regression gate (CI): converted variants against the float model.
 
-Budgets (issue 4), mIoU(7) drop vs float in points: int8 PTQ <= 0.5, QAT int8 <= 0.2,
+Budgets, mIoU(7) drop vs float in points: int8 PTQ <= 0.5, QAT int8 <= 0.2,
 fp16 <= 0.05; no category's IoU drops more than 1.5 points in an int8 variant; the int8
 file is at most 30% of the fp32 file.
 

@@ -24,8 +24,8 @@ SIZE = (64, 32)  # model input (W, H)
 # ------------------------------------------------------------------ fixtures
 
 def write_scenes(root: Path, n_train: int, n_val: int, size=(128, 64), seed: int = 0) -> Path:
-    """Synthetic street scenes (edge.synthetic) in the folder layout, masks in catIds."""
-    from edge.synthetic import render_scene
+    """Synthetic street scenes (scenes) in the folder layout, masks in catIds."""
+    from scenes import render_scene
 
     for split, n, offset in (("train", n_train, 0), ("val", n_val, 10_000)):
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
@@ -332,7 +332,7 @@ def test_convert_cli_errors_are_one_line(tiny_keras, tmp_path):
         assert "Traceback" not in out.stderr
 
 
-# ------------------------------------------------------------------ input sizes and ONNX (issue 6)
+# ------------------------------------------------------------------ input sizes and ONNX
 
 BIG = (128, 64)  # a second input size of the tiny model (2x its native 64x32)
 

@@ -30,7 +30,6 @@ def data_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def model_pair(tmp_path_factory):
     """A small unet-mobilenetv2 with non-trivial weights as .keras and fp32 .tflite + sidecar."""
-    import train  # noqa: F401
     import tensorflow as tf
     from edge.model_meta import make_meta, write_meta
     from train.models import build_model

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("tf_keras")
-import train  # noqa: F401,E402
 from edge.errors import UserError  # noqa: E402
 from train.models import ARCHS, build_model, count_macs  # noqa: E402
 

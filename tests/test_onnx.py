@@ -1,4 +1,4 @@
-"""ONNX path (issue 6 part 4): tf2onnx export of a product-like model, numerically checked
+"""ONNX path: tf2onnx export of a product-like model, numerically checked
 against Keras through ONNX Runtime, and the ONNX Runtime backend in edge/."""
 from __future__ import annotations
 

@@ -21,11 +21,11 @@ EDGE_SEG = Path(sys.executable).with_name("edge-seg")
 
 
 def has_synthetic() -> bool:
-    return (REPO / "edge" / "synthetic.py").is_file()
+    return (REPO / "scenes" / "__init__.py").is_file()
 
 
 needs_synthetic = pytest.mark.skipif(not has_synthetic(),
-                                     reason="the demo source needs edge/synthetic.py (not written yet)")
+                                     reason="the demo source needs the scenes package")
 
 
 def edge_seg(*args, block_tf: bool = False, timeout: float = 180) -> subprocess.CompletedProcess:

@@ -2,6 +2,7 @@
 disappears mid-run (monkeypatched capture) and sources that end abruptly."""
 from __future__ import annotations
 
+import json
 import time
 
 import cv2
@@ -10,7 +11,7 @@ import pytest
 
 from conftest import street_frames, write_video
 from edge import sources
-from edge.errors import UserError
+from edge.errors import SourceLostError, UserError
 from edge.run import RunOptions, run_pipeline
 
 RealCapture = cv2.VideoCapture  # the fake camera below replaces cv2.VideoCapture
@@ -127,12 +128,14 @@ def test_camera_that_disappears_comes_back_and_the_run_goes_on(fake_camera, tiny
 
 def test_camera_that_never_returns_ends_the_run_cleanly(fake_camera, tiny_models, tmp_path, capsys):
     fake_camera(first=6, gone_opens=None)
-    out = tmp_path / "out.mp4"
-    s = run_pipeline(RunOptions(camera=0, model=str(tiny_models["int8"]), show=False, save=str(out),
-                                threads=1, reconnect_timeout=0.3, quiet=True))
-    assert s["stopped_by"] == "end of source" and 1 <= s["frames"] <= 6
+    out, report = tmp_path / "out.mp4", tmp_path / "run.json"
+    with pytest.raises(SourceLostError, match="did not come back"):  # exit code 3, not 0
+        run_pipeline(RunOptions(camera=0, model=str(tiny_models["int8"]), show=False, save=str(out),
+                                threads=1, reconnect_timeout=0.3, quiet=True, report=str(report)))
+    s = json.loads(report.read_text())
+    assert s["stopped_by"] == "source lost" and 1 <= s["frames"] <= 6
     assert s["source"]["disconnects"] == 1 and s["source"]["reconnects"] == 0
-    assert "did not come back" in capsys.readouterr().err
+    assert "edge-seg run:" in capsys.readouterr().out
     cap = RealCapture(str(out))
     assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == s["frames"] and cap.read()[0]
 

@@ -1,4 +1,4 @@
-"""The synthetic street-scene generator (edge/synthetic.py) and the dataset writer
+"""The synthetic street-scene generator (scenes/) and the dataset writer
 (train/synthetic_dataset.py). Small frames keep this fast; no TensorFlow."""
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO, python_without_tf
-from edge import labels, synthetic
-from edge.synthetic import render_clip, render_scene
+import scenes as synthetic
+from edge import labels
+from scenes import render_clip, render_scene
 
 SMALL = (256, 128)
 
@@ -149,8 +150,8 @@ def test_render_speed_is_measured(capsys):
 
 
 def test_runtime_module_needs_no_tensorflow():
-    code = ("import sys\nimport edge.synthetic, train.synthetic_dataset\n"
-            "edge.synthetic.render_scene(0, (64, 32))\n"
+    code = ("import sys\nimport scenes, train.synthetic_dataset\n"
+            "scenes.render_scene(0, (64, 32))\n"
             "assert not any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules)\n")
     out = subprocess.run(python_without_tf(code), cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -118,7 +118,8 @@ def test_killed_run_resumes_from_its_last_epoch(data_root, tmp_path):
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(data_root, tmp_path):
     code = f"""
 import sys
-import train
+from train.tf_env import use_legacy_keras
+use_legacy_keras()
 import tensorflow as tf
 import train.losses as L
 import train.trainer as T
@@ -155,7 +156,8 @@ sys.exit(1)
 def test_mirrored_on_two_logical_cpus_learns_like_single_device(data_root, tmp_path):
     code = f"""
 import json, sys
-import train
+from train.tf_env import use_legacy_keras
+use_legacy_keras()
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 if sys.argv[1] == "mirrored":

@@ -1,4 +1,4 @@
-"""`edge-seg tune` (issue 6): the choice, the table, the device profile and `edge-seg run`
+"""`edge-seg tune`: the choice, the table, the device profile and `edge-seg run`
 picking it up; bad input. Tiny 128x64 models (conftest.tiny_models), a few frames and a
 fraction of a second per configuration keep it fast; the runtime commands run with
 TensorFlow blocked."""
@@ -261,7 +261,7 @@ def test_drop_against_ground_truth_labels(variants_dir, tmp_path):
     truth', written in the folder layout with mapping.json), drop = mIoU(7) points lost."""
     from edge.labels import CATEGORIES
     from edge.segmenter import Segmenter
-    from edge.synthetic import render_scene
+    from scenes import render_scene
     root = tmp_path / "data"
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()

@@ -1,4 +1,4 @@
-"""The runtime-only install, proven (issue 6): the wheel `make dist` builds, installed WITHOUT
+"""The runtime-only install, proven: the wheel `make dist` builds, installed WITHOUT
 extras into a fresh venv (python -m venv, no system site-packages), runs the demo with the
 bundled model, and TensorFlow is nowhere.
 
@@ -26,7 +26,7 @@ from conftest import REPO, RUNTIME_MODEL_SIZE
 
 pytestmark = pytest.mark.slow
 
-PACKAGES = ("edge", "train", "converters", "calibration", "models")
+PACKAGES = ("edge", "scenes", "train", "converters", "calibration", "models")
 TIMEOUT = 900
 
 

@@ -2,8 +2,7 @@
 
 Modules here may import edge/ (labels, preprocessing, metrics); edge/ never imports them.
 """
-import os
+from .tf_env import use_legacy_keras
 
-# tfmot only quantises Keras 2 (tf_keras) models: select it before TensorFlow loads.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Before any module here imports TensorFlow (see tf_env).
+use_legacy_keras()

@@ -53,7 +53,8 @@ def train_options(f):
                           "model's scale; smaller crops = cheaper steps); the model is built and "
                           "scored at --input-size [default: whole frames]"),
         click.option("--backbone-weights", default="none", show_default=True,
-                     help="none | imagenet (Keras cache only: this machine is offline) | PATH to .h5"),
+                     help="none (train from scratch) | imagenet (MobileNetV2 ImageNet weights from the Keras "
+                          "cache, never downloaded) | PATH to MobileNetV2 no-top .h5 weights"),
         click.option("--bn-momentum", type=float, default=0.9, show_default=True),
         click.option("--epochs", type=int, default=40, show_default=True),
         click.option("--batch", type=int, default=8, show_default=True),
@@ -154,6 +155,11 @@ def train(ctx, resume, quiet, **options):
     history.csv, tb/ and eval.json."""
     from click.core import ParameterSource
 
+    from edge.outputs import check_output
+
+    # before any epoch: a run folder that cannot be written fails now, not after hours
+    check_output(options["run_dir"], "--run-dir", inputs=[options["data_root"]],
+                 folder=True, need=64 << 20)
     from .trainer import train_model
     cfg = config_from_options(**options)
     overrides = {}
@@ -181,17 +187,19 @@ def train(ctx, resume, quiet, **options):
 @click.option("--limit", type=int, default=0, help="score only the first N frames (0 = all)")
 @click.option("--batch", type=int, default=8, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print metrics as JSON instead of the table")
+@click.option("--overwrite", is_flag=True, help="replace the contents of an existing --report folder")
 def evaluate(model, data_root, fmt, split, input_size, at_label_resolution, report_dir, limit, batch,
-             as_json):
+             as_json, overwrite):
     """Score a .keras or .tflite model on a dataset split (same preprocessing and metrics)."""
     from .eval_cli import run_eval
     run_eval(model, data_root, fmt, split, input_size, at_label_resolution, report_dir, limit, batch,
-             as_json)
+             as_json, overwrite)
 
 
 @click.command()
 @click.option("--grid", "grid_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="YAML: base options + grid of option lists (see train/sweep.py)")
+              help="YAML: 'base' (options every run shares), 'grid' (option lists, every combination "
+                   "is run) and/or 'runs' (a list of option sets); names as 'edge-seg train' options")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default="runs/sweep", show_default=True)
 @click.option("--mlflow", is_flag=True, help="log every run to MLflow")
 @click.option("--dry-run", is_flag=True, help="list the runs, train nothing")

@@ -11,6 +11,7 @@ from edge import labels
 from edge.errors import UserError
 
 FORMAT_CHOICE = click.Choice(["auto", "cityscapes", "camvid", "folder"])
+REQUIRED_SPLITS = ("train", "val")
 
 
 def folder_options(f):
@@ -49,10 +50,18 @@ def check(root, fmt, limit, **folder):
     total. Exits 1 when it finds problems."""
     from tqdm import tqdm
 
-    from .datasets import scan
+    from .datasets import load_split, scan
     layout = scan(root, fmt, **folder)
     click.echo(f"{root}: {layout.fmt} dataset")
-    problems = [f"image without mask: {p}" for p in layout.orphan_images]
+    problems = []
+    # the splits 'edge-seg train' reads (and 'edge-seg eval' by default), through the same
+    # function, so a dataset this command passes is one they accept
+    for split in REQUIRED_SPLITS:
+        try:
+            load_split(root, fmt, split, **folder)
+        except UserError as e:
+            problems.append(str(e))
+    problems += [f"image without mask: {p}" for p in layout.orphan_images]
     problems += [f"mask without image: {p}" for p in layout.orphan_masks]
     shares = {}
     with ThreadPoolExecutor(4) as pool:
@@ -132,15 +141,17 @@ def _share_table(shares: dict) -> str:
 @click.option("-n", "--count", type=int, default=8, show_default=True, help="how many frames")
 @click.option("--seed", type=int, default=0, show_default=True, help="which frames (random pick)")
 @click.option("--width", type=int, default=480, show_default=True, help="width of each tile")
+@click.option("--overwrite", is_flag=True, help="replace an existing -o file")
 @folder_options
-def preview(root, output, fmt, split, count, seed, width, **folder):
+def preview(root, output, fmt, split, count, seed, width, overwrite, **folder):
     """Write a grid of images beside their colour masks (and a legend) to a PNG; ignored
     pixels are white, coarse (set-valued) labels grey."""
     import cv2
 
-    from edge.model_meta import atomic_write_bytes
+    from edge.outputs import atomic_write_bytes, check_output
 
     from .datasets import load_split, read_pair
+    check_output(output, "-o", inputs=[root], overwrite=overwrite, need=1 << 20)
     samples = load_split(root, fmt, split, **folder)
     rng = np.random.default_rng(seed)
     picked = [samples[i] for i in sorted(rng.choice(len(samples), min(count, len(samples)), replace=False))]
@@ -162,7 +173,7 @@ def preview(root, output, fmt, split, count, seed, width, **folder):
     ok, png = cv2.imencode(".png", grid)
     if not ok:
         raise UserError(f"{output}: could not encode the preview")
-    atomic_write_bytes(output, png.tobytes())
+    atomic_write_bytes(output, png.tobytes(), "-o")
     click.echo(f"wrote {output} ({len(picked)} frames from {split})")
 
 

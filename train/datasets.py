@@ -76,7 +76,7 @@ def detect_format(root: Path) -> str:
     if (root / "images").is_dir() and (root / "masks").is_dir():
         return "folder"
     raise UserError(f"{root}: not a Cityscapes (leftImg8bit/ + gtFine/), CamVid (train/ + trainannot/) "
-                    f"or folder (images/ + masks/) dataset; pass --format or fix the path")
+                    f"or folder (images/ + masks/) dataset; check the path")
 
 
 def scan(root, fmt: str = "auto", **folder_options) -> Layout:
@@ -209,7 +209,7 @@ def _find_mapping(root: Path, mapping) -> Path:
     if found:
         return found
     raise UserError(f"{root}: folder datasets need a mapping file (mapping.json or mapping.yaml: "
-                    f"mask value -> category name or 'ignore'); pass --mapping")
+                    f"mask value -> category name or 'ignore') in that folder")
 
 
 def _scan_folder(root: Path, image_suffix: str = "", mask_suffix: str = "", mapping=None,
@@ -255,7 +255,7 @@ def read_image(path: Path) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise UserError(f"{path}: unreadable image (missing, corrupt or not an image); "
-                        f"fix or remove it, or pass --skip-bad")
+                        f"fix or remove it ('edge-seg data check' lists every such file)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -264,7 +264,7 @@ def read_mask(sample: Sample, purpose: str = "train") -> np.ndarray:
     raw = cv2.imread(str(sample.mask), cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise UserError(f"{sample.mask}: unreadable mask (missing, corrupt or not an image); "
-                        f"fix or remove it, or pass --skip-bad")
+                        f"fix or remove it ('edge-seg data check' lists every such file)")
     if raw.ndim != 2:
         raise UserError(f"{sample.mask}: mask has {raw.shape[2]} channels; expected one channel of label ids")
     try:

@@ -11,7 +11,7 @@ import numpy as np
 
 from edge.errors import UserError
 from edge.labels import CATEGORY_NAMES, colors_rgb
-from edge.model_meta import atomic_write_json
+from edge.outputs import atomic_write_json, check_output, discard, output_error, partial_path, publish_folder
 
 from .evaluate import model_kind, score
 
@@ -22,7 +22,6 @@ def load_predictor(model_path: Path, input_size, batch: int):
     if not Path(model_path).is_file():
         raise UserError(f"{model_path}: model file not found")
     if kind == "keras":
-        import train  # noqa: F401
         import tf_keras as keras
 
         from .evaluate import keras_predictor
@@ -92,11 +91,14 @@ def format_set_labels(result: dict) -> list[str]:
 
 
 def run_eval(model_path, data_root, fmt, split, input_size, at_label_resolution, report_dir, limit,
-             batch, as_json):
+             batch, as_json, overwrite: bool = False):
     from tqdm import tqdm
 
     from .datasets import load_split
 
+    if report_dir:  # before the evaluation: its results must never be lost to an unwritable report
+        check_output(report_dir, "--report", inputs=[model_path, data_root], overwrite=overwrite,
+                     folder=True, need=4 << 20)
     samples = load_split(data_root, fmt, split)
     if limit:
         samples = samples[:limit]
@@ -118,12 +120,25 @@ def run_eval(model_path, data_root, fmt, split, input_size, at_label_resolution,
     else:
         print(format_table(result, title))
     if report_dir:
-        write_report(Path(report_dir), summary, kept, title)
+        publish_report(Path(report_dir), summary, kept, title)
         print(f"report written to {report_dir}/", file=sys.stderr)
     return summary
 
 
 # ------------------------------------------------------------------ report
+
+def publish_report(out: Path, summary: dict, kept, title: str):
+    """The report folder is written under a partial name and put in place when complete:
+    an interrupted or failed report leaves ``out`` as it was."""
+    tmp = partial_path(out)
+    try:
+        write_report(tmp, summary, kept, title)
+        publish_folder(tmp, out, "--report")
+    except OSError as e:
+        raise output_error(f"--report {out}", e) from None
+    finally:
+        discard(tmp)
+
 
 def write_report(out: Path, summary: dict, kept, title: str):
     import matplotlib
@@ -213,5 +228,5 @@ def write_sample_grid(path: Path, kept, tile_width: int = 384):
                     cv2.LINE_AA)
     grid = np.concatenate([header, grid], axis=0)
     ok, buf = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-    from edge.model_meta import atomic_write_bytes
+    from edge.outputs import atomic_write_bytes
     atomic_write_bytes(path, buf.tobytes())

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import os
 
-import train  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from edge.errors import UserError
 from edge.labels import NUM_CATEGORIES
 
@@ -107,9 +106,9 @@ def _resolve_weights(backbone_weights, alpha: float):
         name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha_str}_224_no_top.h5"
         path = os.path.join(cache, name)
         if not os.path.isfile(path):
-            raise UserError(f"--backbone-weights imagenet: {name} is not in the Keras cache ({cache}) "
-                            "and this machine is offline; download it elsewhere into that folder, "
-                            "pass its path with --backbone-weights PATH, or use --backbone-weights none")
+            raise UserError(f"--backbone-weights imagenet: {name} is not in the Keras cache ({cache}), "
+                            "and edge-seg trains offline (it never downloads): copy the file into that "
+                            "folder, pass its path with --backbone-weights PATH, or use --backbone-weights none")
         return path
     if not os.path.isfile(backbone_weights):
         raise UserError(f"--backbone-weights {backbone_weights}: no such file "

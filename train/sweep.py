@@ -16,7 +16,7 @@ GRID.yaml::
 Every combination of ``runs`` x ``grid`` is trained into OUT/<name>/ (a normal run folder,
 so an interrupted sweep resumes its unfinished runs and skips the finished ones). The
 leaderboard (params, MACs at 512x256, val mIoU(7) and per-category IoU, TFLite fp32
-latency batch 1 at 512x256 on this machine, wall time) goes to stdout, OUT/leaderboard.md
+latency batch 1 at 512x256 where the sweep runs, wall time) goes to stdout, OUT/leaderboard.md
 and OUT/leaderboard.json.
 """
 from __future__ import annotations

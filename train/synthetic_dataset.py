@@ -1,4 +1,4 @@
-"""Write synthetic street scenes (:mod:`edge.synthetic`) to disk as a dataset.
+"""Write synthetic street scenes (:mod:`scenes`) to disk as a dataset.
 
 A dataset-free fixture for the readers, ``edge-seg data check``, training and
 evaluation: every layout the readers understand, with exact labels.
@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 
 from edge import labels
-from edge.synthetic import render_scene
+from scenes import render_scene
 
 LAYOUTS = ("cityscapes", "camvid", "folder")
 TRAIN_CITIES = ("synthtown", "synthville", "synthwick", "synthworth", "synthyard", "synthzell")

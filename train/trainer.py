@@ -39,7 +39,6 @@ from pathlib import Path
 
 import numpy as np
 
-import train  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from edge.errors import UserError
 from edge.labels import CATEGORY_NAMES
 from edge.model_meta import atomic_write_bytes, atomic_write_json
