@@ -157,11 +157,11 @@ def train(ctx, resume, quiet, **options):
 
     from edge.outputs import check_output
 
+    cfg = config_from_options(**options)
     # before any epoch: a run folder that cannot be written fails now, not after hours
-    check_output(options["run_dir"], "--run-dir", inputs=[options["data_root"]],
+    check_output(options["run_dir"], "--run-dir", inputs=cfg.data_roots,
                  folder=True, need=64 << 20)
     from .trainer import train_model
-    cfg = config_from_options(**options)
     overrides = {}
     if resume:
         from .trainer import RESUME_OVERRIDABLE
