@@ -3,7 +3,7 @@
 A manifest lists the chosen frames (paths relative to the dataset root), the category
 pixel share of the selection next to that of the whole split, the seed and strategy,
 the model input size the shares were measured at, and a fingerprint of the split
-(sha256 over its sorted relative paths and file sizes). It never holds images.
+(edge.manifest.fingerprint). It never holds images.
 
 ``stratified`` (default): every non-void category gets a guaranteed number of frames,
 rarest category first, choosing among the frames that contain it the ones where it
@@ -16,9 +16,7 @@ Nothing here needs TensorFlow.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,29 +24,12 @@ import numpy as np
 
 from edge import labels
 from edge.errors import UserError
+from edge.manifest import FORMAT, fingerprint, manifest_root, read_manifest, relative
 from edge.model_meta import atomic_write_json, file_sha256
 from edge.preprocess import DEFAULT_SIZE, resize_mask
 
-FORMAT = "edge-seg-calibration/1"
 STRATEGIES = ("stratified", "random")
 MIN_SHARE = 0.002  # a category "occurs" in a frame when it covers at least 0.2% of it
-
-
-def _rel(path: Path, root: Path) -> str:
-    return Path(os.path.relpath(path, root)).as_posix()
-
-
-def fingerprint(samples, root: Path) -> str:
-    """sha256 over the sorted relative paths and byte sizes of every image and mask."""
-    entries = []
-    for s in samples:
-        for p in (s.image, s.mask):
-            if p is not None:
-                entries.append(f"{_rel(p, root)}\t{p.stat().st_size}")
-    h = hashlib.sha256()
-    for line in sorted(entries):
-        h.update(line.encode() + b"\n")
-    return h.hexdigest()
 
 
 def category_histograms(samples, size, progress=None) -> np.ndarray:
@@ -140,7 +121,7 @@ def select(root, n: int = 200, strategy: str = "stratified", seed: int = 0,
         "pixel_share": _shares(sel),
         "pixel_share_split": _shares(hist),
         "frames_with_category": {name: int(present[:, i].sum()) for i, name in enumerate(labels.CATEGORY_NAMES)},
-        "files": [{"image": _rel(samples[i].image, root), "mask": _rel(samples[i].mask, root)} for i in picked],
+        "files": [{"image": relative(samples[i].image, root), "mask": relative(samples[i].mask, root)} for i in picked],
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
@@ -151,7 +132,7 @@ def write_manifest(path, manifest: dict) -> Path:
     # works from any clone that has the data beside it (../shared)
     root = Path(manifest["dataset"]["root"]).resolve()
     manifest = json.loads(json.dumps(manifest))
-    manifest["dataset"]["root"] = Path(os.path.relpath(root, path.resolve().parent)).as_posix()
+    manifest["dataset"]["root"] = relative(root, path.resolve().parent)
     atomic_write_json(path, manifest)
     return path
 
@@ -160,32 +141,6 @@ def write_manifest(path, manifest: dict) -> Path:
 
 def is_manifest(path) -> bool:
     return Path(path).is_file() and Path(path).suffix.lower() == ".json"
-
-
-def read_manifest(path) -> dict:
-    path = Path(path)
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: unreadable calibration manifest ({e})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise UserError(f"{path}: not a calibration manifest (format {manifest.get('format') if isinstance(manifest, dict) else None!r}, "
-                        f"expected {FORMAT!r}); make one with 'edge-seg calibrate'")
-    if not manifest.get("files"):
-        raise UserError(f"{path}: the calibration set is empty; re-run 'edge-seg calibrate' with --n > 0")
-    return manifest
-
-
-def manifest_root(manifest: dict, manifest_path, root_override=None) -> Path:
-    if root_override:
-        root = Path(root_override)
-    else:
-        recorded = Path(manifest["dataset"]["root"])
-        root = recorded if recorded.is_absolute() else (Path(manifest_path).resolve().parent / recorded)
-    if not root.is_dir():
-        raise UserError(f"{manifest_path}: dataset root {root} not found; pass the dataset folder "
-                        f"with --calibration-root")
-    return root.resolve()
 
 
 def load_manifest_samples(path, input_size=None, root_override=None):
@@ -211,7 +166,7 @@ def load_manifest_samples(path, input_size=None, root_override=None):
     if ds.get("fingerprint") and fingerprint(split_samples, root) != ds["fingerprint"]:
         raise UserError(f"{path}: the dataset under {root} differs from the one the manifest was made "
                         f"from (fingerprint mismatch); re-run 'edge-seg calibrate'")
-    by_image = {_rel(s.image, root): s for s in split_samples}
+    by_image = {relative(s.image, root): s for s in split_samples}
     unknown = [f["image"] for f in manifest["files"] if f["image"] not in by_image]
     if unknown:
         raise UserError(f"{path}: {len(unknown)} listed frame(s) are not image/mask pairs of the "

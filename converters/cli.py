@@ -138,16 +138,29 @@ def _scratch_tempdir():
                    "at its own input size, so sizes from 'convert --sizes' compare fairly "
                    "[default: at the label resolution when the input sizes differ, else at the "
                    "model's]")
-@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False))
-@click.option("--markdown", "md_out", default=None, type=click.Path(dir_okay=False))
+@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False),
+              help="write the full result as JSON")
+@click.option("--markdown", "md_out", default=None, type=click.Path(dir_okay=False),
+              help="write the tables as Markdown")
+@click.option("--record/--no-record", default=True, show_default=True,
+              help="write each .tflite variant's measured accuracy into its metadata (the "
+                   "'accuracy' entry of its sidecar .json: mIoU(7) drop vs the float model, per "
+                   "category, the labelled set and the agreement), which 'edge-seg tune "
+                   "--max-drop' budgets by")
 def compare(float_model, models, root, split, fmt, threads, max_frames, max_drop, max_category_drop,
-            at_label_resolution, json_out, md_out):
+            at_label_resolution, json_out, md_out, record):
     """Score FLOAT_MODEL and every variant MODEL on the same frames: size, mIoU(7), drop vs
     float, agreement with the float predictions, worst category, latency, GPU verdict.
-    Variants of other input sizes (convert --sizes) are scored at the label resolution."""
+    Variants of other input sizes (convert --sizes) are scored at the label resolution.
+
+    \b
+    Example:
+      edge-seg compare models/unet-mobilenetv2-camvid.keras models/*-int8.tflite \\
+          --data ../shared/datasets/camvid --split val --markdown compare.md
+    """
     from edge.model_meta import atomic_write_bytes, atomic_write_json
 
-    from .compare import check_budgets, format_markdown, format_text, run_compare
+    from .compare import check_budgets, format_markdown, format_text, record_accuracy, run_compare
 
     def progress(i, total):
         click.echo(f"\rscoring {i}/{total} frames", nl=i == total, err=True)
@@ -162,6 +175,9 @@ def compare(float_model, models, root, split, fmt, threads, max_frames, max_drop
     if md_out:
         limits = max_drop is not None or max_category_drop is not None
         atomic_write_bytes(md_out, format_markdown(result, problems if limits else None).encode())
+    if record:
+        for path in record_accuracy(result, log=lambda m: click.echo(f"note: {m}", err=True)):
+            click.echo(f"accuracy recorded in {path}")
     if problems:
         for p in problems:
             click.echo(f"budget exceeded: {p}", err=True)

@@ -22,7 +22,9 @@ import numpy as np
 
 from edge.errors import UserError
 from edge.labels import CATEGORY_NAMES
-from edge.metrics import SegMetrics, category_scores, confusion_matrix
+from edge.manifest import fingerprint
+from edge.metrics import (SegMetrics, agreement_from_cm, confusion_matrix, drop_points,
+                           latency_percentiles)
 from edge.preprocess import normalize, quantize_input, resize_image, resize_mask
 
 INT8_VARIANTS = ("int8", "qat-int8")
@@ -139,14 +141,11 @@ def latency_ms(fn, runs: int = 20, warmup: int = 3) -> dict:
         t = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t) * 1e3)
-    return {"p50": float(np.percentile(times, 50)), "p90": float(np.percentile(times, 90)), "runs": runs}
+    p = latency_percentiles(times)
+    return {"p50": p["p50"], "p90": p["p90"], "runs": runs}
 
 
 # ------------------------------------------------------------------ comparison
-
-def _points(a, b) -> float:
-    return float((a - b) * 100.0) if not (math.isnan(a) or math.isnan(b)) else float("nan")
-
 
 def _label_frames(chunk):
     """(full-size RGB images, masks at label resolution) of a chunk of samples."""
@@ -163,19 +162,8 @@ def _label_frames(chunk):
     return images, gts
 
 
-def run_compare(float_path, variant_paths, data_root, split: str = "val", threads: int = 2,
-                fmt: str = "auto", max_frames: int | None = None, latency_runs: int = 20,
-                batch: int = 8, log=None, at_label_resolution: bool | None = None) -> dict:
-    """Score the float model and every variant on the same frames.
-
-    ``at_label_resolution``: each model gets the frame at its own input size and its mask is
-    upsampled (NEAREST) to the label's size before scoring, so variants of different input
-    sizes (``edge-seg convert --sizes``) compare fairly; agreement with the float model is
-    measured there too. None (default): on when the input sizes differ, else everything is
-    scored at the float model's input size as before.
-    """
-    from train.datasets import load_split, read_pair
-
+def _open_runners(float_path, variant_paths, threads: int, at_label_resolution):
+    """(float runner, variant runners, at_label_resolution decided)."""
     if not variant_paths:
         raise UserError("compare: name at least one variant model after the float model")
     set_tf_threads(threads)
@@ -189,92 +177,171 @@ def run_compare(float_path, variant_paths, data_root, split: str = "val", thread
         raise UserError(f"{v.path}: input {v.size[0]}x{v.size[1]} differs from the float model's "
                         f"{reference.size[0]}x{reference.size[1]}; models of different sizes are "
                         "compared at the label resolution (--at-label-resolution)")
+    return reference, variants, at_label_resolution
+
+
+def _chunk_frames(chunk, size, at_label_resolution: bool):
+    """(frames as shown, ground truths, frames_at(model size) -> RGB batch) of a chunk."""
+    from train.datasets import read_pair
+
+    if at_label_resolution:
+        images, gts = _label_frames(chunk)
+        cache = {}
+
+        def frames_at(sz):
+            if sz not in cache:
+                cache[sz] = np.stack([resize_image(im, sz) for im in images])
+            return cache[sz]
+        return images, gts, frames_at
+    pairs = [read_pair(s, size, purpose="eval") for s in chunk]
+    rgb = np.stack([p[0] for p in pairs])
+    return list(rgb), [p[1] for p in pairs], lambda sz: rgb
+
+
+def _score_chunk(runners, frames_at, gts, at_label_resolution: bool, metrics, agree_cm) -> None:
+    """Add one chunk to every runner's scores and every variant's agreement with the float
+    model (runners[0])."""
+    ref_pred = None
+    for k, runner in enumerate(runners):
+        pred = list(runner.predict_masks(frames_at(tuple(runner.size))))
+        if at_label_resolution:
+            pred = [resize_mask(m, (gt.shape[1], gt.shape[0])) for m, gt in zip(pred, gts)]
+        for gt, m in zip(gts, pred):
+            metrics[k].update(gt, m)
+        if k == 0:
+            ref_pred = pred
+        else:
+            for r, m in zip(ref_pred, pred):
+                agree_cm[k] = agree_cm[k] + confusion_matrix(r, m)
+
+
+def _row(runner, res, ref_result, agree_cm, first_rgb, latency_runs: int) -> dict:
+    row = {
+        "model": str(runner.path), "file": runner.path.name, "kind": runner.kind,
+        "format": runner.variant, "size_bytes": runner.path.stat().st_size,
+        "input_size": list(runner.size),
+        "miou7": res["miou7"], "iou": res["iou"],
+        "latency_ms": latency_ms(runner.timer(first_rgb), latency_runs),
+        "gpu": (runner.meta.get("gpu") or {}).get("verdict") if runner.meta else None,
+        "io": (runner.meta.get("quantization") or {}).get("io") if runner.meta else "float32",
+    }
+    if agree_cm is None:  # the float model itself
+        row.update(drop_points=0.0, pixel_agreement=1.0, worst_category=None,
+                   worst_category_drop=0.0, iou_drop_points={c: 0.0 for c in CATEGORY_NAMES[1:]})
+        return row
+    agree = agreement_from_cm(agree_cm)
+    drops = {c: drop_points(ref_result["iou"][c], res["iou"][c]) for c in CATEGORY_NAMES[1:]}
+    finite = {c: d for c, d in drops.items() if not math.isnan(d)}
+    worst = max(finite, key=finite.get) if finite else None
+    row.update(drop_points=drop_points(ref_result["miou7"], res["miou7"]),
+               pixel_agreement=agree["pixel_agreement"], agreement_miou7=agree["miou7"],
+               worst_category=worst, worst_category_drop=finite.get(worst, float("nan")),
+               iou_drop_points=drops)
+    return row
+
+
+def labelled_set(data_root, split: str, samples) -> dict:
+    """What a score was measured on: the dataset's folder name, split, frame count and the
+    fingerprint of those frames (edge.manifest.fingerprint, as calibration manifests use)."""
+    root = Path(data_root)
+    return {"name": root.resolve().name, "split": split, "frames": len(samples),
+            "fingerprint": fingerprint(samples, root)}
+
+
+def run_compare(float_path, variant_paths, data_root, split: str = "val", threads: int = 2,
+                fmt: str = "auto", max_frames: int | None = None, latency_runs: int = 20,
+                batch: int = 8, log=None, at_label_resolution: bool | None = None) -> dict:
+    """Score the float model and every variant on the same frames.
+
+    ``at_label_resolution``: each model gets the frame at its own input size and its mask is
+    upsampled (NEAREST) to the label's size before scoring, so variants of different input
+    sizes (``edge-seg convert --sizes``) compare fairly; agreement with the float model is
+    measured there too. None (default): on when the input sizes differ, else everything is
+    scored at the float model's input size as before.
+    """
+    from train.datasets import load_split
+
+    reference, variants, at_label_resolution = _open_runners(float_path, variant_paths, threads,
+                                                             at_label_resolution)
     samples = load_split(data_root, fmt, split)
     if max_frames:
         samples = samples[:max_frames]
     size = tuple(reference.size)
-
     runners = [reference] + variants
     metrics = [SegMetrics() for _ in runners]
     agree_cm = [None] + [0 for _ in variants]  # confusion matrices vs the float model's masks
     first = None
     for start in range(0, len(samples), batch):
-        chunk = samples[start:start + batch]
-        if at_label_resolution:
-            images, gts = _label_frames(chunk)
-            cache = {}
-
-            def frames_at(sz, images=images, cache=cache):
-                if sz not in cache:
-                    cache[sz] = np.stack([resize_image(im, sz) for im in images])
-                return cache[sz]
-        else:
-            pairs = [read_pair(s, size, purpose="eval") for s in chunk]
-            rgb = np.stack([p[0] for p in pairs])
-            gts = [p[1] for p in pairs]
-            images = list(rgb)
-
-            def frames_at(sz, rgb=rgb):
-                return rgb
-        if first is None:
-            first = images[0]
-        ref_pred = None
-        for k, runner in enumerate(runners):
-            pred = list(runner.predict_masks(frames_at(tuple(runner.size))))
-            if at_label_resolution:
-                pred = [resize_mask(m, (gt.shape[1], gt.shape[0])) for m, gt in zip(pred, gts)]
-            for gt, m in zip(gts, pred):
-                metrics[k].update(gt, m)
-            if k == 0:
-                ref_pred = pred
-            else:
-                for r, m in zip(ref_pred, pred):
-                    agree_cm[k] = agree_cm[k] + confusion_matrix(r, m)
+        images, gts, frames_at = _chunk_frames(samples[start:start + batch], size, at_label_resolution)
+        first = images[0] if first is None else first
+        _score_chunk(runners, frames_at, gts, at_label_resolution, metrics, agree_cm)
         if log:
             log(min(start + batch, len(samples)), len(samples))
 
-    rows = []
     ref_result = metrics[0].result()
-    for k, runner in enumerate(runners):
-        res = metrics[k].result()
-        first_rgb = resize_image(first, tuple(runner.size)) if at_label_resolution else first
-        row = {
-            "model": str(runner.path), "file": runner.path.name, "kind": runner.kind,
-            "format": runner.variant, "size_bytes": runner.path.stat().st_size,
-            "input_size": list(runner.size),
-            "miou7": res["miou7"], "iou": res["iou"],
-            "latency_ms": latency_ms(runner.timer(first_rgb), latency_runs),
-            "gpu": (runner.meta.get("gpu") or {}).get("verdict") if runner.meta else None,
-            "io": (runner.meta.get("quantization") or {}).get("io") if runner.meta else "float32",
-        }
-        if k == 0:
-            row.update(drop_points=0.0, pixel_agreement=1.0, worst_category=None,
-                       worst_category_drop=0.0, iou_drop_points={c: 0.0 for c in CATEGORY_NAMES[1:]})
-        else:
-            agree = _agreement(agree_cm[k])
-            drops = {c: _points(ref_result["iou"][c], res["iou"][c]) for c in CATEGORY_NAMES[1:]}
-            finite = {c: d for c, d in drops.items() if not math.isnan(d)}
-            worst = max(finite, key=finite.get) if finite else None
-            row.update(drop_points=_points(ref_result["miou7"], res["miou7"]),
-                       pixel_agreement=agree["pixel_agreement"], agreement_miou7=agree["miou7"],
-                       worst_category=worst, worst_category_drop=finite.get(worst, float("nan")),
-                       iou_drop_points=drops)
-        rows.append(row)
+    rows = [_row(runner, metrics[k].result(), ref_result, agree_cm[k],
+                 resize_image(first, tuple(runner.size)) if at_label_resolution else first, latency_runs)
+            for k, runner in enumerate(runners)]
     return {"float_model": str(float_path), "data": str(data_root), "split": split,
             "frames": len(samples), "input_size": list(size), "threads": threads,
             "scored_at": "label resolution" if at_label_resolution else "model resolution",
-            "rows": rows}
+            "labelled_set": labelled_set(data_root, split, samples), "rows": rows}
 
 
-def _agreement(cm) -> dict:
-    """What edge.metrics.agreement gives for all the frames at once, from their summed
-    confusion matrix (float model's masks as rows)."""
-    cm = np.asarray(cm, np.int64)
-    iou = category_scores(cm)["iou"][1:]
-    iou = iou[~np.isnan(iou)]
-    total = cm.sum()
-    return {"miou7": float(iou.mean()) if iou.size else float("nan"),
-            "pixel_agreement": float(np.trace(cm) / total) if total else float("nan")}
+# ------------------------------------------------------------------ recording
+
+def _float_source_sha(float_path) -> str:
+    """The sha256 of the float model the variants should have been converted from: the
+    file itself (.keras), or the source recorded in a float .tflite's metadata."""
+    from edge.model_meta import file_sha256, read_meta
+    if Path(float_path).suffix == ".tflite":
+        source = (read_meta(float_path).get("source_model") or {}).get("sha256")
+        if source:
+            return source
+    return file_sha256(float_path)
+
+
+def accuracy_record(result: dict, row: dict) -> dict:
+    """The ``accuracy`` entry of a variant's metadata from one row of ``run_compare``."""
+    from datetime import datetime, timezone
+    ref = result["rows"][0]
+
+    def num(v):
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), 6)
+    return {
+        "drop_miou7": num(row["drop_points"]),
+        "miou7": num(row["miou7"]),
+        "float_miou7": num(ref["miou7"]),
+        "per_category": {c: num(d) for c, d in row["iou_drop_points"].items()},
+        "labelled_set": dict(result["labelled_set"]),
+        "agreement": {"miou7": num(row.get("agreement_miou7")), "pixels": num(row["pixel_agreement"])},
+        "float_model": Path(result["float_model"]).name,
+        "scored_at": result["scored_at"],
+        "measured": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+    }
+
+
+def record_accuracy(result: dict, log=None) -> list[Path]:
+    """Write each .tflite variant's measured accuracy into its metadata (the sidecar .json,
+    replaced atomically), so ``edge-seg tune`` can budget by it on any device. A variant
+    converted from another float model than the one scored against is left unchanged."""
+    from edge.model_meta import atomic_write_json, read_meta, sidecar_path
+    source = _float_source_sha(result["float_model"])
+    written = []
+    for row in result["rows"][1:]:
+        if row["kind"] != "tflite":
+            continue
+        meta = read_meta(row["model"])
+        twin = (meta.get("source_model") or {}).get("sha256")
+        if twin and twin != source:
+            if log:
+                log(f"not recorded in {row['file']}: it was converted from another float model "
+                    f"(sha256 {twin[:12]}) than {Path(result['float_model']).name}")
+            continue
+        meta["accuracy"] = accuracy_record(result, row)
+        atomic_write_json(sidecar_path(row["model"]), meta)
+        written.append(sidecar_path(row["model"]))
+    return written
 
 
 def check_budgets(result: dict, max_drop: float | None = None, max_category_drop: float | None = None,

@@ -190,13 +190,36 @@ def set_label_result(pixels: np.ndarray, inside: np.ndarray, exact_pixels: int) 
                        for code in np.flatnonzero(pixels)}}
 
 
+def agreement_from_cm(cm) -> dict:
+    """Agreement from a confusion matrix of a reference's masks (rows, e.g. the float
+    model's) against another model's (columns), summed over any number of frames: mIoU(7)
+    with the reference as ground truth, per-category IoU and pixel agreement."""
+    cm = np.asarray(cm, np.int64)
+    s = category_scores(cm)
+    total = cm.sum()
+    return {"miou7": _nanmean(s["iou"][1:]),
+            "iou": dict(zip(CATEGORY_NAMES, map(float, s["iou"]))),
+            "pixel_agreement": float(np.trace(cm) / total) if total else float("nan"),
+            "confusion_matrix": cm}
+
+
 def agreement(reference: np.ndarray, other: np.ndarray) -> dict:
     """How far ``other`` (e.g. the int8 mask) is from ``reference`` (the float mask):
     mIoU(7) with the reference as ground truth, per-category IoU and pixel agreement."""
-    cm = confusion_matrix(reference, other)
-    s = category_scores(cm)
-    return {"miou7": _nanmean(s["iou"][1:]),
-            "iou": dict(zip(CATEGORY_NAMES, map(float, s["iou"]))),
-            "pixel_agreement": float(np.trace(cm) / cm.sum()) if cm.sum() else float("nan"),
-            "confusion_matrix": cm}
+    return agreement_from_cm(confusion_matrix(reference, other))
 
+
+def drop_points(before: float, after: float) -> float:
+    """How much a score (0..1) fell from ``before`` to ``after``, in points (x100);
+    NaN when either is NaN."""
+    if before is None or after is None or np.isnan(before) or np.isnan(after):
+        return float("nan")
+    return float((before - after) * 100.0)
+
+
+def latency_percentiles(times_ms, qs=(50, 90)) -> dict:
+    """{"p50": ..., "p90": ..., "mean": ...} of latencies in ms (NaN when there are none)."""
+    times = np.asarray(times_ms, np.float64)
+    if not times.size:
+        return {**{f"p{q}": float("nan") for q in qs}, "mean": float("nan")}
+    return {**{f"p{q}": float(np.percentile(times, q)) for q in qs}, "mean": float(times.mean())}

@@ -2,9 +2,9 @@
 
 The models ship inside the package ``edge.models`` (the top-level ``models/`` folder,
 see pyproject.toml), each ``X.tflite`` with its sidecar ``X.json``. The first file of
-``PREFERENCE`` that is installed is the default; the randomly initialised placeholder
-is the last resort so that ``edge-seg run --source demo`` works before the reference
-model is trained, and the banner says loudly when it is the one running.
+``PREFERENCE`` that is installed is the default. A model whose metadata calls it a
+randomly initialised placeholder (``is_placeholder``) still runs, and the banner says
+loudly that its masks mean nothing.
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from .errors import UserError
 PACKAGE = "edge.models"
 PREFERENCE = (
     "unet-mobilenetv2-camvid-int8.tflite",  # the reference int8 model
-    "random-init-int8.tflite",              # placeholder: random weights, meaningless masks
 )
 PLACEHOLDER_VARIANT = "random-init"
 

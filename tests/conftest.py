@@ -12,6 +12,8 @@ from train.tf_env import use_legacy_keras
 use_legacy_keras()
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = REPO / "tests"
+MODEL_BUILDER = TESTS / "model_builder.py"
 SHARED = REPO.parent / "shared" / "datasets"
 CAMVID = SHARED / "camvid"
 CITYSCAPES_SAMPLE = SHARED / "cityscapes-sample"
@@ -71,8 +73,8 @@ def _runtime_models_key() -> str:
     import hashlib
     from importlib.metadata import PackageNotFoundError, version
     h = hashlib.sha256()
-    for name in ("benchmarks/make_placeholder_model.py", "edge/model_meta.py"):
-        h.update((REPO / name).read_bytes())
+    for path in (MODEL_BUILDER, REPO / "edge" / "model_meta.py"):
+        h.update(path.read_bytes())
     try:
         h.update(version("tensorflow").encode())
     except PackageNotFoundError:
@@ -84,7 +86,7 @@ def _runtime_models_key() -> str:
 def tiny_models(request) -> dict:
     """Tiny U-Nets (128x64) as .tflite + sidecar: {'fp32', 'int8', 'uint8'} of one net and
     'other' (fp32, different random weights). Built once with TensorFlow in a subprocess by
-    benchmarks/make_placeholder_model.py, cached in .pytest_cache across sessions."""
+    tests/model_builder.py, cached in .pytest_cache across runs."""
     import subprocess
     key = _runtime_models_key()
     if not key:
@@ -95,7 +97,7 @@ def tiny_models(request) -> dict:
     if not all(p.is_file() and p.with_suffix(".json").is_file() for p in wanted.values()):
         size = "x".join(map(str, RUNTIME_MODEL_SIZE))
         for name, seed, kinds in (("tiny", 1, "fp32,int8,uint8"), ("other", 2, "fp32")):
-            cmd = [sys.executable, "-m", "benchmarks.make_placeholder_model", "--out", str(root),
+            cmd = [sys.executable, str(MODEL_BUILDER), "--out", str(root),
                    "--size", size, "--widths", "8,16,24", "--seed", str(seed), "--kinds", kinds,
                    "--name", name]
             out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
@@ -112,7 +114,8 @@ def tiny_onnx(request, tiny_models) -> Path:
         pytest.skip("the ONNX path needs tf2onnx and onnxruntime")
     path = tiny_models["fp32"].parent / "tiny-fp32.onnx"
     if not (path.is_file() and path.with_suffix(".json").is_file()):
-        code = ("from benchmarks.make_placeholder_model import build_unet\n"
+        code = (f"import sys\nsys.path.insert(0, {str(TESTS)!r})\n"
+                "from model_builder import build_unet\n"
                 "from converters.onnx_export import export_onnx\n"
                 f"export_onnx(build_unet({RUNTIME_MODEL_SIZE!r}, (8, 16, 24), seed=1), {str(path)!r})\n")
         out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
@@ -136,7 +139,7 @@ def write_video(path: Path, frames, fps: float = 15.0) -> Path:
 
 def street_frames(n: int, size=(320, 160), seed: int = 0):
     """Synthetic street-coloured frames without the scenes package (see the model builder)."""
-    from benchmarks.make_placeholder_model import street_images
+    from model_builder import street_images
     return list(street_images(size, n, seed))
 
 

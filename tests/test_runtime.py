@@ -10,6 +10,7 @@ from conftest import RUNTIME_MODEL_SIZE, street_frames
 from edge import backends, zoo
 from edge.errors import UserError
 from edge.labels import NUM_CATEGORIES, colors_bgr
+from edge.model_meta import read_meta
 from edge.overlay import Overlay, colorize, hud_lines
 from edge.segmenter import Result, Segmenter
 from edge.timing import LatencyStats
@@ -167,8 +168,11 @@ def test_default_model_prefers_the_reference(monkeypatch):
     path = zoo.default_model()
     assert path.is_file() and path.with_suffix(".json").is_file()
     assert path.name in zoo.PREFERENCE
-    assert zoo.PREFERENCE[-1] == "random-init-int8.tflite"
-    # the placeholder is the fallback only: a present reference wins
+    # only the product's models ship: no randomly initialised placeholder among them
+    bundled = zoo.bundled_models()
+    assert path in bundled
+    assert not [p for p in bundled if "random-init" in p.name or zoo.is_placeholder(read_meta(p))]
+    assert not any("random-init" in name for name in zoo.PREFERENCE)
     monkeypatch.setattr(zoo, "PREFERENCE", ("no-such-model.tflite", path.name))
     assert zoo.default_model() == path
     monkeypatch.setattr(zoo, "PREFERENCE", ("no-such-model.tflite",))
@@ -176,15 +180,21 @@ def test_default_model_prefers_the_reference(monkeypatch):
         zoo.default_model()
 
 
-def test_bundled_placeholder_runs_and_says_so(monkeypatch):
-    # the fallback default when no reference model is installed
-    monkeypatch.setattr(zoo, "PREFERENCE", ("no-such-model.tflite", "random-init-int8.tflite"))
-    seg = Segmenter(threads=1)
-    assert seg.path.name == "random-init-int8.tflite"
-    assert seg.is_placeholder and seg.input_size == (512, 256)
-    assert seg.path.stat().st_size < 1_000_000
-    result = seg(np.zeros((256, 512, 3), np.uint8))
-    assert result.mask.shape == (256, 512)
+def test_a_placeholder_model_runs_and_says_so(tiny_models, tmp_path, capsys):
+    # a model whose metadata calls it randomly initialised: the banner warns
+    from edge.model_meta import make_meta, write_meta
+    from edge.run import RunOptions, run_pipeline
+    model = tmp_path / "random-init-int8.tflite"
+    shutil.copy(tiny_models["int8"], model)
+    write_meta(model, make_meta(RUNTIME_MODEL_SIZE, zoo.PLACEHOLDER_VARIANT))
+    seg = Segmenter(model, threads=1)
+    assert seg.is_placeholder and seg.input_size == RUNTIME_MODEL_SIZE
+    assert not Segmenter(tiny_models["int8"], threads=1).is_placeholder
+    result = seg(np.zeros((64, 128, 3), np.uint8))
+    assert result.mask.shape == (64, 128)
+    run_pipeline(RunOptions(source="demo", model=str(model), show=False, max_frames=2))
+    out = capsys.readouterr().out
+    assert "WARNING: this is the randomly initialised placeholder model" in out
 
 
 def test_overlay_views_colours_legend_hud():

@@ -289,3 +289,179 @@ def test_drop_against_ground_truth_labels(variants_dir, tmp_path):
     assert p["drop_basis"].startswith("ground-truth") and p["reference"]["miou7_labels"] == 1.0
     one_error(edge_seg("tune", "--models", variants_dir, *FAST, "--drop-vs", "labels"),
               "needs --frames MANIFEST.json")
+
+
+# ------------------------------------------------------------------ recorded accuracy and the guard
+
+def test_the_recorded_drop_is_the_budget_and_agreement_the_fallback():
+    """int8 rounding moves boundary pixels: agreement 96% (a 4-point 'drop') although the
+    labelled set says it loses 0.007 point. The recorded drop decides; a variant without
+    one falls back to agreement, and each row says which basis it used."""
+    rows = [dict(file="fp16", fps=10.0, agreement=1.0, recorded_drop=0.0),
+            dict(file="int8", fps=19.0, agreement=0.962, recorded_drop=0.007),
+            dict(file="qat", fps=18.0, agreement=0.967, recorded_drop=0.6),
+            dict(file="unrecorded-int8", fps=25.0, agreement=0.962)]
+    chosen = choose(rows, max_drop=0.5)
+    assert chosen["file"] == "int8" and chosen["drop_basis"] == "recorded"
+    by = {r["file"]: r for r in rows}
+    assert by["int8"]["drop"] == pytest.approx(0.007)
+    assert by["qat"]["drop_basis"] == "recorded" and by["qat"]["why"] == "drop > 0.5"
+    assert by["unrecorded-int8"]["drop_basis"] == "agreement"
+    assert by["unrecorded-int8"]["drop"] == pytest.approx(3.8) and not by["unrecorded-int8"]["in_budget"]
+    assert choose(rows, max_drop=4.0)["file"] == "unrecorded-int8"
+
+
+def test_the_guard_rejects_a_variant_that_computes_differently_here():
+    from edge.tune_choose import GUARD_MARGIN
+    recorded = 0.993
+    rows = [dict(file="fp16", fps=10.0, agreement=1.0, pixel_agreement=1.0),
+            dict(file="int8", fps=19.0, agreement=0.5, pixel_agreement=0.61, recorded_drop=0.007,
+                 recorded_pixels=recorded),
+            dict(file="int8-other-frames", fps=18.0, agreement=0.9,
+                 pixel_agreement=recorded - (GUARD_MARGIN - 0.5) / 100, recorded_drop=0.007,
+                 recorded_pixels=recorded)]
+    chosen = choose(rows, max_drop=0.5)
+    by = {r["file"]: r for r in rows}
+    assert not by["int8"]["in_budget"] and by["int8"]["why"].startswith("computes differently here")
+    assert "61.0% vs 99.3% recorded" in by["int8"]["why"]
+    # frames unlike the labelled set cost a few points of agreement: within the margin
+    assert chosen["file"] == "int8-other-frames"
+    # the guard holds whatever the budget, and for --target-fps too
+    assert choose([dict(r) for r in rows], max_drop=100)["file"] == "int8-other-frames"
+    assert choose([dict(r) for r in rows], target_fps=19)["file"] != "int8"
+    # a variant of another input size computes something else by design: not guarded
+    other_size = dict(file="int8-384x192", fps=30.0, agreement=0.58, pixel_agreement=0.834,
+                      recorded_drop=0.3, recorded_pixels=0.959, guarded=False)
+    assert choose([dict(r) for r in rows] + [other_size], max_drop=0.5)["file"] == "int8-384x192"
+    # the margin users read in --help is the one applied
+    from click.testing import CliRunner
+
+    from edge.tune import tune
+    helped = " ".join(CliRunner().invoke(tune, ["--help"]).output.split())
+    assert f"more than {GUARD_MARGIN:g} points below the recorded one" in helped
+
+
+class CorruptingInterpreter:
+    """A stand-in for a broken delegate: the model runs, its logits come out shuffled
+    between categories (as wrong int8 kernels on an emulator did)."""
+
+    def __init__(self, interpreter):
+        self._interpreter = interpreter
+        self.invocations = 0
+
+    def get_tensor(self, index):
+        out = self._interpreter.get_tensor(index)
+        if index == self._interpreter.get_output_details()[0]["index"]:
+            self.invocations += 1
+            return np.roll(out, 3, axis=-1)
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self._interpreter, name)
+
+
+def test_tune_rejects_an_int8_variant_a_backend_computes_wrongly(variants_dir, tmp_path, monkeypatch, capsys):
+    from edge import backends
+    from edge.model_meta import read_meta, sidecar_path, atomic_write_json
+    from edge.tune import TuneOptions, tune_device
+
+    (variants_dir / "tiny-randomised.tflite").unlink()
+    options = dict(models=str(variants_dir), n_frames=3, seconds=0.05, warmup=1, threads="1",
+                   delegates="xnnpack", progress=False, save_profile=False, max_drop=0.5)
+    honest = {r["file"]: r for r in tune_device(TuneOptions(**options))["table"]}
+    assert honest["tiny-int8.tflite"]["drop_basis"] == "agreement"
+    # what compare would record on a labelled set: this int8's agreement, a small drop
+    int8 = variants_dir / "tiny-int8.tflite"
+    meta = read_meta(int8)
+    meta["accuracy"] = {"drop_miou7": 0.1, "per_category": {},
+                        "labelled_set": {"name": "scenes", "split": "val", "frames": 3, "fingerprint": "0"},
+                        "agreement": {"miou7": honest["tiny-int8.tflite"]["agreement"],
+                                      "pixels": honest["tiny-int8.tflite"]["pixel_agreement"]}}
+    atomic_write_json(sidecar_path(int8), meta)
+    recorded = {r["file"]: r for r in tune_device(TuneOptions(**options))["table"]}
+    assert recorded["tiny-int8.tflite"]["drop_basis"] == "recorded"
+    assert recorded["tiny-int8.tflite"]["drop"] == 0.1 and recorded["tiny-int8.tflite"]["in_budget"]
+
+    real = backends.load_interpreter
+    stand_ins = []
+
+    def corrupting(path, *args, **kwargs):
+        interpreter, info = real(path, *args, **kwargs)
+        if Path(path).name == "tiny-int8.tflite":
+            stand_ins.append(CorruptingInterpreter(interpreter))
+            return stand_ins[-1], info
+        return interpreter, info
+    monkeypatch.setattr(backends, "load_interpreter", corrupting)
+    capsys.readouterr()
+    result = tune_device(TuneOptions(**options))
+    out = capsys.readouterr().out
+    assert stand_ins and sum(s.invocations for s in stand_ins) > 0
+    rows = {r["file"]: r for r in result["table"]}
+    bad = rows["tiny-int8.tflite"]
+    assert not bad["in_budget"] and "computes differently here" in bad["why"]
+    assert bad["drop_basis"] == "recorded" and bad["drop"] == 0.1  # within budget, still rejected
+    assert result["model"]["path"].endswith("tiny-fp32.tflite")
+    line = next(x for x in out.splitlines() if "tiny-int8.tflite" in x and "xnnpack" in x)
+    assert line.startswith("x") and "computes differently here" in line and "recorded" in line
+
+
+def test_compare_records_accuracy_that_tune_reads(tiny_models, tmp_path):
+    """converters.compare.record_accuracy writes the drop, per category, the labelled set
+    and the agreement into the variant's sidecar (replacing it whole); a variant converted
+    from another float model is left alone."""
+    pytest.importorskip("tensorflow")
+    from converters.compare import record_accuracy
+    from edge.model_meta import file_sha256, read_meta
+    from edge.tune_variants import discover
+
+    float_model = copy_model(tiny_models["fp32"], tmp_path / "tiny-fp32.tflite", "fp32")
+    twin = copy_model(tiny_models["int8"], tmp_path / "tiny-int8.tflite", "int8",
+                      source_model={"file": "tiny-fp32.tflite", "sha256": file_sha256(float_model)})
+    stranger = copy_model(tiny_models["uint8"], tmp_path / "tiny-uint8.tflite", "int8",
+                          source_model={"file": "other.keras", "sha256": "f" * 64})
+    before = stranger.with_suffix(".json").read_bytes()
+    drops = {"flat": 0.2, "construction": -0.1, "object": 1.0, "nature": 0.0, "sky": 0.0,
+             "human": float("nan"), "vehicle": 0.3}
+
+    def row(path, kind="tflite", **extra):
+        return dict(model=str(path), file=path.name, kind=kind, miou7=0.7, drop_points=0.25,
+                    pixel_agreement=0.99, agreement_miou7=0.95, iou_drop_points=drops, **extra)
+    result = {"float_model": str(float_model), "scored_at": "model resolution",
+              "labelled_set": {"name": "camvid", "split": "val", "frames": 101, "fingerprint": "ab" * 32},
+              "rows": [dict(row(float_model), miou7=0.72), row(twin), row(stranger)]}
+    notes = []
+    written = record_accuracy(result, log=notes.append)
+    assert written == [twin.with_suffix(".json")]
+    acc = read_meta(twin)["accuracy"]
+    assert acc["drop_miou7"] == 0.25 and acc["float_miou7"] == 0.72
+    assert acc["per_category"]["object"] == 1.0 and acc["per_category"]["human"] is None
+    assert acc["labelled_set"] == result["labelled_set"]
+    assert acc["agreement"] == {"miou7": 0.95, "pixels": 0.99}
+    assert read_meta(twin)["variant"] == "int8"          # the rest of the metadata is kept
+    assert stranger.with_suffix(".json").read_bytes() == before
+    assert len(notes) == 1 and "another float model" in notes[0]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+    by = {v.name: v for v in discover(tmp_path)[0]}
+    assert by["tiny-int8.tflite"].recorded == {"drop": 0.25, "pixels": 0.99, "on": "camvid val, 101 frames"}
+    assert by["tiny-uint8.tflite"].recorded is None
+
+
+def test_agreement_over_frames_drop_and_percentiles_have_one_home():
+    """Agreement summed over frames equals the agreement of the frames side by side; drop
+    and latency percentiles as numpy computes them."""
+    from edge.metrics import agreement, agreement_from_cm, confusion_matrix, drop_points, latency_percentiles
+    rng = np.random.default_rng(3)
+    refs = [rng.integers(0, 8, (20, 30)).astype(np.uint8) for _ in range(3)]
+    others = [np.where(rng.random(r.shape) < 0.9, r, rng.integers(0, 8, r.shape)).astype(np.uint8)
+              for r in refs]
+    summed = agreement_from_cm(sum(confusion_matrix(r, o) for r, o in zip(refs, others)))
+    joined = agreement(np.concatenate(refs, 1), np.concatenate(others, 1))
+    assert summed["miou7"] == pytest.approx(joined["miou7"])
+    assert summed["pixel_agreement"] == pytest.approx(
+        np.mean(np.concatenate(refs, 1) == np.concatenate(others, 1)))
+    assert drop_points(0.7703, 0.7696) == pytest.approx(0.07)
+    assert math.isnan(drop_points(float("nan"), 0.5))
+    times = rng.lognormal(3, 0.5, 101)
+    p = latency_percentiles(times)
+    assert p["p50"] == np.percentile(times, 50) and p["p90"] == np.percentile(times, 90)
+    assert p["mean"] == pytest.approx(times.mean())

@@ -1,39 +1,38 @@
-"""Build the randomly initialised placeholder model shipped in models/ (and tiny test models).
+"""Randomly initialised test models: small U-Nets as .tflite with their sidecar.
 
-    python -m benchmarks.make_placeholder_model              # models/random-init-int8.{tflite,json}
-    python -m benchmarks.make_placeholder_model --out DIR --size 128x64 --widths 8,16,24 \\
+    python tests/model_builder.py --out DIR --size 128x64 --widths 8,16,24 \\
         --seed 1 --kinds fp32,int8,uint8 --name tiny
 
-The placeholder lets ``make demo`` run before the reference model is trained: a small
-U-Net of depthwise-separable blocks (stride-2 encoder, bilinear x2 decoder with skips,
-8 logits at input resolution) with random weights, converted with tf.lite.TFLiteConverter
-(fp32, or full integer with int8/uint8 input and output, calibrated on synthetic
-street-coloured images) and described by an edge.model_meta sidecar. Needs TensorFlow
-and tf_keras (the [train] extra); the runtime never imports this file.
+A small U-Net of depthwise-separable blocks (stride-2 encoder, bilinear x2 decoder with
+skips, 8 logits at input resolution) with random weights, converted with
+tf.lite.TFLiteConverter (fp32, or full integer with int8/uint8 input and output,
+calibrated on synthetic street-coloured images) and described by an edge.model_meta
+sidecar. The tests build them once per TensorFlow version (conftest.tiny_models): they
+exercise the runtime's paths without a trained model. Needs TensorFlow and tf_keras (the
+[train] extra).
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
 
-import numpy as np  # noqa: E402
+from edge.labels import CATEGORIES, NUM_CATEGORIES
+from edge.model_meta import atomic_write_bytes, make_meta, write_meta
+from edge.preprocess import normalize, parse_size
+from train.tf_env import use_legacy_keras
 
-from edge.labels import CATEGORIES, NUM_CATEGORIES  # noqa: E402
-from edge.model_meta import atomic_write_bytes, make_meta, write_meta  # noqa: E402
-from edge.preprocess import normalize, parse_size  # noqa: E402
+use_legacy_keras()  # before TensorFlow loads (inside the functions below)
 
-PLACEHOLDER_NAME = "random-init"
-PLACEHOLDER_WIDTHS = (16, 24, 32, 48, 64)
-PLACEHOLDER_SIZE = (512, 256)
+NAME = "random-init"
+WIDTHS = (16, 24, 32, 48, 64)
+SIZE = (512, 256)
 KINDS = ("fp32", "int8", "uint8")
 
 
-def build_unet(input_size=PLACEHOLDER_SIZE, widths=PLACEHOLDER_WIDTHS, seed: int = 0,
+def build_unet(input_size=SIZE, widths=WIDTHS, seed: int = 0,
                num_classes: int = NUM_CATEGORIES):
     """tf_keras functional U-Net: (1, H, W, 3) normalised RGB -> (1, H, W, C) logits.
 
@@ -119,12 +118,12 @@ def export(model, path: Path, kind: str, input_size, variant: str, seed: int, **
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "models")
-    p.add_argument("--size", default="x".join(map(str, PLACEHOLDER_SIZE)), help="WIDTHxHEIGHT")
-    p.add_argument("--widths", default=",".join(map(str, PLACEHOLDER_WIDTHS)))
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--size", default="x".join(map(str, SIZE)), help="WIDTHxHEIGHT")
+    p.add_argument("--widths", default=",".join(map(str, WIDTHS)))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--kinds", default="int8", help=f"comma list of {', '.join(KINDS)}")
-    p.add_argument("--name", default=PLACEHOLDER_NAME, help="file stem; also the variant")
+    p.add_argument("--name", default=NAME, help="file stem; also the variant")
     args = p.parse_args(argv)
     size = parse_size(args.size)
     widths = tuple(int(v) for v in args.widths.split(","))

@@ -1,0 +1,201 @@
+"""Measuring a configuration (model variant x delegate x threads) for ``edge-seg tune``:
+latency through the path ``edge-seg run`` takes, and agreement with the float reference."""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+
+import click
+
+from .errors import UserError
+
+DEFAULT_WARMUP = 3
+MIN_RUNS = 5
+ONNX_DELEGATES = ("cpu", "cuda", "tensorrt")
+
+
+def parse_threads(text: str | None, cores: int | None = None) -> list[int]:
+    cores = cores or os.cpu_count() or 1
+    if not text:
+        return list(range(1, cores + 1))
+    out = []
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            lo, _, hi = part.partition("-")
+            out.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise UserError(f"--threads {text!r}: expected a list such as 1,2,4 or 1-4") from None
+    if not out or min(out) < 1:
+        raise UserError(f"--threads {text!r}: thread counts must be 1 or more")
+    return sorted(set(out))
+
+
+def delegates_for(kind: str, wanted: list[str] | None = None) -> list[str]:
+    """The delegates worth trying for a .tflite or .onnx model on this device."""
+    if kind == "onnx":
+        from . import backends_onnx
+        try:
+            providers = backends_onnx.import_onnxruntime().get_available_providers()
+        except UserError:
+            providers = []
+        here = ["cpu"] + [d for d in ("cuda", "tensorrt") if backends_onnx.PROVIDERS[d] in providers]
+        if wanted is None:
+            return here
+        mapped = ["cuda" if d == "gpu" else ("cpu" if d == "auto" else d) for d in wanted]
+        return [d for d in dict.fromkeys(mapped) if d in ONNX_DELEGATES]
+    from . import backends
+    if wanted is None:
+        here = ["xnnpack", "cpu"]
+        try:
+            backends.find_gpu_delegate()
+            here.append("gpu")
+        except OSError:
+            pass
+        return here
+    out = []
+    for d in wanted:
+        d = "xnnpack" if d == "auto" else d
+        if d in ("xnnpack", "cpu", "gpu", "edgetpu") or backends.is_delegate_path(d):
+            out.append(d)
+    return list(dict.fromkeys(out))
+
+
+def time_config(seg, frames, seconds: float, warmup: int = DEFAULT_WARMUP,
+                min_runs: int = MIN_RUNS) -> dict:
+    """Latency (ms) of preprocess + inference + argmax, cycling through ``frames``."""
+    from .metrics import latency_percentiles
+    k = 0
+    for _ in range(warmup):
+        seg.postprocess(seg.infer(seg.preprocess(frames[k % len(frames)])))
+        k += 1
+    total, infer = [], []
+    start = time.perf_counter()
+    while len(total) < min_runs or time.perf_counter() - start < seconds:
+        frame = frames[k % len(frames)]
+        k += 1
+        t0 = time.perf_counter()
+        tensor = seg.preprocess(frame)
+        t1 = time.perf_counter()
+        logits = seg.infer(tensor)
+        t2 = time.perf_counter()
+        seg.postprocess(logits)
+        t3 = time.perf_counter()
+        total.append((t3 - t0) * 1e3)
+        infer.append((t2 - t1) * 1e3)
+        if len(total) >= 100_000:
+            break
+    p = latency_percentiles(total)
+    return {"p50_ms": p["p50"], "p90_ms": p["p90"], "mean_ms": p["mean"],
+            "infer_p50_ms": latency_percentiles(infer)["p50"], "fps": 1000.0 / p["mean"],
+            "runs": len(total)}
+
+
+def model_masks(seg, frames) -> list:
+    return [seg.predict_mask(f)[0] for f in frames]
+
+
+def agreement_with(reference_masks, masks) -> dict:
+    """mIoU(7) (reference as ground truth) and pixel agreement over all frames; masks of
+    another size are resized NEAREST to the reference mask's size first."""
+    from .metrics import agreement_from_cm, confusion_matrix
+    from .preprocess import resize_mask
+    cm = 0
+    for ref, mask in zip(reference_masks, masks):
+        if mask.shape != ref.shape:
+            mask = resize_mask(mask, (ref.shape[1], ref.shape[0]))
+        cm = cm + confusion_matrix(ref, mask)
+    a = agreement_from_cm(cm)
+    return {"miou7": a["miou7"], "pixel_agreement": a["pixel_agreement"]}
+
+
+def miou_vs_labels(gts, masks) -> float:
+    """mIoU(7) against ground truth at the label resolution (masks upsampled NEAREST)."""
+    from .metrics import SegMetrics
+    from .preprocess import resize_mask
+    m = SegMetrics()
+    for gt, mask in zip(gts, masks):
+        m.update(gt, resize_mask(mask, (gt.shape[1], gt.shape[0])))
+    return m.result()["miou7"]
+
+
+class _nullbar:
+    def __init__(self, items):
+        self.items = items
+
+    def __enter__(self):
+        return iter(self.items)
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _open(v, d, t, notes):
+    """A Segmenter for the configuration, or None (with a note) when it cannot run here."""
+    from .segmenter import Segmenter
+    try:
+        seg = Segmenter(v.path, threads=t, delegate=d, log=lambda m: None)
+    except UserError as e:
+        notes.append(f"{v.name} with {d}: {e}")
+        return None
+    if seg.backend.fallback:
+        notes.append(f"{v.name}: delegate {d} does not load here ({seg.backend.fallback}); skipped")
+        return None
+    if any("cannot disable" in n for n in getattr(seg.backend, "notes", [])):
+        notes.append(f"{v.name}: this interpreter cannot turn XNNPACK off; 'cpu' skipped")
+        return None
+    return seg
+
+
+def _row(v, d, t, timing: dict, a: dict) -> dict:
+    recorded = v.recorded or {}
+    return {
+        "model": str(v.path.resolve()), "file": v.name, "variant": v.variant, "kind": v.kind,
+        "input": v.size_text, "input_size": list(v.input_size), "input_type": v.input_type,
+        "delegate": d, "threads": t, **timing,
+        "agreement": a["miou7"], "pixel_agreement": a["pixel_agreement"],
+        "recorded_drop": recorded.get("drop"), "recorded_pixels": recorded.get("pixels"),
+        "recorded_on": recorded.get("on"),
+    }
+
+
+def measure(plan, frames, ref_masks, gts=None, ref_miou=None, seconds: float = 3.0,
+            warmup: int = DEFAULT_WARMUP, progress: bool = True, notes: list | None = None) -> list[dict]:
+    """One row per configuration of ``plan`` [(variant, delegate, threads)] that runs here.
+
+    Agreement (and with ``gts`` the mIoU(7) against them) is measured once per variant and
+    delegate: the thread count does not change the arithmetic."""
+    notes = notes if notes is not None else []
+    agreements: dict = {}
+    failed: set = set()
+    rows = []
+
+    def label(item):
+        return "" if item is None else f"{item[0].name} {item[1]} x{item[2]}"
+
+    bar = click.progressbar(plan, label="tuning", file=sys.stderr, item_show_func=label,
+                            show_pos=True) if progress else _nullbar(plan)
+    with bar as items:
+        for v, d, t in items:
+            key = (v.path, d)
+            if key in failed:
+                continue
+            seg = _open(v, d, t, notes)
+            if seg is None:
+                failed.add(key)
+                continue
+            if key not in agreements:
+                masks = model_masks(seg, frames)
+                agreements[key] = agreement_with(ref_masks, masks)
+                if gts is not None:
+                    agreements[key]["miou_labels"] = miou_vs_labels(gts, masks)
+            timing = time_config(seg, frames, seconds, warmup)
+            del seg
+            a = agreements[key]
+            rows.append(_row(v, d, t, timing, a))
+            if gts is not None:
+                drop = 100.0 * (ref_miou - a["miou_labels"])
+                rows[-1].update(miou7_labels=a["miou_labels"], drop_basis="labels",
+                                drop=math.inf if math.isnan(drop) else drop)
+    return rows

@@ -1,0 +1,114 @@
+"""The model variants ``edge-seg tune`` measures: discovery, the float reference, and the
+accuracy each variant's metadata records (``edge-seg compare`` writes it)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+# float variants, most precise first: the agreement reference when there is no fp32
+FLOAT_PREFERENCE = ("fp32", "onnx-fp32", "fp16", "dynamic")
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+@dataclass
+class Variant:
+    path: Path
+    meta: dict
+    kind: str                       # tflite | onnx
+    input_size: tuple[int, int]
+    output_size: tuple[int, int]
+    quantized: bool
+    input_type: str
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def variant(self) -> str:
+        return str(self.meta.get("variant") or "?")
+
+    @property
+    def is_fp32(self) -> bool:
+        return (self.variant in ("fp32", "onnx-fp32") or self.path.name.endswith("-fp32.tflite")) \
+            and not self.quantized
+
+    @property
+    def size_text(self) -> str:
+        return f"{self.input_size[0]}x{self.input_size[1]}"
+
+    @property
+    def recorded(self) -> dict | None:
+        """The accuracy measured on a labelled set, from the metadata's ``accuracy`` entry:
+        {"drop": mIoU(7) points lost vs the float model, "pixels": pixel agreement with it
+        (0..1, or None), "on": "camvid val, 101 frames"}; None when nothing usable is recorded."""
+        acc = self.meta.get("accuracy")
+        if not isinstance(acc, dict) or _number(acc.get("drop_miou7")) is None:
+            return None
+        agreement = acc.get("agreement") if isinstance(acc.get("agreement"), dict) else {}
+        where = acc.get("labelled_set") if isinstance(acc.get("labelled_set"), dict) else {}
+        on = " ".join(str(where[k]) for k in ("name", "split") if where.get(k))
+        if where.get("frames"):
+            on += f", {where['frames']} frames"
+        return {"drop": _number(acc["drop_miou7"]), "pixels": _number(agreement.get("pixels")),
+                "on": on or "a labelled set"}
+
+
+def discover(models_dir) -> tuple[list[Variant], list[tuple[str, str]]]:
+    """(usable variants, [(file, why skipped)]). UserError when nothing is usable."""
+    import numpy as np
+
+    from . import backends_onnx
+    from .model_meta import sidecar_path
+    from .segmenter import Segmenter, is_onnx
+
+    root = Path(models_dir).expanduser()
+    if not root.is_dir():
+        raise UserError(f"--models {models_dir}: no such folder")
+    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in (".tflite", ".onnx"))
+    variants, skipped = [], []
+    onnx_ok = backends_onnx.available()
+    for path in files:
+        if is_onnx(path) and not onnx_ok:
+            skipped.append((path.name, "onnxruntime is not installed (pip install onnxruntime)"))
+            continue
+        if not sidecar_path(path).is_file():
+            skipped.append((path.name, f"no metadata {sidecar_path(path).name} beside it"))
+            continue
+        try:
+            seg = Segmenter(path, threads=1, delegate="cpu" if is_onnx(path) else "xnnpack",
+                            log=lambda m: None)
+        except UserError as e:
+            skipped.append((path.name, str(e)))
+            continue
+        variants.append(Variant(path, seg.meta, "onnx" if is_onnx(path) else "tflite",
+                                tuple(seg.input_size), tuple(seg.output_size), seg.quantized,
+                                np.dtype(seg.input_dtype).name))
+        del seg
+    if not variants:
+        why = "; ".join(f"{n}: {w}" for n, w in skipped[:3]) if skipped else \
+            "no *.tflite (with its sidecar .json) or *.onnx files"
+        raise UserError(f"--models {models_dir}: no usable model variant ({why}); convert one with "
+                        "'edge-seg convert MODEL --fp32 --int8 -o DIR'")
+    return variants, skipped
+
+
+def choose_reference(variants: list[Variant]) -> Variant:
+    """The fp32 variant (largest input size first, .tflite before .onnx), else the most
+    precise float model; UserError when every variant is quantised."""
+    def area(v):
+        return v.input_size[0] * v.input_size[1]
+    fp32 = [v for v in variants if v.is_fp32]
+    if fp32:
+        return sorted(fp32, key=lambda v: (-area(v), v.kind != "tflite", v.name))[0]
+    floats = [v for v in variants if not v.quantized]
+    if not floats:
+        raise UserError("no float model among the variants to measure agreement against: add the "
+                        "fp32 variant (edge-seg convert MODEL --fp32 -o DIR)")
+    rank = {name: i for i, name in enumerate(FLOAT_PREFERENCE)}
+    return sorted(floats, key=lambda v: (rank.get(v.variant, len(rank)), -area(v), v.name))[0]
