@@ -12,6 +12,10 @@ Conventions follow the official Cityscapes category score
   ``mean class instance size / instance size``.
 
 ``iou_all``/``miou8`` are the plain 8-class scores with void as a class.
+
+Set-valued (coarse) ground truth (``edge.mapping`` set codes, e.g. "construction or
+nature") never enters the confusion matrix, so IoU is scored on exact labels only; for
+those pixels ``SegMetrics`` reports the share whose prediction lies inside the set.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import numpy as np
 
 from .labels import (CATEGORY_IDS, CATEGORY_NAMES, CITYSCAPES_AVG_INSTANCE_SIZE,
                      CITYSCAPES_LABELS, INSTANCE_CATEGORIES, NUM_CATEGORIES)
+from .mapping import allowed_table, set_code_mask, set_name
 
 _LABEL_BY_ID = {label.id: label for label in CITYSCAPES_LABELS}
 
@@ -74,11 +79,16 @@ class SegMetrics:
         self.inst_tp = {c: 0.0 for c in INSTANCE_CATEGORIES}
         self.inst_fn = {c: 0.0 for c in INSTANCE_CATEGORIES}
         self.has_instances = False
+        self.set_pixels = np.zeros(256, np.int64)   # per set code: pixels
+        self.set_inside = np.zeros(256, np.int64)   # ... whose prediction lies in the set
 
     def update(self, gt: np.ndarray, pred: np.ndarray, instances: np.ndarray | None = None):
         """gt: catIds with IGNORE; pred: catIds; instances: Cityscapes instanceIds
         (labelId * 1000 + k for instance pixels) at the same size, optional."""
         self.cm += confusion_matrix(gt, pred, self.n)
+        pixels, inside = set_label_counts(gt, pred, self.n)
+        self.set_pixels += pixels
+        self.set_inside += inside
         if instances is not None:
             self._update_instances(instances, pred)
         return self
@@ -106,6 +116,8 @@ class SegMetrics:
             self.inst_tp[c] += other.inst_tp[c]
             self.inst_fn[c] += other.inst_fn[c]
         self.has_instances |= other.has_instances
+        self.set_pixels += other.set_pixels
+        self.set_inside += other.set_inside
         return self
 
     def iiou(self) -> dict[str, float]:
@@ -137,7 +149,45 @@ class SegMetrics:
         if iiou:
             out["iiou"] = iiou
             out["miiou"] = _nanmean(list(iiou.values()))
+        if self.set_pixels.any():
+            out["set_labels"] = set_label_result(self.set_pixels, self.set_inside, int(self.cm.sum()))
+            out["set_labels"].update(exact_category_miou(self.cm, s["iou"]))
         return out
+
+
+_ALLOWED = allowed_table()
+
+
+def set_label_counts(gt: np.ndarray, pred: np.ndarray, n: int = NUM_CATEGORIES):
+    """(pixels, inside): two (256,) int64 arrays indexed by set code, counting the
+    set-valued ground-truth pixels and those whose predicted category is in their set."""
+    if gt.shape != pred.shape:
+        raise ValueError(f"ground truth {gt.shape} and prediction {pred.shape} differ in size")
+    is_set = set_code_mask(gt)
+    codes = gt[is_set].astype(np.int64)
+    guess = np.minimum(pred[is_set].astype(np.int64), n - 1)
+    hit = _ALLOWED[codes, guess]
+    return np.bincount(codes, minlength=256), np.bincount(codes[hit], minlength=256)
+
+
+def exact_category_miou(cm: np.ndarray, iou: np.ndarray) -> dict:
+    """Mean IoU over the scored categories that have exact ground truth: with coarse labels
+    a category may only ever be labelled inside sets (IDD-Lite's construction, object,
+    nature), and its IoU then counts false positives alone."""
+    present = [c for c in range(1, len(cm)) if cm[c].sum() > 0]
+    return {"exact_categories": [CATEGORY_NAMES[c] for c in present],
+            "miou_exact_categories": _nanmean(iou[present]) if present else float("nan")}
+
+
+def set_label_result(pixels: np.ndarray, inside: np.ndarray, exact_pixels: int) -> dict:
+    """Report of the set-valued pixels: their share of the labelled pixels, the share
+    predicted inside their set, overall and per set."""
+    total = int(pixels.sum())
+    return {"pixels": total,
+            "share_of_labelled": total / (total + exact_pixels) if total + exact_pixels else float("nan"),
+            "inside": float(inside.sum() / total) if total else float("nan"),
+            "by_set": {set_name(code): {"pixels": int(pixels[code]), "inside": float(inside[code] / pixels[code])}
+                       for code in np.flatnonzero(pixels)}}
 
 
 def agreement_from_cm(cm) -> dict:

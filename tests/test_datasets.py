@@ -118,3 +118,62 @@ def test_mask_resize_never_invents_labels():
     mask = rng.choice(np.array([1, 3, 7, 255], np.uint8), size=(97, 131))
     for size in [(64, 32), (512, 256), (200, 77)]:
         assert set(np.unique(resize_mask(mask, size))) <= {1, 3, 7, 255}
+
+
+# ---------------------------------------------------------------- drive-disjoint validation
+
+def _camvid_with_drives(root, drives):
+    """A SegNet-layout dataset whose frame names carry drive prefixes: {split: {drive: n}}."""
+    for split, by_drive in drives.items():
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        for drive, n in by_drive.items():
+            for i in range(n):
+                cv2.imwrite(str(root / split / f"{drive}_{i:05d}.png"), np.zeros((8, 16, 3), np.uint8))
+                cv2.imwrite(str(root / f"{split}annot" / f"{drive}_{i:05d}.png"), np.full((8, 16), 3, np.uint8))
+    return root
+
+
+def test_camvid_drive_split_holds_out_a_drive_val_never_saw(tmp_path):
+    root = _camvid_with_drives(tmp_path / "cv", {"train": {"A": 3, "B": 5, "C": 4}, "val": {"C": 2}})
+    train = datasets.load_split(root, split="drive-train")
+    val = datasets.load_split(root, split="drive-val")
+    # B: the largest drive the official val lacks; everything else (val frames too) trains
+    assert {datasets.drive_of(s) for s in val} == {"B"} and len(val) == 5
+    assert sorted(s.name for s in train) == sorted([f"A_{i:05d}" for i in range(3)] + [f"C_{i:05d}" for i in range(4)]
+                                                   + [f"C_{i:05d}" for i in range(2)])
+    assert len(datasets.load_split(root, split="val")) == 2  # the official val is unchanged
+
+
+def test_camvid_without_a_holdout_drive_says_so(tmp_path):
+    root = _camvid_with_drives(tmp_path / "cv", {"train": {"A": 3}, "val": {"A": 2}})
+    with pytest.raises(UserError, match="no 'drive-val'"):
+        datasets.load_split(root, split="drive-val")
+
+
+def test_real_camvid_drive_split(camvid_root):
+    """The SegNet release: 0006R0 (101 frames) held out; train and val share 0016E5."""
+    val = datasets.load_split(camvid_root, split="drive-val")
+    train = datasets.load_split(camvid_root, split="drive-train")
+    assert {datasets.drive_of(s) for s in val} == {"0006R0"} and len(val) == 101
+    assert {datasets.drive_of(s) for s in train} == {"0001TP", "0016E5"} and len(train) == 367
+    official_val = {datasets.drive_of(s) for s in datasets.load_split(camvid_root, split="val")}
+    assert official_val == {"0016E5"}
+
+
+def test_folder_val_is_carved_by_drive_and_stable(tmp_path):
+    for split in ("train",):
+        (tmp_path / "images" / split).mkdir(parents=True)
+        (tmp_path / "masks" / split).mkdir(parents=True)
+    for drive in range(40):
+        for k in range(3):
+            stem = f"{drive}_{k:06d}"
+            cv2.imwrite(str(tmp_path / "images" / "train" / f"{stem}.jpg"), np.zeros((8, 16, 3), np.uint8))
+            cv2.imwrite(str(tmp_path / "masks" / "train" / f"{stem}.png"), np.ones((8, 16), np.uint8))
+    (tmp_path / "mapping.json").write_text(json.dumps({"1": "flat"}))
+    layout = datasets.scan(tmp_path)
+    train, val = layout.splits["train"], layout.splits["val"]
+    assert len(train) + len(val) == 120 and 0 < len(val) < 40
+    assert not {datasets.drive_of(s) for s in train} & {datasets.drive_of(s) for s in val}
+    assert [s.name for s in datasets.scan(tmp_path).splits["val"]] == [s.name for s in val]
+    assert datasets.load_split(tmp_path, split="drive-val") == val

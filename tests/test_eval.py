@@ -104,3 +104,26 @@ def test_instance_maps_give_iiou(cityscapes_sample, model_pair):
     keras_path, _ = model_pair
     result = run_eval(keras_path, cityscapes_sample, "cityscapes", "test", None, True, None, 0, 4, True)
     assert "iiou" in result and set(result["iiou"]) == {"human", "vehicle"}
+
+
+@pytest.mark.slow
+def test_eval_reports_coarse_labels_outside_iou(model_pair, tmp_path):
+    """A dataset with set-valued labels: the table and metrics.json give the set pixels and
+    the share predicted inside; IoU counts exact labels only; the report still renders."""
+    from test_coarse_labels import _coarse_folder
+    from train import datasets
+
+    root = _coarse_folder(tmp_path / "coarse")
+    val = datasets.load_split(root, split="val")
+    out = edge_seg("eval", model_pair[1], "--data", root, "--split", "val", "--report", tmp_path / "rep")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "construction|nature" in out.stdout and "flat|construction|object" in out.stdout
+    assert "no exact label of construction, object, nature, human, vehicle here" in out.stdout
+    assert "mIoU over the 2 others" in out.stdout
+    metrics = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    w, h = SIZE
+    # each frame: two coarse regions of 1/8 of the frame each; flat and sky exact
+    assert metrics["set_labels"]["pixels"] == len(val) * 2 * (w * h // 8)
+    assert metrics["set_labels"]["share_of_labelled"] == pytest.approx(2 / 8 / (1 - 2 / 32))
+    assert metrics["pixels"] == len(val) * (w * h - 2 * w * h // 8 - 2 * w * h // 32)
+    assert (tmp_path / "rep" / "samples.png").is_file()

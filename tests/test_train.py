@@ -212,3 +212,70 @@ def test_warm_start_copies_matching_layers_and_names_the_rest(tmp_path):
     (tmp_path / "bad.keras").write_bytes(b"not a model")
     with pytest.raises(UserError, match="not a loadable Keras model"):
         warm_start(target, tmp_path / "bad.keras")
+
+
+# ------------------------------------------------------------------ several datasets in one run
+
+def test_data_option_parses_weights():
+    import click
+    from train.cli import parse_data
+
+    assert parse_data(["a"]) == (["a"], None)
+    assert parse_data(["a", "b:0.5"]) == (["a", "b"], [1.0, 0.5])
+    assert parse_data(["a", "b"], "3,1") == (["a", "b"], [3.0, 1.0])
+    with pytest.raises(click.BadParameter):
+        parse_data(["a", "b"], "1")
+    with pytest.raises(click.BadParameter):
+        parse_data(["a:2", "b"], "1,1")
+
+
+def test_mixed_stream_draws_datasets_in_proportion(tmp_path):
+    """Two folder datasets of different frame sizes, one all flat, one all sky: the share
+    of sky frames in the training stream follows the weights; every frame arrives at the
+    model size."""
+    import cv2
+    import numpy as np
+
+    from train import datasets
+    from train.pipeline import make_dataset
+
+    groups = []
+    for name, size, value in (("a", (48, 40), 1), ("b", (96, 30), 2)):
+        root = tmp_path / name
+        (root / "images").mkdir(parents=True)
+        (root / "masks").mkdir()
+        for i in range(6):
+            cv2.imwrite(str(root / "images" / f"f{i}.png"), np.full((size[1], size[0], 3), 40 * i, np.uint8))
+            cv2.imwrite(str(root / "masks" / f"f{i}.png"), np.full((size[1], size[0]), value, np.uint8))
+        (root / "mapping.json").write_text(json.dumps({"1": "flat", "2": "sky"}))
+        groups.append(datasets.scan(root).splits["train"] + datasets.scan(root).splits["val"])
+    ds = make_dataset(groups, (64, 32), batch=8, training=True, seed=1, augment=None, mix_weights=[3, 1])
+    sky = total = 0
+    for x, y in ds.take(40):
+        assert tuple(x.shape) == (8, 32, 64, 3)
+        frames = y.numpy().reshape(8, -1)
+        sky += int((frames[:, 0] == 5).sum())
+        total += 8
+    assert abs(sky / total - 0.25) < 0.07, sky / total
+
+
+@pytest.mark.slow
+def test_train_mixes_two_synthetic_datasets(tmp_path):
+    synthetic = pytest.importorskip("train.synthetic_dataset")
+    a = synthetic.write_dataset(tmp_path / "a", "camvid", n_train=8, n_val=4, size=(256, 128), seed=1)
+    b = synthetic.write_dataset(tmp_path / "b", "folder", n_train=8, n_val=4, size=(160, 128), seed=2,
+                                split_dirs=True)
+    run_dir = tmp_path / "run"
+    out = run(edge_seg("train", "--data", a, "--data", f"{b}:0.25", *TINY, "--epochs", "1",
+                       "--steps-per-epoch", "2", "--run-dir", run_dir))
+    assert out.returncode == 0, out.stderr[-3000:]
+    config = json.loads((run_dir / "config.json").read_text())
+    mix = config["data_mix"]
+    assert [m["format"] for m in mix] == ["camvid", "folder"]
+    assert [m["frame_size"] for m in mix] == [[256, 128], [160, 128]]
+    assert [m["share"] for m in mix] == [pytest.approx(0.8), pytest.approx(0.2)]
+    assert config["train_samples"] == 16
+    header = (run_dir / "history.csv").read_text().splitlines()[0].split(",")
+    assert "val_miou7_b" in header
+    summary = json.loads((run_dir / "eval.json").read_text())
+    assert set(summary["other_val"]) == {"b"} and summary["other_val"]["b"]["frames"] == 4

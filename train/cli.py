@@ -29,8 +29,18 @@ def _size(ctx, param, value):
 def train_options(f):
     """The options of `train`, shared with `sweep` grids (names = TrainConfig fields)."""
     opts = [
-        click.option("--data", "data_root", type=click.Path(path_type=Path), required=True,
-                     help="dataset root (Cityscapes, CamVid SegNet layout, or folder)"),
+        click.option("--data", "data_root", multiple=True, required=True, metavar="ROOT[:WEIGHT]",
+                     help="dataset root (Cityscapes, CamVid SegNet layout, or folder); repeat to mix "
+                          "datasets, ROOT:WEIGHT sets one's sampling weight, 1 for those without (checkpoints are selected "
+                          "on the first one's val split)"),
+        click.option("--data-weights", default=None, metavar="W1,W2,...",
+                     help="sampling weight per --data, in order [default: each dataset's training "
+                          "frame count, i.e. plain concatenation]"),
+        click.option("--train-split", default="train", show_default=True,
+                     help="split to train on (drive-train: the frames outside the drive-disjoint val)"),
+        click.option("--val-split", default="val", show_default=True,
+                     help="split to score every epoch and select checkpoints on (drive-val: drives "
+                          "that no training frame comes from; see docs/datasets.md)"),
         click.option("--format", "fmt", type=FORMAT_CHOICE, default="auto", show_default=True),
         click.option("--arch", type=click.Choice(ARCH_CHOICES), default="unet-mobilenetv2", show_default=True),
         click.option("--alpha", type=float, default=None,
@@ -81,10 +91,44 @@ def train_options(f):
     return f
 
 
+def parse_data(values, weights_text=None) -> tuple:
+    """(roots, weights or None) from --data ROOT[:WEIGHT] (repeatable) and --data-weights."""
+    roots, weights = [], []
+    for value in values:
+        root, _, tail = str(value).rpartition(":")
+        try:
+            weight = float(tail) if root else None
+        except ValueError:
+            weight = None
+        if weight is None or Path(value).exists():
+            root, weight = str(value), None
+        roots.append(root)
+        weights.append(weight)
+    if weights_text is not None:
+        if any(w is not None for w in weights):
+            raise click.BadParameter("give weights either as ROOT:WEIGHT or with --data-weights, not both",
+                                     param_hint="--data-weights")
+        try:
+            weights = [float(w) for w in str(weights_text).split(",")]
+        except ValueError:
+            raise click.BadParameter(f"{weights_text!r}: expected numbers separated by commas",
+                                     param_hint="--data-weights") from None
+        if len(weights) != len(roots):
+            raise click.BadParameter(f"{len(weights)} weight(s) for {len(roots)} --data",
+                                     param_hint="--data-weights")
+    elif any(w is not None for w in weights):
+        weights = [1.0 if w is None else w for w in weights]  # ROOT alone beside ROOT:WEIGHT weighs 1
+    else:
+        weights = None
+    return roots, weights
+
+
 def config_from_options(**o):
     from .trainer import TrainConfig
+    roots, weights = parse_data(o["data_root"], o.get("data_weights"))
     return TrainConfig(
-        data=str(o["data_root"]), format=o["fmt"], arch=o["arch"], alpha=o["alpha"],
+        data=roots[0] if len(roots) == 1 else roots, data_weights=weights,
+        train_split=o.get("train_split", "train"), val_split=o.get("val_split", "val"), format=o["fmt"], arch=o["arch"], alpha=o["alpha"],
         input_size=tuple(o["input_size"]), crop=tuple(o["crop"]) if o["crop"] else None,
         backbone_weights=o["backbone_weights"],
         bn_momentum=o["bn_momentum"], epochs=o["epochs"], batch=o["batch"], lr=o["lr"],
@@ -113,11 +157,11 @@ def train(ctx, resume, quiet, **options):
 
     from edge.outputs import check_output
 
+    cfg = config_from_options(**options)
     # before any epoch: a run folder that cannot be written fails now, not after hours
-    check_output(options["run_dir"], "--run-dir", inputs=[options["data_root"]],
+    check_output(options["run_dir"], "--run-dir", inputs=cfg.data_roots,
                  folder=True, need=64 << 20)
     from .trainer import train_model
-    cfg = config_from_options(**options)
     overrides = {}
     if resume:
         from .trainer import RESUME_OVERRIDABLE
@@ -131,7 +175,9 @@ def train(ctx, resume, quiet, **options):
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--data", "data_root", type=click.Path(path_type=Path), required=True)
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="auto", show_default=True)
-@click.option("--split", default="val", show_default=True)
+@click.option("--split", default="val", show_default=True,
+              help="train, val, test, or drive-train / drive-val: validation drives that share no "
+                   "recording with training (docs/datasets.md)")
 @click.option("--input-size", default=None, callback=_size,
               help="model input WIDTHxHEIGHT [default: the model's own]")
 @click.option("--at-label-resolution", is_flag=True,

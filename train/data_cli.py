@@ -28,15 +28,13 @@ def data():
 
 
 def _check_one(sample):
-    """(problem or None, per-category pixel counts incl. IGNORE as index 8)."""
+    """(problem or None, pixel counts per mask value: catIds, set codes, IGNORE)."""
     from .datasets import read_pair
     try:
         _, mask = read_pair(sample)
     except UserError as e:
         return str(e), None
-    counts = np.bincount(np.where(mask == labels.IGNORE, labels.NUM_CATEGORIES, mask).ravel(),
-                         minlength=labels.NUM_CATEGORIES + 1)
-    return None, counts
+    return None, np.bincount(mask.ravel(), minlength=256)
 
 
 @data.command()
@@ -48,7 +46,8 @@ def _check_one(sample):
 def check(root, fmt, limit, **folder):
     """Validate a dataset at ROOT: pairs per split, images without masks and masks
     without images, unreadable files, unknown label values, size mismatches, and the
-    per-category pixel share of each split. Exits 1 when it finds problems."""
+    per-category pixel share of each split, set-valued (coarse) labels per set and in
+    total. Exits 1 when it finds problems."""
     from tqdm import tqdm
 
     from .datasets import load_split, scan
@@ -70,7 +69,7 @@ def check(root, fmt, limit, **folder):
             if not samples:
                 continue
             samples = samples[:limit] if limit else samples
-            totals = np.zeros(labels.NUM_CATEGORIES + 1, np.int64)
+            totals = np.zeros(256, np.int64)
             results = pool.map(_check_one, samples)
             for problem, counts in tqdm(results, total=len(samples), desc=f"reading {split}",
                                         unit="pair", leave=False, disable=None):
@@ -96,20 +95,40 @@ def check(root, fmt, limit, **folder):
 def _counts_table(layout) -> str:
     rows = [f"{'split':<8}{'pairs':>8}"]
     rows += [f"{split:<8}{len(samples):>8}" for split, samples in layout.splits.items()]
+    rows += _derived_counts(layout)
     rows.append(f"images without masks: {len(layout.orphan_images)}, "
                 f"masks without images: {len(layout.orphan_masks)}")
     return "\n".join(rows)
 
 
+def _derived_counts(layout) -> list[str]:
+    """The drive-disjoint view of the same frames, when it differs from train/val."""
+    if all(layout.derived.get(f"drive-{s}") is layout.splits.get(s) for s in ("train", "val")):
+        return []
+    return [f"{split:<12}{len(samples):>4}  (drive-disjoint; same frames, regrouped)"
+            for split, samples in layout.derived.items()]
+
+
 def _share_table(shares: dict) -> str:
-    names = list(labels.CATEGORY_NAMES) + ["ignore"]
+    """Pixel share per mask value: the 8 categories, each set of categories a coarse label
+    allows ('construction|nature'), all set-valued pixels together, then ignore."""
+    from edge.mapping import set_code_mask, set_name
     splits = list(shares)
-    lines = ["", "pixel share per category (%)", f"{'category':<14}" + "".join(f"{s:>9}" for s in splits)]
-    for i, name in enumerate(names):
-        if name == "ignore" and not any(shares[s][i] for s in splits):
-            continue
-        cells = "".join(f"{100 * shares[s][i] / max(shares[s].sum(), 1):>9.1f}" for s in splits)
-        lines.append(f"{name:<14}{cells}")
+    sets = [int(v) for v in np.flatnonzero(set_code_mask(np.arange(256)) & (sum(shares.values()) > 0))]
+    width = max([14] + [len(set_name(v)) + 2 for v in sets])
+
+    def row(name, count_of):
+        cells = "".join(f"{100 * count_of(shares[s]) / max(shares[s].sum(), 1):>9.1f}" for s in splits)
+        return f"{name:<{width}}{cells}"
+
+    lines = ["", "pixel share per category (%)", f"{'category':<{width}}" + "".join(f"{s:>9}" for s in splits)]
+    lines += [row(name, lambda c, i=i: c[i]) for i, name in enumerate(labels.CATEGORY_NAMES)]
+    if sets:
+        lines.append("set-valued labels (one of these categories):")
+        lines += [row(set_name(v), lambda c, v=v: c[v]) for v in sets]
+        lines.append(row("set-valued", lambda c: c[sets].sum()))
+    if any(shares[s][labels.IGNORE] for s in splits):
+        lines.append(row("ignore", lambda c: c[labels.IGNORE]))
     return "\n".join(lines)
 
 
@@ -125,7 +144,8 @@ def _share_table(shares: dict) -> str:
 @click.option("--overwrite", is_flag=True, help="replace an existing -o file")
 @folder_options
 def preview(root, output, fmt, split, count, seed, width, overwrite, **folder):
-    """Write a grid of images beside their colour masks (and a legend) to a PNG."""
+    """Write a grid of images beside their colour masks (and a legend) to a PNG; ignored
+    pixels are white, coarse (set-valued) labels grey."""
     import cv2
 
     from edge.outputs import atomic_write_bytes, check_output
@@ -135,13 +155,16 @@ def preview(root, output, fmt, split, count, seed, width, overwrite, **folder):
     samples = load_split(root, fmt, split, **folder)
     rng = np.random.default_rng(seed)
     picked = [samples[i] for i in sorted(rng.choice(len(samples), min(count, len(samples)), replace=False))]
-    palette = np.vstack([labels.colors_bgr(), [[255, 255, 255]]]).astype(np.uint8)  # IGNORE shown white
+    from edge.mapping import set_code_mask
+    # IGNORE shown white, coarse (set-valued) labels grey
+    palette = np.vstack([labels.colors_bgr(), [[255, 255, 255]], [[160, 160, 160]]]).astype(np.uint8)
     rows = []
     for sample in picked:
         rgb, mask = read_pair(sample)
         height = round(width * rgb.shape[0] / rgb.shape[1])
         image = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), (width, height), interpolation=cv2.INTER_AREA)
-        colour = palette[np.minimum(mask, labels.NUM_CATEGORIES)]
+        colour = palette[np.where(set_code_mask(mask), labels.NUM_CATEGORIES + 1,
+                                  np.minimum(mask, labels.NUM_CATEGORIES))]
         colour = cv2.resize(colour, (width, height), interpolation=cv2.INTER_NEAREST)
         tile = np.hstack([image, colour])
         cv2.putText(tile, sample.name, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)

@@ -7,6 +7,17 @@ here needs TensorFlow.
 Split policy for Cityscapes: the official test masks are unusable, so the official
 ``val`` serves as our ``test`` split and a deterministic, city-disjoint part of the
 official ``train`` (every sixth city in sorted order) serves as ``val``.
+
+A folder dataset without a ``val`` folder gets a deterministic share of its ``train``
+frames as ``val``, whole recordings at a time (see :func:`holdout`).
+
+Drive-disjoint splits (``drive-train`` / ``drive-val``, every format): validation frames
+come from recordings (drives) that no training frame comes from. A frame's drive is its
+name's prefix before the first ``_`` (CamVid ``0006R0_f02070``, IDD-Lite ``123_004567``).
+CamVid pools its ``train`` and ``val`` frames and holds out the largest drive that its
+official ``val`` does not contain (0006R0 in the SegNet release: 101 frames); its official
+``val`` shares drive 0016E5 with ``train``. Cityscapes' ``val`` (whole cities) and a folder
+dataset's ``val`` are already disjoint, so there ``drive-*`` equal ``train`` / ``val``.
 """
 from __future__ import annotations
 
@@ -24,6 +35,8 @@ from edge.preprocess import resize_image, resize_mask
 
 FORMATS = ("cityscapes", "camvid", "folder")
 SPLITS = ("train", "val", "test")
+DRIVE_SPLITS = ("drive-train", "drive-val")
+HOLDOUT_FRACTION = 0.15
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
@@ -46,6 +59,7 @@ class Layout:
     splits: dict[str, list[Sample]]
     orphan_images: list[Path] = field(default_factory=list)
     orphan_masks: list[Path] = field(default_factory=list)
+    derived: dict[str, list[Sample]] = field(default_factory=dict)  # other views of the same frames
 
 
 # ---------------------------------------------------------------- format detection
@@ -71,22 +85,61 @@ def scan(root, fmt: str = "auto", **folder_options) -> Layout:
     if not root.is_dir():
         raise UserError(f"{root}: dataset folder not found")
     if fmt == "cityscapes":
-        return _scan_cityscapes(root)
-    if fmt == "camvid":
-        return _scan_camvid(root)
-    if fmt == "folder":
-        return _scan_folder(root, **folder_options)
-    raise UserError(f"unknown dataset format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        layout = _scan_cityscapes(root)
+    elif fmt == "camvid":
+        layout = _scan_camvid(root)
+    elif fmt == "folder":
+        layout = _scan_folder(root, **folder_options)
+    else:
+        raise UserError(f"unknown dataset format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    layout.derived = drive_splits(layout)
+    return layout
 
 
 def load_split(root, fmt: str = "auto", split: str = "train", **folder_options) -> list[Sample]:
     layout = scan(root, fmt, **folder_options)
-    samples = layout.splits.get(split, [])
+    samples = layout.splits.get(split) or layout.derived.get(split, [])
     if not samples:
-        have = ", ".join(f"{k} ({len(v)})" for k, v in layout.splits.items() if v) or "none"
+        have = ", ".join(f"{k} ({len(v)})" for k, v in {**layout.splits, **layout.derived}.items() if v)
         raise UserError(f"{root}: no '{split}' image/mask pairs in this {layout.fmt} dataset "
-                        f"(splits found: {have})")
+                        f"(splits found: {have or 'none'})")
     return samples
+
+
+def drive_of(sample: Sample) -> str:
+    """The recording a frame comes from: its name's prefix before the first '_'."""
+    return sample.name.split("_", 1)[0]
+
+
+def drive_splits(layout: Layout) -> dict[str, list[Sample]]:
+    """``drive-train`` / ``drive-val``: validation drives that no training frame comes from."""
+    train, val = layout.splits.get("train", []), layout.splits.get("val", [])
+    if layout.fmt != "camvid":
+        return {"drive-train": train, "drive-val": val}
+    pooled = train + val
+    val_drives = {drive_of(s) for s in val}
+    sizes: dict[str, int] = {}
+    for s in train:
+        if drive_of(s) not in val_drives:
+            sizes[drive_of(s)] = sizes.get(drive_of(s), 0) + 1
+    if not sizes:  # every training drive also appears in val: nothing to hold out
+        return {"drive-train": [], "drive-val": []}
+    held = min(sizes, key=lambda d: (-sizes[d], d))
+    return {"drive-train": [s for s in pooled if drive_of(s) != held],
+            "drive-val": [s for s in pooled if drive_of(s) == held]}
+
+
+def holdout(samples: list[Sample], fraction: float = HOLDOUT_FRACTION) -> tuple[list[Sample], list[Sample]]:
+    """(train, val): a deterministic ``fraction`` of the drives (by a hash of the drive
+    name) becomes val, so no recording is in both; when the names carry no usable drive
+    prefix (one drive, or a hash that puts all of them on one side), frame by frame."""
+    def pick(key):
+        return [zlib.crc32(key(s).encode()) % 1000 < fraction * 1000 for s in samples]
+
+    is_val = pick(drive_of)
+    if all(is_val) or not any(is_val):
+        is_val = pick(lambda s: s.name)
+    return ([s for s, v in zip(samples, is_val) if not v], [s for s, v in zip(samples, is_val) if v])
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -172,13 +225,10 @@ def _scan_folder(root: Path, image_suffix: str = "", mask_suffix: str = "", mapp
         samples = [Sample(images[k], masks[k], k, "folder", mapping=pairs) for k in sorted(images) if k in masks]
         layout.orphan_images += [images[k] for k in sorted(images) if k not in masks]
         layout.orphan_masks += [masks[k] for k in sorted(masks) if k not in images]
-        if split != "all":
-            layout.splits[split] = samples
-            continue
-        # No split folders: a deterministic share of the stems becomes validation.
-        is_val = [zlib.crc32(s.name.encode()) % 1000 < val_fraction * 1000 for s in samples]
-        layout.splits["train"] = [s for s, v in zip(samples, is_val) if not v]
-        layout.splits["val"] = [s for s, v in zip(samples, is_val) if v]
+        layout.splits["train" if split == "all" else split] = samples
+    if layout.splits["train"] and "val" not in subsplits:
+        # no val folder: a deterministic share of the training drives becomes validation
+        layout.splits["train"], layout.splits["val"] = holdout(layout.splits["train"], val_fraction)
     return layout
 
 

@@ -66,7 +66,29 @@ def format_table(result: dict, title: str) -> str:
         lines.append(f"{'mean iIoU':<14}{_fmt(result['miiou']):>8}")
     else:
         lines.append("iIoU          n/a (no instance maps in this dataset)")
+    lines += format_set_labels(result)
     return "\n".join(lines)
+
+
+def format_set_labels(result: dict) -> list[str]:
+    """Lines on the set-valued (coarse) ground truth: not in IoU; the share predicted
+    inside each set."""
+    sets = result.get("set_labels")
+    if not sets:
+        return []
+    width = max([14] + [len(name) + 2 for name in sets["by_set"]])
+    lines = [f"set-valued labels: {100 * sets['share_of_labelled']:.1f}% of labelled pixels, not in IoU; "
+             f"predicted inside the set:",
+             f"{'set':<{width}}{'pixels':>12}{'inside':>8}"]
+    lines += [f"{name:<{width}}{v['pixels']:>12}{_fmt(v['inside']):>8}" for name, v in sets["by_set"].items()]
+    lines.append(f"{'all sets':<{width}}{sets['pixels']:>12}{_fmt(sets['inside']):>8}")
+    rows = np.asarray(result["confusion_matrix"]).sum(1)
+    missing = [name for name, n in zip(CATEGORY_NAMES[1:], rows[1:]) if n == 0]
+    if missing:
+        lines.append(f"no exact label of {', '.join(missing)} here: their IoU counts only false positives; "
+                     f"mIoU over the {len(sets['exact_categories'])} others: "
+                     f"{_fmt(sets['miou_exact_categories']).strip()}")
+    return lines
 
 
 def run_eval(model_path, data_root, fmt, split, input_size, at_label_resolution, report_dir, limit,
@@ -171,8 +193,12 @@ def write_report(out: Path, summary: dict, kept, title: str):
 
 
 def write_sample_grid(path: Path, kept, tile_width: int = 384):
-    """Rows of image | ground truth | prediction | errors (red wrong, black unscored)."""
+    """Rows of image | ground truth | prediction | errors (red wrong, black unscored).
+    Set-valued ground truth is grey; there a prediction inside the set counts as right."""
     import cv2
+
+    from edge.mapping import allowed_table, set_code_mask
+    allowed = allowed_table()
 
     palette = colors_rgb()
     rows = []
@@ -180,13 +206,16 @@ def write_sample_grid(path: Path, kept, tile_width: int = 384):
         gt = frame.mask
         h, w = gt.shape
         image = cv2.resize(frame.rgb, (w, h), interpolation=cv2.INTER_LINEAR)
+        is_set = set_code_mask(gt)
         gt_rgb = np.where((gt == 255)[..., None], np.uint8(255), palette[np.minimum(gt, 7)])
+        gt_rgb[is_set] = (160, 160, 160)  # coarse label: one of several categories
         pred_rgb = palette[pred]
         err = np.full((h, w, 3), 200, np.uint8)
-        scored = (gt != 255) & (gt != 0)
-        err[scored & (pred == gt)] = (40, 160, 40)
-        err[scored & (pred != gt)] = (220, 30, 30)
-        err[~scored] = (0, 0, 0)
+        exact = (gt != 255) & (gt != 0) & ~is_set
+        right = np.where(is_set, allowed[gt, pred], pred == gt)
+        err[(exact | is_set) & right] = (40, 160, 40)
+        err[(exact | is_set) & ~right] = (220, 30, 30)
+        err[~(exact | is_set)] = (0, 0, 0)
         row = np.concatenate([image, gt_rgb, pred_rgb, err], axis=1)
         scale = tile_width / w
         rows.append(cv2.resize(row, (int(row.shape[1] * scale), int(h * scale)),

@@ -10,6 +10,13 @@
 * ``ce+lovasz``: cross-entropy plus Lovász-softmax (``dice_weight`` scales the Lovász term),
   the paper's recipe for fine-tuning a cross-entropy model towards IoU.
 
+Set-valued (coarse) labels (``edge.mapping`` set codes, "one of these categories"):
+the cross-entropy of such a pixel is ``-log(sum of the softmax probabilities over its
+set)``, which is the ordinary cross-entropy for a one-member set; with class weights it
+is weighted by the smallest weight of its members (a coarse pixel never counts more than
+its most common member would). Dice and Lovász score exact labels only: set pixels are
+left out of them (their soft intersection and union have no single target category).
+
 Class weights: ``median_frequency_weights`` (Eigen & Fergus 2015) from the training
 masks: ``freq_c = pixels of c / pixels of the images where c occurs``,
 ``w_c = median(freq) / freq_c``; void gets 0. ``sqrt-median-freq`` takes the square root,
@@ -20,17 +27,19 @@ from __future__ import annotations
 import numpy as np
 
 from edge.labels import IGNORE, NUM_CATEGORIES, VOID
+from edge.mapping import allowed_table, set_code_mask
 
 LOSSES = ("ce", "dice", "ce+dice", "lovasz", "ce+lovasz")
 CLASS_WEIGHTS = ("none", "median-freq", "sqrt-median-freq")
 
 
 def class_pixel_stats(masks) -> tuple[np.ndarray, np.ndarray]:
-    """(pixels per category, pixels of the images containing that category) over masks."""
+    """(pixels per category, pixels of the images containing that category) over masks
+    (exact labels only: set-valued pixels count in neither)."""
     counts = np.zeros(NUM_CATEGORIES, np.int64)
     image_pixels = np.zeros(NUM_CATEGORIES, np.int64)
     for mask in masks:
-        valid = mask[mask != IGNORE]
+        valid = mask[(mask != IGNORE) & ~set_code_mask(mask)]
         c = np.bincount(valid.ravel(), minlength=256)[:NUM_CATEGORIES]
         counts += c
         image_pixels += np.where(c > 0, valid.size, 0)
@@ -63,15 +72,24 @@ def make_loss(kind: str = "ce", class_weights=None, dice_weight: float = 1.0,
 
     if kind not in LOSSES:
         raise ValueError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
-    weights = None if class_weights is None else tf.constant(np.asarray(class_weights, np.float32))
+    allowed_np = allowed_table(num_classes)
+    allowed_np[:, VOID] = False              # void pixels train nothing
+    allowed = tf.constant(allowed_np)        # (256, C): mask value -> categories it allows
     scored = tf.constant(np.arange(num_classes) != VOID)
+    pixel_weights = None
+    if class_weights is not None:
+        w = np.asarray(class_weights, np.float32)
+        pixel_weights = tf.constant(np.array([w[row].min() if row.any() else 0.0 for row in allowed_np],
+                                             np.float32))
 
     def ce_term(labels, logits, valid):
-        safe = tf.where(valid, labels, 0)
-        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe, logits=logits)
+        # -log(sum of the probabilities of the allowed categories) = logZ - logZ(allowed)
+        inside = tf.gather(allowed, labels)
+        inside = tf.logical_or(inside, tf.logical_and(~valid[..., None], tf.one_hot(0, num_classes) > 0))
+        ce = tf.reduce_logsumexp(logits, -1) - tf.reduce_logsumexp(tf.where(inside, logits, -1e30), -1)
         w = tf.cast(valid, tf.float32)
-        if weights is not None:
-            w = w * tf.gather(weights, safe)
+        if pixel_weights is not None:
+            w = w * tf.gather(pixel_weights, labels)
         return tf.math.divide_no_nan(tf.reduce_sum(ce * w), tf.reduce_sum(w))
 
     def dice_term(labels, logits, valid):
@@ -106,14 +124,15 @@ def make_loss(kind: str = "ce", class_weights=None, dice_weight: float = 1.0,
     def loss(labels, logits):
         labels = tf.cast(labels, tf.int32)
         logits = tf.cast(logits, tf.float32)
-        valid = tf.logical_and(tf.logical_and(labels != IGNORE, labels != VOID), labels < num_classes)
+        labels = tf.clip_by_value(labels, 0, 255)
+        exact = tf.logical_and(tf.logical_and(labels != IGNORE, labels != VOID), labels < num_classes)
         total = 0.0
         if kind in ("ce", "ce+dice", "ce+lovasz"):
-            total += ce_term(labels, logits, valid)
+            total += ce_term(labels, logits, tf.reduce_any(tf.gather(allowed, labels), -1))
         if kind in ("dice", "ce+dice"):
-            total += dice_weight * dice_term(labels, logits, valid)
+            total += dice_weight * dice_term(labels, logits, exact)
         if kind in ("lovasz", "ce+lovasz"):
-            total += dice_weight * lovasz_term(labels, logits, valid)
+            total += dice_weight * lovasz_term(labels, logits, exact)
         return total
 
     return loss

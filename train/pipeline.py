@@ -3,7 +3,8 @@
 Decoding goes through :func:`train.datasets.read_pair` (the shared preprocessing) in
 parallel; decoded frames are cached in memory. Training streams are infinite and
 deterministic under a seed: every geometric transform is applied to image and mask
-with the same random numbers, masks always with NEAREST, padding with IGNORE.
+with the same random numbers, masks always with NEAREST, padding with IGNORE, so the
+set codes of coarse labels (``edge.mapping``) reach the loss unchanged.
 """
 from __future__ import annotations
 
@@ -115,23 +116,40 @@ def augment_pair(image, mask, seed, size, aug: Augment, crop=None):
 
 def make_dataset(samples: list[Sample], size=(512, 256), batch: int = 8, training: bool = False,
                  seed: int = 0, augment: Augment | None = Augment(), purpose: str = "train",
-                 skip_bad: bool = False, shuffle_buffer: int = 1024, crop=None):
-    """(x float32 (B,H,W,3) normalised, y int32 (B,H,W) catIds, 255 = ignore).
+                 skip_bad: bool = False, shuffle_buffer: int = 1024, crop=None, mix_weights=None):
+    """(x float32 (B,H,W,3) normalised, y int32 (B,H,W) mask codes: catIds, set codes of
+    coarse labels, 255 = ignore).
 
     Training: an infinite, shuffled, augmented stream (use steps_per_epoch), of random
-    ``crop``-sized windows (W, H) of the ``size`` frame when ``crop`` is given.
+    ``crop``-sized windows (W, H) of the ``size`` frame when ``crop`` is given. With
+    ``mix_weights`` (training only), ``samples`` is a list of sample lists, one per
+    dataset, each resized to ``size`` by the shared preprocessing whatever its frame
+    size, and every frame is drawn from dataset i with probability ``mix_weights[i] /
+    sum(mix_weights)``.
     Otherwise: one pass in order at ``size``, through the runtime's preprocessing."""
     import tensorflow as tf
 
-    if not samples:
+    groups = [list(g) for g in samples] if mix_weights is not None else [samples]
+    if not all(groups) or not groups:
         raise ValueError("no samples to build a dataset from")
     if not training:
+        if mix_weights is not None:
+            raise ValueError("mixing datasets applies to training streams only")
         ds = decode(samples, size, purpose, skip_bad).cache()
         ds = ds.map(lambda x, y: (normalize_tf(x), tf.cast(y, tf.int32)))
         return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
 
-    frames = decode(samples, cache_size(size), purpose, skip_bad).cache()
-    ds = frames.shuffle(min(len(samples), shuffle_buffer), seed=seed, reshuffle_each_iteration=True).repeat()
+    streams = [decode(g, cache_size(size), purpose, skip_bad).cache()
+               .shuffle(min(len(g), shuffle_buffer), seed=seed + i, reshuffle_each_iteration=True).repeat()
+               for i, g in enumerate(groups)]
+    if len(streams) == 1:
+        ds = streams[0]
+    else:
+        w = np.asarray(mix_weights, np.float64)
+        if w.shape != (len(groups),) or (w < 0).any() or not w.sum() > 0:
+            raise ValueError(f"mix_weights {list(mix_weights)}: one non-negative weight per dataset, not all 0")
+        ds = tf.data.Dataset.sample_from_datasets(streams, weights=(w / w.sum()).tolist(), seed=seed,
+                                                  stop_on_empty_dataset=False)
     seeds = tf.data.Dataset.random(seed=seed).batch(2)
     ds = tf.data.Dataset.zip((ds, seeds))
 

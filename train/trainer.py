@@ -13,6 +13,15 @@ categories), and a run folder that survives kill -9:
 * ``history.csv``, ``tb/`` (TensorBoard), ``eval.json`` at the end.
 
 A killed run resumes with ``--resume`` from its last finished epoch.
+
+Several datasets (``data`` a list) train together: every training frame is drawn from
+dataset i with probability ``data_weights[i] / sum`` (default: in proportion to the
+datasets' training frames, as if concatenated), each resized to the model input by the
+shared preprocessing. Checkpoints are selected on the first dataset's validation split;
+the others' are scored every epoch beside it (``val_miou7_<dataset>``, per-category IoU and the
+inside-the-set share of coarse labels in history.csv).
+``config.json`` records the mix: each dataset's path, format, splits, frame count, frame
+size, weight and share.
 """
 from __future__ import annotations
 
@@ -43,7 +52,10 @@ RESUME_OVERRIDABLE = ("epochs", "time_budget", "patience", "loss", "dice_weight"
 
 @dataclass
 class TrainConfig:
-    data: str = ""
+    data: str | list = ""                 # a dataset root, or a list of roots to mix
+    data_weights: list | None = None      # sampling weight per dataset (default: frame counts)
+    train_split: str = "train"
+    val_split: str = "val"                # e.g. drive-val: drives no training frame comes from
     format: str = "auto"
     arch: str = "unet-mobilenetv2"
     alpha: float | None = None
@@ -83,6 +95,10 @@ class TrainConfig:
         if d.get("crop"):
             d["crop"] = tuple(d["crop"])
         return cls(**d)
+
+    @property
+    def data_roots(self) -> list[str]:
+        return [str(p) for p in self.data] if isinstance(self.data, (list, tuple)) else [str(self.data)]
 
 
 class TrainingDiverged(UserError):
@@ -169,9 +185,22 @@ HISTORY_FIELDS = ["epoch", "steps", "loss", "lr", "val_miou7", "val_miou8", "val
                   *[f"val_iou_{c}" for c in CATEGORY_NAMES[1:]], "epoch_seconds", "wall_seconds"]
 
 
+def _other_val_columns(name: str, result: dict) -> dict:
+    """history.csv columns of another dataset's val split: mIoU(7), per-category IoU and,
+    with coarse labels, the mean IoU over the categories with exact labels and the share
+    of set pixels predicted inside their set."""
+    cols = {f"val_miou7_{name}": result["miou7"],
+            **{f"val_iou_{c}_{name}": result["iou"][c] for c in CATEGORY_NAMES[1:]}}
+    if "set_labels" in result:
+        cols[f"val_miou_exact_{name}"] = result["set_labels"]["miou_exact_categories"]
+        cols[f"val_set_inside_{name}"] = result["set_labels"]["inside"]
+    return cols
+
+
 def write_history(path: Path, rows: list[dict]):
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, HISTORY_FIELDS, extrasaction="ignore")
+    extra = [k for k in (rows[0] if rows else {}) if k not in HISTORY_FIELDS]  # mixed datasets' val
+    writer = csv.DictWriter(buf, HISTORY_FIELDS[:-2] + extra + HISTORY_FIELDS[-2:], extrasaction="ignore")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
@@ -262,6 +291,40 @@ def warm_start(model, source) -> str:
             + (f" ({', '.join(fresh[:6])}{'...' if len(fresh) > 6 else ''})" if fresh else ""))
 
 
+def data_mix(cfg: TrainConfig) -> list[dict]:
+    """One record per dataset of the run: name, root, format, splits, training frames
+    ("samples", popped by the caller), frame size, sampling weight and share."""
+    import cv2
+
+    from .datasets import load_split, scan
+
+    roots = cfg.data_roots
+    if not roots or not all(roots):
+        raise UserError("--data: no dataset given")
+    weights = cfg.data_weights
+    if weights is not None and len(weights) != len(roots):
+        raise UserError(f"--data-weights: {len(weights)} weight(s) for {len(roots)} dataset(s); give one per --data")
+    if weights is not None and (any(not (w >= 0) for w in weights) or not sum(weights) > 0):
+        raise UserError(f"--data-weights {weights}: weights must be >= 0 and not all 0")
+    mix, names = [], set()
+    for i, root in enumerate(roots):
+        layout = scan(root, cfg.format)
+        samples = load_split(root, cfg.format, cfg.train_split)
+        name = Path(root).resolve().name or f"data{i}"
+        name = name if name not in names else f"{name}{i}"
+        names.add(name)
+        first = cv2.imread(str(samples[0].image), cv2.IMREAD_UNCHANGED)
+        mix.append({"name": name, "data": str(root), "format": layout.fmt, "train_split": cfg.train_split,
+                    "val_split": cfg.val_split, "train_frames": len(samples),
+                    "frame_size": [int(first.shape[1]), int(first.shape[0])] if first is not None else None,
+                    "weight": float(weights[i]) if weights is not None else float(len(samples)),
+                    "samples": samples})
+    total = sum(m["weight"] for m in mix)
+    for m in mix:
+        m["share"] = m["weight"] / total
+    return mix
+
+
 # ------------------------------------------------------------------ the loop
 
 def train_model(cfg: TrainConfig, resume: bool = False, overrides: dict | None = None,
@@ -275,8 +338,9 @@ def train_model(cfg: TrainConfig, resume: bool = False, overrides: dict | None =
                             "start without --resume")
         saved = json.loads((run_dir / "config.json").read_text())
         cfg = TrainConfig.from_dict({**saved, **(overrides or {})})
-        if not Path(cfg.data).exists() and saved.get("data_resolved"):
-            cfg.data = saved["data_resolved"]  # resumed from another working directory
+        resolved = saved.get("data_resolved")
+        if resolved and not all(Path(p).exists() for p in cfg.data_roots):
+            cfg.data = resolved  # resumed from another working directory
     elif last is not None:
         raise UserError(f"{run_dir} already holds a run (last epoch in {last.name}/); "
                         "continue it with --resume or choose another --run-dir")
@@ -306,10 +370,13 @@ def train_model(cfg: TrainConfig, resume: bool = False, overrides: dict | None =
     if cfg.epochs < 1 or cfg.batch < 1 or not cfg.lr > 0:
         raise UserError("--epochs and --batch must be >= 1 and --lr > 0")
 
-    train_samples = load_split(cfg.data, cfg.format, "train")
-    val_samples = load_split(cfg.data, cfg.format, "val")
+    mix = data_mix(cfg)
+    train_groups = [m.pop("samples") for m in mix]
+    train_samples = [s for g in train_groups for s in g]
+    val_groups = [load_split(root, cfg.format, cfg.val_split) for root in cfg.data_roots]
     if cfg.max_val_samples:
-        val_samples = val_samples[:cfg.max_val_samples]
+        val_groups = [g[:cfg.max_val_samples] for g in val_groups]
+    val_samples = val_groups[0]
     run_dir.mkdir(parents=True, exist_ok=True)
 
     strategy = make_strategy(cfg.distribute)
@@ -364,7 +431,9 @@ def train_model(cfg: TrainConfig, resume: bool = False, overrides: dict | None =
 
     macs, params = count_macs(model), model.count_params()
     config_dict = asdict(cfg)
-    config_dict.update(data_resolved=str(Path(cfg.data).resolve()), class_weight_values=weights, steps_per_epoch_effective=steps,
+    resolved = [str(Path(p).resolve()) for p in cfg.data_roots]
+    config_dict.update(data_resolved=resolved if isinstance(cfg.data, (list, tuple)) else resolved[0],
+                       data_mix=mix, class_weight_values=weights, steps_per_epoch_effective=steps,
                        total_steps=total_steps, warmup_steps=warmup, replicas=replicas,
                        train_samples=len(train_samples), val_samples=len(val_samples),
                        params=params, macs=macs, tensorflow=tf.__version__,
@@ -374,6 +443,10 @@ def train_model(cfg: TrainConfig, resume: bool = False, overrides: dict | None =
         config_dict["resumed"] = saved.get("resumed", []) + [
             {"after_epoch": start_epoch, "command": " ".join(sys.argv), "overrides": overrides or {}}]
     atomic_write_json(run_dir / "config.json", config_dict)
+    if len(mix) > 1:
+        _log("mixing " + ", ".join(f"{m['name']} ({m['train_frames']} {m['train_split']} frames, "
+                                   f"{m['frame_size'][0]}x{m['frame_size'][1]}, {100 * m['share']:.0f}%)"
+                                   for m in mix))
     _log(f"{cfg.arch} alpha {cfg.alpha:g} at {size[0]}x{size[1]}: {params / 1e6:.2f} M params, "
          f"{macs / 1e9:.3f} GMAC; {len(train_samples)} train / {len(val_samples)} val frames, "
          f"{steps} steps/epoch x {cfg.epochs} epochs, {replicas} replica(s)")
@@ -381,12 +454,13 @@ def train_model(cfg: TrainConfig, resume: bool = False, overrides: dict | None =
         _log("class weights: " + ", ".join(f"{n} {w:.2f}" for n, w in zip(CATEGORY_NAMES, weights)))
 
     # data: a fresh deterministic stream per (seed, start epoch)
-    ds = make_dataset(train_samples, size=size, batch=cfg.batch, training=True,
+    ds = make_dataset(train_groups, size=size, batch=cfg.batch, training=True,
                       seed=cfg.seed + 7919 * start_epoch, augment=Augment() if cfg.augment else None,
-                      crop=None if crop == size else crop)
+                      crop=None if crop == size else crop, mix_weights=[m["weight"] for m in mix])
     dist_ds = strategy.experimental_distribute_dataset(ds)
     data_iter = iter(dist_ds)
     val_set = CachedValSet(val_samples, size)
+    other_val = {m["name"]: CachedValSet(g, size) for m, g in zip(mix[1:], val_groups[1:])}
     predict = keras_predictor(model, batch=cfg.batch)
     loss_fn = make_loss(cfg.loss, weights, cfg.dice_weight)
 
@@ -438,12 +512,14 @@ def train_model(cfg: TrainConfig, resume: bool = False, overrides: dict | None =
             model.set_weights(fit_model.get_weights())
 
         m = val_set.score(predict, cfg.batch).result()
+        others = {name: v.score(predict, cfg.batch).result() for name, v in other_val.items()}
         last_val = m["miou7"]
         epoch_seconds = time.time() - t_epoch
         row = {"epoch": epoch + 1, "steps": len(losses), "loss": float(np.mean(losses)), "lr": lr_now,
                "val_miou7": m["miou7"], "val_miou8": m["miou8"],
                "val_pixel_accuracy": m["pixel_accuracy"],
                **{f"val_iou_{c}": m["iou"][c] for c in CATEGORY_NAMES[1:]},
+               **{k: v for name, r in others.items() for k, v in _other_val_columns(name, r).items()},
                "epoch_seconds": epoch_seconds, "wall_seconds": wall_before + time.time() - t_start}
         history.append(row)
         improved = m["miou7"] > best
@@ -455,6 +531,7 @@ def train_model(cfg: TrainConfig, resume: bool = False, overrides: dict | None =
         _log(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}  val mIoU(7) {m['miou7']:.4f}"
              f"{' (best)' if improved else ''}  " +
              " ".join(f"{c[:5]} {m['iou'][c]:.3f}" for c in CATEGORY_NAMES[1:]) +
+             "".join(f"  [{name} mIoU(7) {r['miou7']:.4f}]" for name, r in others.items()) +
              f"  lr {lr_now:.2e}  {epoch_seconds:.0f} s")
         _tb_scalars(writer, row, epoch + 1)
         tracker.log_epoch(row, epoch + 1)
@@ -470,7 +547,8 @@ def train_model(cfg: TrainConfig, resume: bool = False, overrides: dict | None =
             _log(stopped)
             break
 
-    summary = finish_run(run_dir, cfg, size, val_samples, history, stopped)
+    summary = finish_run(run_dir, cfg, size, val_samples, history, stopped,
+                         others={m["name"]: g for m, g in zip(mix[1:], val_groups[1:])})
     tracker.finish(run_dir)
     return summary
 
@@ -488,8 +566,10 @@ def _save_last(run_dir: Path, ckpt, state: dict):
     shutil.rmtree(old, ignore_errors=True)
 
 
-def finish_run(run_dir: Path, cfg: TrainConfig, size, val_samples, history, stopped) -> dict:
-    """Score best.keras on the whole val split (with instances, model size) -> eval.json."""
+def finish_run(run_dir: Path, cfg: TrainConfig, size, val_samples, history, stopped,
+               others: dict | None = None) -> dict:
+    """Score best.keras on the whole val split (with instances, model size) -> eval.json;
+    with mixed datasets, each other dataset's val split too (under ``other_val``)."""
     from .evaluate import keras_predictor, score
     import tf_keras as keras
 
@@ -497,14 +577,22 @@ def finish_run(run_dir: Path, cfg: TrainConfig, size, val_samples, history, stop
     if not best_path.exists():
         raise UserError(f"{run_dir}: no best.keras was written")
     model = keras.models.load_model(best_path, compile=False)
-    metrics, _ = score(keras_predictor(model, cfg.batch), val_samples, size)
+    predict = keras_predictor(model, cfg.batch)
+    metrics, _ = score(predict, val_samples, size)
     result = metrics.result()
+    other_val = {}
+    for name, samples in (others or {}).items():
+        r = score(predict, samples, size)[0].result()
+        other_val[name] = {"split": cfg.val_split, "frames": len(samples),
+                           "metrics": {k: v for k, v in r.items() if k != "confusion_matrix"}}
     best_row = max(history, key=lambda r: r["val_miou7"]) if history else {}
-    summary = {"model": str(best_path), "split": "val", "resolution": f"{size[0]}x{size[1]} (model size)",
+    summary = {"model": str(best_path), "split": cfg.val_split, "data": cfg.data_roots[0], "resolution": f"{size[0]}x{size[1]} (model size)",
                "best_epoch": best_row.get("epoch"), "epochs_run": len(history),
                "stopped": stopped, "wall_seconds": history[-1]["wall_seconds"] if history else 0.0,
                "metrics": {k: v for k, v in result.items() if k != "confusion_matrix"},
                "confusion_matrix": result["confusion_matrix"]}
+    if other_val:
+        summary["other_val"] = other_val
     atomic_write_json(run_dir / "eval.json", summary)
     _log(f"best epoch {summary['best_epoch']}: val mIoU(7) {result['miou7']:.4f}  " +
          " ".join(f"{c} {result['iou'][c]:.3f}" for c in CATEGORY_NAMES[1:]))
