@@ -75,7 +75,7 @@ def _read_label(path: Path, root: Path, entry: dict, lut, shape):
 
 def _read_source(spec: str, kind: str, reader, n: int) -> list:
     """Up to ``n`` valid frames of an open reader, spread over a video."""
-    from . import sources
+    from . import source_readers
     frames, bad = [], 0
     stride = 1
     if kind == "video" and getattr(reader, "frame_count", 0) > n:
@@ -89,7 +89,7 @@ def _read_source(spec: str, kind: str, reader, n: int) -> list:
                 break
     while len(frames) < n:
         try:
-            image = sources.valid_frame(reader.read())
+            image = source_readers.valid_frame(reader.read())
         except EOFError:
             break
         except ConnectionError as e:
@@ -111,14 +111,15 @@ def _read_source(spec: str, kind: str, reader, n: int) -> list:
 def load_frames(spec: str | None, n: int, root=None) -> tuple[list, str]:
     """(BGR frames, description) from a calibration manifest (.json), a folder or glob of
     images, an image, a video, a camera index or 'demo' (the synthetic street scenes)."""
-    from . import sources
-    spec = (spec or sources.DEMO).strip()
+    from . import source_readers, sources
+    spec = (spec or source_readers.DEMO).strip()
     if n < 1:
         raise UserError(f"--n-frames {n}: must be at least 1")
-    if spec.lower() == sources.DEMO:
-        render_scene = sources.demo_renderer().render_scene
-        frames = [render_scene(seed, sources.DEMO_SIZE).image for seed in range(n)]
-        return frames, f"{n} synthetic street scenes ({sources.DEMO_SIZE[0]}x{sources.DEMO_SIZE[1]})"
+    if spec.lower() == source_readers.DEMO:
+        render_scene = source_readers.demo_renderer().render_scene
+        width, height = source_readers.DEMO_SIZE
+        frames = [render_scene(seed, (width, height)).image for seed in range(n)]
+        return frames, f"{n} synthetic street scenes ({width}x{height})"
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".json":
         if not path.is_file():
@@ -129,7 +130,7 @@ def load_frames(spec: str | None, n: int, root=None) -> tuple[list, str]:
         paths = sources._image_paths(spec) or []
         if not paths:
             raise UserError(f"--frames {spec}: no images found")
-        reader = sources.ImagesReader(_spread(paths, n), f"images from {spec}")
+        reader = source_readers.ImagesReader(_spread(paths, n), f"images from {spec}")
     else:
         reader = sources.open_reader(spec)  # a camera that can't be opened: one-line UserError
     try:

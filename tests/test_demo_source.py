@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge import sources
+from edge import source_readers, sources
 from edge.errors import UserError
 
 scenes = pytest.importorskip("scenes")
 
 
 def test_the_demo_entry_point_is_the_scene_renderer():
-    assert sources.demo_renderer() is scenes
+    assert source_readers.demo_renderer() is scenes
 
 
 def test_demo_frames_are_the_renderers_clip():
@@ -23,7 +23,7 @@ def test_demo_frames_are_the_renderers_clip():
 
 
 def test_without_the_entry_point_the_demo_is_a_one_line_error(monkeypatch):
-    monkeypatch.setattr(sources, "entry_points", lambda **kw: [])
+    monkeypatch.setattr(source_readers, "entry_points", lambda **kw: [])
     with pytest.raises(UserError, match="demo source needs the scene renderer") as e:
         sources.open_reader("demo")
     assert "\n" not in str(e.value)

@@ -22,7 +22,7 @@ def test_example_segments_the_demo_clip_like_the_api(tmp_path):
     scenes = pytest.importorskip("scenes")
     from edge.labels import CATEGORY_NAMES
     from edge.segmenter import Segmenter
-    from edge.sources import DEMO_SIZE
+    from edge.source_readers import DEMO_SIZE
 
     out = tmp_path / "frames"
     done = run_example("demo", "--headless", "--max-frames", "3", "--save", out)

@@ -399,7 +399,7 @@ def test_data_check_refuses_what_train_and_eval_refuse(synthetic_camvid, tmp_pat
 # path reaches). A message suggesting an option must be right for all of them.
 REACHED_BY = {
     "edge/run.py": ["run"], "edge/sinks.py": ["run"], "edge/drift.py": ["run"],
-    "edge/sources.py": ["run"], "edge/zoo.py": ["run"],  # the bundled model: only run's default
+    "edge/sources.py": ["run"], "edge/source_readers.py": ["run"], "edge/zoo.py": ["run"],  # the bundled model: only run's default
     "edge/tune.py": ["tune"], "edge/backends.py": ["run"],
     "edge/outputs.py": ["run", "eval", "calibrate", "data preview"],  # the --overwrite advice
     "train/datasets.py": ["data check", "data preview", "train", "eval", "calibrate", "compare", "convert"],

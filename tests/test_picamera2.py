@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import sources
+from edge import source_readers, sources
 from edge.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,9 +48,10 @@ def _frames(source, n):
 def test_kind_and_index():
     assert sources.kind_of("picamera2") == sources.kind_of("picamera2:1") == "picamera2"
     assert sources.kind_of("PiCamera2") == "picamera2"
-    assert sources._picamera2_index("picamera2") == 0 and sources._picamera2_index("picamera2:2") == 2
+    assert source_readers._picamera2_index("picamera2") == 0
+    assert source_readers._picamera2_index("picamera2:2") == 2
     with pytest.raises(UserError, match="expected picamera2 or picamera2:N"):
-        sources._picamera2_index("picamera2:front")
+        source_readers._picamera2_index("picamera2:front")
 
 
 def test_frames_flow_through_the_live_source_machinery(picamera2):
@@ -101,12 +102,12 @@ def test_absent_library_is_one_line(no_picamera2):
 
 
 def test_camera_index_falls_back_to_picamera2_when_no_v4l2_camera_opens(picamera2, monkeypatch):
-    monkeypatch.setattr(sources.CaptureReader, "open", lambda self: False)
-    monkeypatch.setattr(sources.sys, "platform", "linux")
+    monkeypatch.setattr(source_readers.CaptureReader, "open", lambda self: False)
+    monkeypatch.setattr(source_readers.sys, "platform", "linux")
     logs = []
     reader = sources.open_reader("0", log=logs.append)
     try:
-        assert isinstance(reader, sources.PiCamera2Reader) and reader.index == 0
+        assert isinstance(reader, source_readers.PiCamera2Reader) and reader.index == 0
         assert logs == ["camera 0: no V4L2 capture device; using the Pi camera 0 through picamera2"]
     finally:
         reader.close()
@@ -115,7 +116,7 @@ def test_camera_index_falls_back_to_picamera2_when_no_v4l2_camera_opens(picamera
 
 
 def test_camera_index_without_picamera2_keeps_the_v4l2_error(no_picamera2, monkeypatch):
-    monkeypatch.setattr(sources.CaptureReader, "open", lambda self: False)
+    monkeypatch.setattr(source_readers.CaptureReader, "open", lambda self: False)
     with pytest.raises(UserError, match="no camera at index 57"):
         sources.open_reader("57")
 

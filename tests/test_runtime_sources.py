@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import street_frames, write_video
-from edge import sources
+from edge import source_readers, sources
 from edge.errors import SourceLostError, UserError
 from edge.run import RunOptions, run_pipeline
 
@@ -152,7 +152,7 @@ def test_truncated_video_ends_cleanly_with_the_summary(tiny_models, tmp_path, ca
     assert "edge-seg run:" in capsys.readouterr().out
 
 
-class SteppedLiveReader(sources.Reader):
+class SteppedLiveReader(source_readers.Reader):
     """A live camera the test steps: ``allow(n)`` lets it deliver n more frames;
     ``wait_delivered(n)`` returns once the capture thread asks for frame n+1 (so frame n
     has been handed to the Source)."""
@@ -227,7 +227,7 @@ class ClockedStop(threading.Event):
         return self.is_set()
 
 
-class DecodingFileReader(sources.Reader):
+class DecodingFileReader(source_readers.Reader):
     """A 10 FPS file whose frames take 30 ms to decode; the next frame is read only once
     the consumer took the previous one (nothing dropped)."""
     fps = 10.0

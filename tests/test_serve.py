@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 from conftest import REPO, street_frames
 from test_runtime_sources import FakeCamera, fake_camera  # noqa: F401 -- the stand-in camera
-from edge import serve, sources
+from edge import serve, source_readers, sources
 from edge.cli import main
 from edge.errors import EXIT_SOURCE_LOST, EXIT_USAGE, SourceLostError, UserError
 from edge.labels import CATEGORIES
@@ -35,7 +35,7 @@ FRAME_SIZE = (320, 160)
 
 
 # -- stand-in sources ---------------------------------------------------------------------
-class GatedReader(sources.Reader):
+class GatedReader(source_readers.Reader):
     """A file-like source: ``n`` frames, then it waits at a gate; opening the gate ends it."""
     live = False
     fps = 30.0
@@ -54,7 +54,7 @@ class GatedReader(sources.Reader):
         raise EOFError
 
 
-class PacedLiveReader(sources.Reader):
+class PacedLiveReader(source_readers.Reader):
     """A live camera stand-in: ``n`` frames at ``fps`` (the newest-frame-only path), or the
     same frame until ``stop`` is set when ``n`` is 0."""
     live = True
