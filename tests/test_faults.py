@@ -398,7 +398,8 @@ def test_data_check_refuses_what_train_and_eval_refuse(synthetic_camvid, tmp_pat
 # Which commands can show the messages of each module (the modules every command's code
 # path reaches). A message suggesting an option must be right for all of them.
 REACHED_BY = {
-    "edge/run.py": ["run"], "edge/sinks.py": ["run"], "edge/drift.py": ["run"],
+    "edge/run.py": ["run"], "edge/run_loop.py": ["run"], "edge/sinks.py": ["run"],
+    "edge/drift.py": ["run"],
     "edge/sources.py": ["run"], "edge/source_readers.py": ["run"], "edge/zoo.py": ["run"],  # the bundled model: only run's default
     "edge/tune.py": ["tune"], "edge/backends.py": ["run"],
     "edge/outputs.py": ["run", "eval", "calibrate", "data preview"],  # the --overwrite advice

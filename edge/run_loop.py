@@ -1,0 +1,441 @@
+"""The pipeline of ``edge-seg run`` (``edge.run``): the render stage and the run itself (open
+the model, source and outputs; the capture -> infer -> render loop; finish; the summary).
+``edge.run.run_pipeline`` drives a ``Run`` from start to end."""
+from __future__ import annotations
+
+import math
+import queue
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import UserError
+from .overlay import Overlay, hud_lines
+from .timing import StageTimes
+
+STAGES = ("capture", "pre", "infer", "post", "draw", "encode", "frame")
+PROGRESS_EVERY_S = 5.0
+
+
+def _say(message: str = "") -> None:
+    click.echo(message)
+
+
+def _warn(message: str) -> None:
+    click.echo(message, err=True)
+
+
+# -- the render stage ---------------------------------------------------------------
+class Renderer:
+    """The render thread: post-process, offer to the drift check, draw, hand to the sinks."""
+
+    def __init__(self, segmenter, overlay: Overlay, times: StageTimes, sink=None, window=None,
+                 drift=None, placeholder: bool = False, hub=None):
+        self.segmenter, self.overlay, self.times = segmenter, overlay, times
+        self.sink, self.window, self.drift = sink, window, drift
+        self.hub = hub  # --serve: the viewers' newest-frame slot (never blocks)
+        self.placeholder = placeholder
+        self.frames = 0
+        self.t_first = self.t_last = None
+        self._fps = math.nan
+        self._dt = None
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="render", daemon=True)
+        self._thread.start()
+
+    def submit(self, frame, logits) -> None:
+        if self._error is not None:
+            raise self._error
+        while self._thread.is_alive():
+            try:
+                self._queue.put((frame, logits), timeout=0.2)
+                return
+            except queue.Full:
+                continue
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    @property
+    def fps(self) -> float:
+        return self._fps
+
+    def _hud(self) -> list[str]:
+        extra = None
+        if self.placeholder:
+            extra = "placeholder model: random weights"
+        elif self.drift is not None and self.drift.per_check:
+            extra = f"float agreement {self.drift.per_check[-1]:.2f}"
+        return hud_lines(self._fps, self.times.recent(), extra)
+
+    def _run(self) -> None:
+        from .preprocess import upsample_mask
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                frame, logits = item
+                t0 = time.perf_counter()
+                model_mask = self.segmenter.postprocess(logits)
+                mask = upsample_mask(model_mask, frame.image.shape)
+                t1 = time.perf_counter()
+                if self.drift is not None:
+                    self.drift.offer(self.frames, frame.image, model_mask)
+                image = self.overlay.render(frame.image, mask, self._hud() if self.overlay.hud else None)
+                t2 = time.perf_counter()
+                if self.sink is not None:
+                    self.sink.write(image)
+                if self.window is not None:
+                    self.window.put(image)
+                if self.hub is not None:
+                    self.hub.put(image)
+                t3 = time.perf_counter()
+                self.times.add("post", (t1 - t0) * 1e3)
+                self.times.add("draw", (t2 - t1) * 1e3)
+                self.times.add("frame", (t3 - frame.t_capture) * 1e3)
+                self.frames += 1
+                if self.t_last is not None:
+                    # Average the frame interval, not its inverse: a mean of 1/dt reads
+                    # high whenever intervals vary (a slow frame barely lowers it).
+                    dt = t3 - self.t_last
+                    self._dt = dt if self._dt is None else self._dt + 0.1 * (dt - self._dt)
+                    self._fps = 1.0 / self._dt if self._dt > 0 else math.nan
+                else:
+                    self.t_first = t3
+                self.t_last = t3
+        except BaseException as e:  # surfaced by submit()/close()
+            self._error = e
+            while True:  # unblock the producer
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break
+
+
+# -- the run --------------------------------------------------------------------------
+@dataclass
+class RunState:
+    frames: int = 0
+    stopped_by: str | None = None  # SIGINT / SIGTERM / window / max-frames / end of source
+    t_start: float = 0.0
+    t_end: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+class Run:
+    def __init__(self, opts: RunOptions):  # an edge.run.RunOptions (not imported: no cycle)
+        self.opts = opts
+        self.state = RunState()
+        self.times = StageTimes(STAGES)
+        self.source = self.segmenter = self.drift = self.sink = self.window = self.renderer = None
+        self.server = self.reporter = None  # --serve, --report-every
+        self.profile = None        # edge.profile.Profile in use
+        self.profile_note = None   # why a profile exists but is not used
+        self._signals = 0
+        self._old_handlers = {}
+        self.failure: UserError | None = None  # an output that could not be written
+
+    # signals: the first one stops the loop cleanly, a second one interrupts hard
+    def _on_signal(self, signum, _frame):
+        self._signals += 1
+        if self._signals > 1:
+            raise KeyboardInterrupt
+        self.state.stopped_by = signal.Signals(signum).name
+        if self.source is not None:
+            self.source.stop()
+
+    def _install_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            return
+        # SIGHUP (the terminal or ssh session closed) stops like SIGTERM: outputs finalised
+        for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if sig is not None:
+                self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+
+    def _restore_signals(self):
+        for sig, handler in self._old_handlers.items():
+            signal.signal(sig, handler)
+
+    def _apply_profile(self) -> tuple[str | None, int | None, str]:
+        """(model, threads, delegate): the options given, else the device profile's when
+        one exists and can be trusted (else a warning line and the defaults)."""
+        from .profile import default_profile_path, load_profile
+        o = self.opts
+        delegate = o.delegate or "auto"
+        if o.no_profile:
+            return o.model, o.threads, delegate
+        path = Path(o.profile).expanduser() if o.profile else default_profile_path()
+        if not path.is_file():
+            if o.profile:
+                _warn(f"warning: profile {path} does not exist; ignored")
+            return o.model, o.threads, delegate
+        given = [name for name, v in (("--model", o.model), ("--threads", o.threads),
+                                      ("--delegate", o.delegate)) if v is not None]
+        if given:
+            self.profile_note = f"{path} not used: {', '.join(given)} given"
+            return o.model, o.threads, delegate
+        profile, why = load_profile(path)
+        if profile is None:
+            _warn(f"warning: {why}; ignored, starting with the default model")
+            self.profile_note = f"{path} ignored (see the warning), default model"
+            return o.model, o.threads, delegate
+        self.profile = profile
+        return str(profile.model), profile.threads, profile.delegate
+
+    def open(self):
+        """Everything that can fail on bad input fails here, with one line."""
+        from . import backends, sinks, sources, zoo
+        from .drift import DriftCheck
+        from .model_meta import read_meta
+        from .segmenter import Segmenter, is_onnx
+        o = self.opts
+        spec = o.source_spec()
+        if o.every < 1:
+            raise UserError(f"--every {o.every}: must be at least 1")
+        if o.max_frames < 0:
+            raise UserError(f"--max-frames {o.max_frames}: must be 0 (no limit) or more")
+        model, threads, delegate = self._apply_profile()
+        model_path = zoo.resolve_model(model)
+        if is_onnx(model_path):
+            from .backends_onnx import check_delegate as check_onnx_delegate
+            check_onnx_delegate(delegate)
+        else:
+            backends.check_model_file(model_path)
+            backends.check_delegate(delegate)
+        read_meta(model_path, trust_sidecar=o.trust_sidecar, warn=lambda m: None)
+        if o.check_float:
+            backends.check_model_file(o.check_float)
+            read_meta(o.check_float, trust_sidecar=o.trust_sidecar, warn=lambda m: None)
+        self._check_outputs(model_path)
+        show = o.show
+        if show is None:
+            show = sinks.gui_available()
+        elif show and not sinks.gui_available():
+            raise UserError("--show: no window can be opened here (no display, or an OpenCV "
+                            "without GUI such as opencv-python-headless); use --headless")
+        self.source = sources.open_source(spec, realtime=o.realtime, every=o.every,
+                                          reconnect_timeout=o.reconnect_timeout,
+                                          capture_size=o.capture_size, log=_warn)
+        self.segmenter = Segmenter(model_path, threads=threads, delegate=delegate, log=_warn,
+                                   trust_sidecar=o.trust_sidecar)
+        self.overlay = Overlay.from_meta(self.segmenter.meta, alpha=o.alpha, view=o.view,
+                                         legend=o.legend, hud=o.hud)
+        self.segmenter.overlay = self.overlay
+        if o.check_float:
+            self.drift = DriftCheck(o.check_float, reference_meta=self.segmenter.meta,
+                                    every=o.check_every, min_agreement=o.min_agreement,
+                                    window=o.agreement_window, log=_warn)
+        if o.save:
+            self.sink = sinks.FrameSink(o.save, fps=self.source.fps or 30.0,
+                                        inputs=self._inputs(model_path), overwrite=o.overwrite)
+        if show:
+            self.window = sinks.Window()
+        self._open_telemetry()
+
+    def _open_telemetry(self) -> None:
+        """--report-every and --serve, last: bound before the run starts (a port in use is
+        exit 2), and nothing else can fail after the port is taken."""
+        from .telemetry import PeriodicReport, live_stats
+        o = self.opts
+        if o.report_every:
+            self.reporter = PeriodicReport(o.report_every, lambda: live_stats(self), o.report_lines,
+                                           log=_warn)
+        elif o.report_lines:
+            raise UserError("--report-lines needs --report-every SECONDS")
+        if o.serve:
+            from .serve import open_server
+            self.server = open_server(o.serve, lambda: live_stats(self), token=o.serve_token,
+                                      max_clients=o.serve_max_clients, times=self.times, log=_warn)
+
+    def _inputs(self, model_path) -> list[Path]:
+        """What the run reads: an output naming one of these is refused."""
+        from .model_meta import sidecar_path
+        from .sources import _image_paths
+        spec = self.opts.source_spec()
+        paths = [Path(model_path), sidecar_path(model_path), Path(spec).expanduser()]
+        paths += _image_paths(spec) or []  # a folder or glob: each image it matches
+        if self.opts.check_float:
+            paths += [Path(self.opts.check_float), sidecar_path(self.opts.check_float)]
+        return paths
+
+    def _check_outputs(self, model_path) -> None:
+        """--save and --report checked before anything starts: a run never ends with its
+        results unwritable."""
+        from . import sinks
+        from .outputs import check_output
+        o, inputs = self.opts, self._inputs(model_path)
+        if o.save:
+            sinks.check_save_target(o.save, inputs, o.overwrite)
+        if o.report:
+            check_output(o.report, "--report", inputs=inputs, overwrite=o.overwrite, need=64 << 10)
+            report, save = (Path(p).expanduser().absolute() for p in (o.report, o.save or o.report))
+            if o.save and (report == save or save in report.parents):
+                raise UserError(f"--report {o.report}: inside --save {o.save}; a saved frames "
+                                f"folder holds only frames: write the report beside it")
+
+    def banner(self) -> None:
+        o, seg = self.opts, self.segmenter
+        _say(f"edge-seg {__version__} run")
+        if self.profile is not None:
+            _say(f"  profile: {self.profile.describe()}")
+        elif self.profile_note:
+            _say(f"  profile: {self.profile_note}")
+        _say(f"  model    {seg.describe()}")
+        if seg.is_placeholder:
+            _say("           WARNING: this is the randomly initialised placeholder model "
+                 "(the reference model is not installed): the masks are meaningless")
+        _say(f"  backend  {seg.backend.describe()}")
+        mode = ("newest frame only" if self.source.newest_only else "every frame") + (
+            f", every {o.every}th" if o.every > 1 else "")
+        _say(f"  source   {self.source.description} ({mode})")
+        outputs = [f"view {o.view}, alpha {o.alpha:g}"]
+        outputs.append(f"save {self.sink.describe()}" if self.sink else "no --save")
+        outputs.append("window" if self.window else "headless")
+        _say(f"  output   {', '.join(outputs)}")
+        if self.drift:
+            _say(f"  drift    vs {self.drift.path.name} every {o.check_every} frames, "
+                 f"warn below {o.min_agreement:.2f} (windows of {o.agreement_window} checks)")
+        if self.reporter:
+            _say(f"  report   {self.reporter.describe()}")
+        if self.server:
+            _say(f"  serve    {self.server.describe()}")
+
+    def loop(self) -> None:
+        """capture -> process -> overlay/render, until the source ends or we are stopped."""
+        o, seg = self.opts, self.segmenter
+        self.renderer = Renderer(seg, self.overlay, self.times, self.sink, self.window, self.drift,
+                                 placeholder=seg.is_placeholder,
+                                 hub=self.server.hub if self.server else None)
+        next_progress = time.perf_counter() + PROGRESS_EVERY_S
+        self.state.t_start = time.perf_counter()
+        while self.state.stopped_by is None:
+            frame = self.source.read()                          # capture
+            if frame is None:
+                self.state.stopped_by = self.state.stopped_by or "end of source"
+                break
+            t0 = time.perf_counter()
+            tensor = seg.preprocess(frame.image)                # process
+            t1 = time.perf_counter()
+            logits = seg.infer(tensor)
+            t2 = time.perf_counter()
+            self.renderer.submit(frame, logits)                 # overlay + render
+            self.times.add("capture", frame.capture_ms)
+            self.times.add("pre", (t1 - t0) * 1e3)
+            self.times.add("infer", (t2 - t1) * 1e3)
+            self.state.frames += 1
+            if self.window is not None and not self.window.pump():
+                self.state.stopped_by = "window closed"
+            if o.max_frames and self.state.frames >= o.max_frames:
+                self.state.stopped_by = self.state.stopped_by or "--max-frames"
+            if not o.quiet and t2 >= next_progress:
+                next_progress = t2 + PROGRESS_EVERY_S
+                _say(f"  frame {self.state.frames}: {self.renderer.fps:.1f} FPS, "
+                     f"infer {self.times.stages['infer'].recent:.1f} ms")
+
+    def finish(self) -> None:
+        """Drain and close everything that was opened (every exit path comes here). A
+        rendering or saving failure is kept in ``self.failure``: it ends the run with a
+        non-zero code after the summary is printed."""
+        for output, step in ((False, lambda: self.source and self.source.close()),
+                             (False, lambda: self.reporter and self.reporter.close()),
+                             (False, lambda: self.server and self.server.close()),
+                             (True, lambda: self.renderer and self.renderer.close()),
+                             (True, lambda: self.sink and self.sink.close()),
+                             (False, lambda: self.drift and self.drift.close()),
+                             (False, lambda: self.window and self.window.close())):
+            try:
+                step()
+            except UserError as e:
+                if output:
+                    self.failure = self.failure or e
+                else:
+                    _warn(f"warning: {e}")
+        self.state.t_end = time.perf_counter()
+        if self.sink is not None:
+            self.times.stages["encode"] = self.sink.encode
+
+    # -- the end-of-run summary ---------------------------------------------------------
+    def summary(self) -> dict:
+        st, src = self.state, self.source
+        rendered = self.renderer.frames if self.renderer else 0
+        wall = (self.renderer.t_last - self.state.t_start) if self.renderer and self.renderer.t_last else 0.0
+        out = {
+            "edge_seg": __version__,
+            "stopped_by": st.stopped_by,
+            "frames": rendered,
+            "wall_s": wall,
+            "fps": rendered / wall if wall > 0 else None,
+            "dropped_frames": src.stats.dropped if src else 0,
+            "corrupt_frames": src.stats.corrupt if src else 0,
+            "source": {"spec": self.opts.source_spec(), "description": src.description if src else None,
+                       **(src.stats.as_dict() if src else {})},
+            "model": {"path": str(self.segmenter.path), "variant": self.segmenter.variant,
+                      "placeholder": self.segmenter.is_placeholder,
+                      "input_size": list(self.segmenter.input_size)} if self.segmenter else None,
+            **(self.segmenter.backend.as_dict() if self.segmenter else {}),
+            "latency_ms": self.times.summary(),
+            "saved": {"path": str(self.sink.path), "frames": self.sink.frames,
+                      "published": self.sink.published} if self.sink else None,
+            "error": str(self.failure) if self.failure else None,
+            "agreement": self.drift.summary() if self.drift else None,
+            "profile": {"path": str(self.profile.path), "created": self.profile.created}
+            if self.profile is not None else ({"note": self.profile_note} if self.profile_note else None),
+            "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.opts).items()},
+        }
+        return out
+
+    @staticmethod
+    def print_summary(s: dict) -> None:
+        fps = f"{s['fps']:.1f} FPS" if s["fps"] else "-"
+        _say(f"edge-seg run: {s['frames']} frames in {s['wall_s']:.1f} s = {fps} "
+             f"(stopped by {s['stopped_by']})")
+        src = s["source"]
+        _say(f"  frames dropped {s['dropped_frames']}, corrupt skipped {s['corrupt_frames']}, "
+             f"source lost {src.get('disconnects', 0)}x / back {src.get('reconnects', 0)}x "
+             f"({src.get('offline_s', 0):.1f} s offline)")
+        _say(f"  {'latency ms':<24}{'p50':>8}{'p99':>8}{'mean':>8}")
+        labels = {"frame": "frame (capture->shown)"}
+        for stage in STAGES:
+            v = s["latency_ms"].get(stage)
+            if v and v.get("n"):
+                _say(f"    {labels.get(stage, stage):<22}{v['p50']:>8.1f}{v['p99']:>8.1f}{v['mean']:>8.1f}")
+        if s.get("backend"):
+            fb = f" (fell back from {s['delegate_requested']}: {s['fallback']})" if s.get("fallback") else ""
+            _say(f"  backend {s['backend']}, delegate {s['delegate']}, threads {s['threads']}{fb}")
+        a = s.get("agreement")
+        if a:
+            if a["checks"]:
+                cats = ", ".join(f"{k} {v:.2f}" for k, v in (a["per_category_iou"] or {}).items()
+                                 if v is not None)
+                _say(f"  drift vs {Path(a['float_model']).name}: {a['checks']} checks "
+                     f"({a['skipped_busy']} skipped while busy), agreement mIoU(7) "
+                     f"{_fmt(a['agreement_miou7'])}, pixels {_fmt(a['pixel_agreement'])}, "
+                     f"worst window {_fmt((a['worst_window'] or {}).get('miou7'))}, "
+                     f"{a['windows_below']}/{a['windows']} windows below {a['min_agreement']:.2f}")
+                _say(f"    per category: {cats}")
+            else:
+                _say(f"  drift vs {Path(a['float_model']).name}: no check completed")
+        saved = s.get("saved")
+        if saved and saved.get("published", True):
+            _say(f"  saved {saved['frames']} frames to {saved['path']}")
+        elif saved and s.get("error"):
+            _say(f"  NOT saved to {saved['path']}: see the error below")
+        elif saved:
+            _say(f"  nothing saved to {saved['path']} (no frame was rendered)")
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
