@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 from conftest import REPO, street_frames
 from test_runtime_sources import FakeCamera, fake_camera  # noqa: F401 -- the stand-in camera
-from edge import serve, source_readers, sources
+from edge import serve, serve_http, source_readers, sources
 from edge.cli import main
 from edge.errors import EXIT_SOURCE_LOST, EXIT_USAGE, SourceLostError, UserError
 from edge.labels import CATEGORIES
@@ -175,9 +175,9 @@ def first_part(sock) -> tuple[int, bytes]:
     status = int(head.split(b" ", 2)[1])
     if status != 200:
         return status, b""
-    assert b"multipart/x-mixed-replace; boundary=" + serve.BOUNDARY.encode() in head
+    assert b"multipart/x-mixed-replace; boundary=" + serve_http.BOUNDARY.encode() in head
     part_head, rest = read_until(sock, rest, b"\r\n\r\n")
-    assert part_head.startswith(b"--" + serve.BOUNDARY.encode())
+    assert part_head.startswith(b"--" + serve_http.BOUNDARY.encode())
     length = int([l for l in part_head.split(b"\r\n") if l.lower().startswith(b"content-length")][0]
                  .split(b":")[1])
     while len(rest) < length:
@@ -356,7 +356,7 @@ def test_a_generated_token_is_printed_once(tiny_models, stand_in, monkeypatch, c
 
 
 def test_viewer_limit_answers_503_and_frees_the_slot(tiny_models, stand_in, monkeypatch):
-    monkeypatch.setattr(serve, "WAIT_FRAME_S", 0.05)
+    monkeypatch.setattr(serve_http, "WAIT_FRAME_S", 0.05)
     reader = stand_in(GatedReader(2))
     bg = Background(options(tiny_models["int8"], serve_max_clients=2))
     port = bg.port
