@@ -165,7 +165,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, tiny_models, street_video):
         (("--camera", "57"), "camera"),
         (("--source", str(text)), "not a video"),
         (("--source", str(street_video), "--model", str(truncated)), "cut.tflite"),
-        (("--source", str(street_video), "--model", str(no_meta)), "lonely.json is missing"),
+        (("--source", str(street_video), "--model", str(no_meta)), "no lonely.json beside it"),
         (("--source", "rtsp://127.0.0.1:9/none"), "no answer"),
         ((), "no input"),
     ]
