@@ -16,6 +16,8 @@ from . import __version__
 from .errors import UserError
 
 _GROUP = "edge_seg.commands"
+TRAIN_EXTRA_HINT = ("install the training extra [train] (in a checkout: make install, or "
+                    "pip install '.[train]'; see docs/deploying.md)")
 
 
 class EdgeSegCLI(click.Group):
@@ -42,8 +44,7 @@ class EdgeSegCLI(click.Group):
             sys.exit(e.exit_code)
         except ModuleNotFoundError as e:
             if e.name and e.name.split(".")[0] in {"tensorflow", "tf_keras", "tensorflow_model_optimization"}:
-                click.echo(f"error: this command needs {e.name}; install the training extra: "
-                           "pip install 'edge-seg[train]'", err=True)
+                click.echo(f"error: this command needs {e.name}; {TRAIN_EXTRA_HINT}", err=True)
                 sys.exit(2)
             raise
 
@@ -51,7 +52,7 @@ class EdgeSegCLI(click.Group):
 def _unavailable(name: str, error: ImportError) -> click.Command:
     def fail():
         raise UserError(f"'edge-seg {name}' is not available in this install ({error}); "
-                        "install the training extra: pip install 'edge-seg[train]'")
+                        f"{TRAIN_EXTRA_HINT}")
     return click.Command(name, callback=fail, help="(unavailable in this install)")
 
 

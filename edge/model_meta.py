@@ -16,6 +16,8 @@ import os
 import re
 from pathlib import Path
 
+import click
+
 from . import embedded_meta
 from .errors import UserError
 from .labels import CATEGORIES
@@ -218,3 +220,10 @@ def validate(meta, where) -> None:
     if "model_sha256" in meta and not (isinstance(meta["model_sha256"], str)
                                        and _HEX64.fullmatch(meta["model_sha256"])):
         bad(f"model_sha256 {meta['model_sha256']!r}, expected 64 hex digits")
+
+
+# The one definition of the option every command that loads a model offers.
+trust_sidecar_option = click.option(
+    "--trust-sidecar", is_flag=True,
+    help="Use a model's sidecar .json even when it records another model's sha256 or "
+         "disagrees with the metadata embedded in the model (a warning, not an error).")

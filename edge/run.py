@@ -21,6 +21,7 @@ import click
 
 from .errors import (EXIT_INTERNAL, EXIT_OK, EXIT_OUTPUT_FAILED, EXIT_SOURCE_LOST, EXIT_USAGE,
                      OutputError, SourceLostError, UserError)
+from .model_meta import trust_sidecar_option
 from .overlay import VIEWS
 from .run_loop import Run, _say, _warn
 
@@ -231,9 +232,7 @@ Exit codes (for systemd and scripts):
                    "profile whose model is missing or changed, or made on other hardware, is "
                    "ignored with a warning.")
 @click.option("--no-profile", is_flag=True, help="Ignore any device profile.")
-@click.option("--trust-sidecar", is_flag=True,
-              help="Use a model's sidecar .json even when it records another model's sha256 or "
-                   "disagrees with the metadata embedded in the model (a warning, not an error).")
+@trust_sidecar_option
 @click.option("--serve", metavar="[HOST:]PORT",
               help="Serve a web page with the live overlay, legend and figures, plus "
                    "/stream.mjpg, /snapshot.jpg, /stats.json and /metrics (Prometheus). HOST "

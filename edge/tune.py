@@ -38,6 +38,7 @@ from pathlib import Path
 import click
 
 from .errors import UserError
+from .model_meta import trust_sidecar_option
 from .tune_choose import DEFAULT_MAX_DROP, GUARD_MARGIN, choose, order_rows  # noqa: F401
 from .tune_frames import load_frames, load_labelled_frames  # noqa: F401
 from .tune_measure import DEFAULT_WARMUP, delegates_for, measure, model_masks, miou_vs_labels, parse_threads
@@ -209,9 +210,7 @@ def tune_device(o: TuneOptions) -> dict:
                    "profile.json, i.e. ~/.config/edge-seg/profile.json]")
 @click.option("--no-profile", "no_profile", is_flag=True, help="Print the table only, save nothing.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option("--trust-sidecar", is_flag=True,
-              help="Use a model's sidecar .json even when it records another model's sha256 or "
-                   "disagrees with the metadata embedded in the model (a warning, not an error).")
+@trust_sidecar_option
 def tune(models, frames, frames_root, n_frames, max_drop, target_fps, drop_vs, threads, delegates,
          seconds, warmup, profile, no_profile, no_progress, trust_sidecar):
     """Measure every model variant x thread count x delegate on this device and pick the

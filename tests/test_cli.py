@@ -50,7 +50,7 @@ def test_training_commands_say_what_to_install_without_tensorflow(synthetic_camv
     assert ran.returncode == 2 and "Traceback" not in ran.stderr, ran.stderr
     lines = ran.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: this command needs tensorflow"), ran.stderr
-    assert "pip install 'edge-seg[train]'" in lines[0]
+    assert "install the training extra [train]" in lines[0]
 
 
 def test_edge_never_imports_training_side():

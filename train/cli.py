@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from edge.model_meta import trust_sidecar_option
+
 from .data_cli import data  # noqa: F401  (entry point train.cli:data)
 from .losses import LOSSES
 
@@ -188,9 +190,7 @@ def train(ctx, resume, quiet, **options):
 @click.option("--batch", type=int, default=8, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print metrics as JSON instead of the table")
 @click.option("--overwrite", is_flag=True, help="replace the contents of an existing --report folder")
-@click.option("--trust-sidecar", is_flag=True,
-              help="use a .tflite's sidecar .json even when it records another model's sha256 or "
-                   "disagrees with the metadata embedded in the model (a warning, not an error)")
+@trust_sidecar_option
 def evaluate(model, data_root, fmt, split, input_size, at_label_resolution, report_dir, limit, batch,
              as_json, overwrite, trust_sidecar):
     """Score a .keras or .tflite model on a dataset split (same preprocessing and metrics)."""
