@@ -68,7 +68,8 @@ def int8_dot_instructions(flags: set[str] | None = None) -> list[str]:
 
 def machine(threads, input_size=None, model=None) -> dict:
     """The header's fields. ``threads``: an int or a list; ``input_size``: (W, H) or text."""
-    from edge.model_meta import file_sha256
+    # the hash sidecars, model cards and docs name: unchanged by embedded metadata
+    from edge.model_meta import model_sha256
     from edge.profile import cpu_model
 
     if isinstance(input_size, (tuple, list)):
@@ -84,7 +85,7 @@ def machine(threads, input_size=None, model=None) -> dict:
         "threads": threads,
         "input_size": input_size,
         "model": str(model_path) if model_path else None,
-        "model_sha256": file_sha256(model_path)[:12] if model_path and model_path.is_file() else None,
+        "model_sha256": model_sha256(model_path)[:12] if model_path and model_path.is_file() else None,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
