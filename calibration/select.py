@@ -146,7 +146,7 @@ def is_manifest(path) -> bool:
 def load_manifest_samples(path, input_size=None, root_override=None):
     """(samples, root, manifest) for a manifest, checked before any work: non-empty, made
     for ``input_size`` (W, H), every listed file present, the dataset unchanged."""
-    from train.datasets import scan
+    from train.datasets import load_split
 
     manifest = read_manifest(path)
     if input_size is not None and tuple(manifest.get("input_size", ())) != tuple(input_size):
@@ -161,8 +161,8 @@ def load_manifest_samples(path, input_size=None, root_override=None):
     if missing:
         raise UserError(f"{path}: {len(missing)} listed file(s) not found under {root} "
                         f"(first: {missing[0]}); wrong dataset root or the data changed")
-    layout = scan(root, ds.get("format", "auto"))
-    split_samples = layout.splits.get(ds.get("split", "train"), [])
+    # the split is resolved exactly as `select` did, derived splits (drive-train) included
+    split_samples = load_split(root, ds.get("format", "auto"), ds.get("split", "train"))
     if ds.get("fingerprint") and fingerprint(split_samples, root) != ds["fingerprint"]:
         raise UserError(f"{path}: the dataset under {root} differs from the one the manifest was made "
                         f"from (fingerprint mismatch); re-run 'edge-seg calibrate'")
