@@ -125,6 +125,21 @@ def tiny_onnx(request, tiny_models) -> Path:
     return path
 
 
+def camvid_with_drives(root, drives):
+    """A SegNet-layout dataset whose frame names carry drive prefixes: {split: {drive: n}}."""
+    import cv2
+    import numpy as np
+
+    for split, by_drive in drives.items():
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        for drive, n in by_drive.items():
+            for i in range(n):
+                cv2.imwrite(str(root / split / f"{drive}_{i:05d}.png"), np.zeros((8, 16, 3), np.uint8))
+                cv2.imwrite(str(root / f"{split}annot" / f"{drive}_{i:05d}.png"), np.full((8, 16), 3, np.uint8))
+    return root
+
+
 def write_video(path: Path, frames, fps: float = 15.0) -> Path:
     """BGR frames -> a video file OpenCV can read back (mp4v for .mp4, MJPG for .avi)."""
     import cv2

@@ -16,6 +16,8 @@ import pytest
 from edge import labels
 from edge.errors import UserError
 
+from conftest import camvid_with_drives
+
 tf = pytest.importorskip("tensorflow")
 
 SIZE = (64, 32)  # model input (W, H)
@@ -126,14 +128,7 @@ def test_manifest_records_selection_and_reads_back(scenes, manifest):
 def test_manifest_of_a_drive_split_reads_back(tmp_path):
     """A set drawn from a derived split (drive-train) is checked against that same split."""
     from calibration.select import load_manifest_samples, select, write_manifest
-    root = tmp_path / "cv"
-    for split, by_drive in {"train": {"A": 3, "B": 5}, "val": {"A": 2}}.items():
-        (root / split).mkdir(parents=True)
-        (root / f"{split}annot").mkdir()
-        for drive, n in by_drive.items():
-            for i in range(n):
-                cv2.imwrite(str(root / split / f"{drive}_{i:05d}.png"), np.zeros((8, 16, 3), np.uint8))
-                cv2.imwrite(str(root / f"{split}annot" / f"{drive}_{i:05d}.png"), np.full((8, 16), 3, np.uint8))
+    root = camvid_with_drives(tmp_path / "cv", {"train": {"A": 3, "B": 5}, "val": {"A": 2}})
     manifest = write_manifest(tmp_path / "m.json", select(root, n=4, size=(16, 8), split="drive-train"))
     samples, _, m = load_manifest_samples(manifest, (16, 8))
     assert m["dataset"]["split"] == "drive-train" and m["dataset"]["frames_in_split"] == 5

@@ -12,6 +12,8 @@ from edge.errors import UserError
 from edge.preprocess import resize_mask
 from train import datasets
 
+from conftest import camvid_with_drives
+
 
 
 def edge_seg(*args, **kw):
@@ -122,20 +124,8 @@ def test_mask_resize_never_invents_labels():
 
 # ---------------------------------------------------------------- drive-disjoint validation
 
-def _camvid_with_drives(root, drives):
-    """A SegNet-layout dataset whose frame names carry drive prefixes: {split: {drive: n}}."""
-    for split, by_drive in drives.items():
-        (root / split).mkdir(parents=True)
-        (root / f"{split}annot").mkdir()
-        for drive, n in by_drive.items():
-            for i in range(n):
-                cv2.imwrite(str(root / split / f"{drive}_{i:05d}.png"), np.zeros((8, 16, 3), np.uint8))
-                cv2.imwrite(str(root / f"{split}annot" / f"{drive}_{i:05d}.png"), np.full((8, 16), 3, np.uint8))
-    return root
-
-
 def test_camvid_drive_split_holds_out_a_drive_val_never_saw(tmp_path):
-    root = _camvid_with_drives(tmp_path / "cv", {"train": {"A": 3, "B": 5, "C": 4}, "val": {"C": 2}})
+    root = camvid_with_drives(tmp_path / "cv", {"train": {"A": 3, "B": 5, "C": 4}, "val": {"C": 2}})
     train = datasets.load_split(root, split="drive-train")
     val = datasets.load_split(root, split="drive-val")
     # B: the largest drive the official val lacks; everything else (val frames too) trains
@@ -146,7 +136,7 @@ def test_camvid_drive_split_holds_out_a_drive_val_never_saw(tmp_path):
 
 
 def test_camvid_without_a_holdout_drive_says_so(tmp_path):
-    root = _camvid_with_drives(tmp_path / "cv", {"train": {"A": 3}, "val": {"A": 2}})
+    root = camvid_with_drives(tmp_path / "cv", {"train": {"A": 3}, "val": {"A": 2}})
     with pytest.raises(UserError, match="no 'drive-val'"):
         datasets.load_split(root, split="drive-val")
 
