@@ -128,11 +128,12 @@ def test_manifest_records_selection_and_reads_back(scenes, manifest):
 def test_manifest_of_a_drive_split_reads_back(tmp_path):
     """A set drawn from a derived split (drive-train) is checked against that same split."""
     from calibration.select import load_manifest_samples, select, write_manifest
+    from train.datasets import drive_of
     root = camvid_with_drives(tmp_path / "cv", {"train": {"A": 3, "B": 5}, "val": {"A": 2}})
     manifest = write_manifest(tmp_path / "m.json", select(root, n=4, size=(16, 8), split="drive-train"))
     samples, _, m = load_manifest_samples(manifest, (16, 8))
     assert m["dataset"]["split"] == "drive-train" and m["dataset"]["frames_in_split"] == 5
-    assert {s.name.split("_")[0] for s in samples} == {"A"}  # drive B is drive-val's
+    assert {drive_of(s) for s in samples} == {"A"}  # drive B is drive-val's
 
 
 def test_calibrate_cli(scenes, tmp_path):

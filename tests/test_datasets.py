@@ -15,7 +15,6 @@ from train import datasets
 from conftest import camvid_with_drives
 
 
-
 def edge_seg(*args, **kw):
     return subprocess.run([sys.executable, "-c", "from edge.cli import main; main()", *map(str, args)],
                           capture_output=True, text=True, **kw)
