@@ -1,6 +1,6 @@
 """int8 speed targets, side by side in one run, on the CPU named in the header.
 
-    .venv/bin/python benchmarks/bench_int8.py [--model models/unet-mobilenetv2-camvid.keras]
+    .venv/bin/python benchmarks/bench_int8.py [--model models/unet-mobilenetv2-camvid-idd.keras]
         [--threads 2] [--runs 40] [--json out.json] [--markdown out.md]
 
 Rows, batch 1 at the model's input size, ``--threads`` threads:
@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks.machine import header_text, int8_dot_instructions, print_header  # noqa: E402
 
-DEFAULT_MODEL = REPO / "models" / "unet-mobilenetv2-camvid.keras"
+DEFAULT_MODEL = REPO / "models" / "unet-mobilenetv2-camvid-idd.keras"
 
 
 def litert_runner(content: bytes, threads: int):
@@ -92,7 +92,7 @@ def get_tflite(model, model_path, variant, size):
         return path.read_bytes(), str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
     if variant == "fp32":
         return convert(model, "fp32"), "converted in memory"
-    manifest = REPO / "calibration" / "camvid-train.json"
+    manifest = REPO / "calibration" / "camvid-drive-train.json"
     rep, how = None, "int8 calibrated on random frames"
     try:
         from converters.tflite_export import resolve_calibration

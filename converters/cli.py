@@ -157,7 +157,7 @@ def compare(float_model, models, root, split, fmt, threads, max_frames, max_drop
 
     \b
     Example:
-      edge-seg compare models/unet-mobilenetv2-camvid.keras models/*-int8.tflite \\
+      edge-seg compare models/unet-mobilenetv2-camvid-idd.keras models/*-int8.tflite \\
           --data ../shared/datasets/camvid --split val --markdown compare.md
     """
     from edge.model_meta import atomic_write_bytes, atomic_write_json

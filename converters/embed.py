@@ -1,6 +1,6 @@
 """Embed each model's sidecar metadata into the model file, without converting again.
 
-    python -m converters.embed models/unet-mobilenetv2-camvid-int8.tflite [MODEL ...]
+    python -m converters.embed models/unet-mobilenetv2-camvid-idd-int8.tflite [MODEL ...]
 
 For every MODEL (.tflite or .onnx) the sidecar MODEL.json beside it is checked (edge-seg
 metadata, recorded for this model's sha256) and embedded in the file, replacing any copy

@@ -16,7 +16,7 @@ from .errors import UserError
 
 PACKAGE = "edge.models"
 PREFERENCE = (
-    "unet-mobilenetv2-camvid-int8.tflite",  # the reference int8 model
+    "unet-mobilenetv2-camvid-idd-int8.tflite",  # the reference int8 model
 )
 PLACEHOLDER_VARIANT = "random-init"
 

@@ -3,7 +3,7 @@ in a few lines, without its capture/draw overlap, drift check or HUD.
 
     python examples/segment_video.py demo --headless --max-frames 100 --save out.mp4
     python examples/segment_video.py 0                   # camera 0, in a window (q quits)
-    python examples/segment_video.py drive.mp4 --model models/unet-mobilenetv2-camvid-fp16.tflite
+    python examples/segment_video.py drive.mp4 --model models/unet-mobilenetv2-camvid-idd-fp16.tflite
 """
 import argparse
 import sys

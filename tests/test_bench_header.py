@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-INT8 = ROOT / "models" / "unet-mobilenetv2-camvid-int8.tflite"
+INT8 = ROOT / "models" / "unet-mobilenetv2-camvid-idd-int8.tflite"
 
 
 @pytest.mark.skipif(not INT8.is_file(), reason="the bundled int8 model is not in this checkout")

@@ -290,7 +290,7 @@ def test_read_only_mount_and_a_directory_report(tiny_models, street_video, synth
 
 
 def test_convert_onto_a_full_disk_is_one_line(tmp_path, monkeypatch):
-    model = REPO / "models" / "unet-mobilenetv2-camvid.keras"
+    model = REPO / "models" / "unet-mobilenetv2-camvid-idd.keras"
     if not model.is_file():
         pytest.skip("the reference .keras model is not in this checkout")
     monkeypatch.setattr(outputs.os, "statvfs",
@@ -346,7 +346,7 @@ def test_sigkill_leaves_no_half_file_under_the_final_name(tiny_models, tmp_path,
 
 
 def test_sigterm_during_convert_removes_its_temporary_folders(tmp_path):
-    model = REPO / "models" / "unet-mobilenetv2-camvid.keras"
+    model = REPO / "models" / "unet-mobilenetv2-camvid-idd.keras"
     if not model.is_file():
         pytest.skip("the reference .keras model is not in this checkout")
     scratch = tmp_path / "tmp"

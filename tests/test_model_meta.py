@@ -16,7 +16,7 @@ from edge.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
-REFERENCE = MODELS / "unet-mobilenetv2-camvid-int8.tflite"
+REFERENCE = MODELS / "unet-mobilenetv2-camvid-idd-int8.tflite"
 COMMITTED = sorted(p for p in MODELS.glob("unet-mobilenetv2-*.tflite"))
 
 
@@ -138,7 +138,7 @@ def test_malformed_sidecar_is_one_line(model, content, message):
 
 def test_sidecar_of_another_model_is_refused_or_trusted(model):
     from edge.model_meta import read_meta
-    other = MODELS / "unet-mobilenetv2-camvid-fp16.json"
+    other = MODELS / "unet-mobilenetv2-camvid-idd-fp16.json"
     if not other.is_file():
         pytest.skip("the fp16 variant is not in this checkout")
     shutil.copyfile(other, model.with_suffix(".json"))
