@@ -15,9 +15,9 @@ GRID.yaml::
 
 Every combination of ``runs`` x ``grid`` is trained into OUT/<name>/ (a normal run folder,
 so an interrupted sweep resumes its unfinished runs and skips the finished ones). The
-leaderboard (params, MACs at 512x256, val mIoU(7) and per-category IoU, TFLite fp32
-latency batch 1 at 512x256 where the sweep runs, wall time) goes to stdout, OUT/leaderboard.md
-and OUT/leaderboard.json.
+leaderboard (params, MACs at 512x256, val mIoU(7) and per-category IoU, each other dataset's
+val score when several were mixed, TFLite fp32 latency batch 1 at 512x256 where the sweep
+runs, wall time) goes to stdout, OUT/leaderboard.md and OUT/leaderboard.json.
 """
 from __future__ import annotations
 
@@ -149,6 +149,8 @@ def run_sweep(grid_path: Path, out_dir: Path, mlflow: bool = False, dry_run: boo
                        iou={c: m["iou"][c] for c in CATEGORY_NAMES[1:]},
                        epochs_run=summary["epochs_run"], best_epoch=summary["best_epoch"],
                        wall_seconds=summary["wall_seconds"])
+            row["other_val"] = {name: other_val_scores(o) for name, o in
+                                (summary.get("other_val") or {}).items()}
             row.update(measure(cfg, latency))
         except UserError as e:
             row["error"] = str(e)
@@ -162,18 +164,46 @@ def run_sweep(grid_path: Path, out_dir: Path, mlflow: bool = False, dry_run: boo
     return rows
 
 
+def other_val_scores(other: dict) -> dict:
+    """The leaderboard's view of another dataset's val split in eval.json: its mIoU(7) and,
+    with coarse labels, the mean IoU over the categories that have exact labels (the others
+    score false positives only) and the share of set pixels predicted inside their set."""
+    m = other["metrics"]
+    sets = m.get("set_labels")
+    return {"split": other.get("split"), "miou7": m["miou7"],
+            "miou": sets["miou_exact_categories"] if sets else m["miou7"],
+            "exact_categories": sets["exact_categories"] if sets else None,
+            "set_inside": sets["inside"] if sets else None}
+
+
 def leaderboard_markdown(rows: list[dict]) -> str:
+    """Rows best first by the selection split's mIoU(7); one mIoU column per other dataset
+    scored during training (its exact categories' mean when it has coarse labels, with the
+    share of coarse pixels predicted inside their set beside it)."""
     cats = CATEGORY_NAMES[1:]
+    others = list(dict.fromkeys(n for r in rows for n in r.get("other_val", {})))
+    coarse = {n for r in rows for n, o in r.get("other_val", {}).items() if o["set_inside"] is not None}
+    other_head = []
+    for n in others:
+        other_head.append(f"{n} mIoU (exact)" if n in coarse else f"{n} mIoU(7)")
+        if n in coarse:
+            other_head.append(f"{n} in set")
     head = ["run", "arch", "alpha", "params (M)", "GMAC 512x256", "val mIoU(7)", *cats,
-            "TFLite fp32 ms", "epochs", "wall (min)"]
+            *other_head, "TFLite fp32 ms", "epochs", "wall (min)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     ok = sorted((r for r in rows if "miou7" in r), key=lambda r: -r["miou7"])
     for r in ok:
         lat = f"{r['tflite_fp32_ms']:.0f}" if "tflite_fp32_ms" in r else "-"
+        other_cells = []
+        for n in others:
+            o = r.get("other_val", {}).get(n)
+            other_cells.append(f"{o['miou']:.3f}" if o else "-")
+            if n in coarse:
+                other_cells.append(f"{o['set_inside']:.1%}" if o and o["set_inside"] is not None else "-")
         lines.append("| " + " | ".join([
             r["run"], str(r["arch"]), f"{r['alpha']:g}", f"{r['params'] / 1e6:.2f}",
             f"{r['macs_512x256'] / 1e9:.3f}", f"{r['miou7']:.4f}",
-            *[f"{r['iou'][c]:.3f}" for c in cats], lat, str(r["epochs_run"]),
+            *[f"{r['iou'][c]:.3f}" for c in cats], *other_cells, lat, str(r["epochs_run"]),
             f"{r['wall_seconds'] / 60:.1f}"]) + " |")
     for r in rows:
         if "error" in r:
