@@ -1,11 +1,8 @@
 """The sweep's leaderboard: ranking, and the other datasets' validation scores of a mixed run."""
 from __future__ import annotations
 
-import math
-
+from edge.labels import CATEGORY_NAMES
 from train.sweep import leaderboard_markdown, other_val_scores
-
-CATS = ("flat", "construction", "object", "nature", "sky", "human", "vehicle")
 
 
 def eval_other(miou7, exact=None, inside=None):
@@ -17,10 +14,10 @@ def eval_other(miou7, exact=None, inside=None):
     return {"split": "drive-val", "metrics": metrics}
 
 
-def row(run, miou7, other_val=None, **extra):
+def row(run, miou7, other_val=None):
     r = {"run": run, "arch": "unet-small", "alpha": 0.75, "params": 530_000,
-         "macs_512x256": 0.949e9, "miou7": miou7, "iou": {c: miou7 for c in CATS},
-         "epochs_run": 40, "wall_seconds": 3600.0, **extra}
+         "macs_512x256": 0.949e9, "miou7": miou7, "iou": {c: miou7 for c in CATEGORY_NAMES[1:]},
+         "epochs_run": 40, "wall_seconds": 3600.0}
     if other_val is not None:
         r["other_val"] = other_val
     return r
@@ -51,4 +48,5 @@ def test_leaderboard_ranks_by_val_and_shows_each_mixed_dataset():
 def test_leaderboard_of_single_dataset_runs_has_no_extra_columns():
     md = leaderboard_markdown([row("a", 0.6)])
     assert "in set" not in md and "mIoU (exact)" not in md
-    assert not math.isnan(float(md.splitlines()[2].split("|")[6]))
+    head, _, body = md.splitlines()
+    assert head.count("|") == body.count("|")                      # every row fills every column

@@ -149,7 +149,7 @@ def run_sweep(grid_path: Path, out_dir: Path, mlflow: bool = False, dry_run: boo
                        iou={c: m["iou"][c] for c in CATEGORY_NAMES[1:]},
                        epochs_run=summary["epochs_run"], best_epoch=summary["best_epoch"],
                        wall_seconds=summary["wall_seconds"])
-            row["other_val"] = {name: other_val_scores(o) for name, o in
+            row["other_val"] = {dataset: other_val_scores(o) for dataset, o in
                                 (summary.get("other_val") or {}).items()}
             row.update(measure(cfg, latency))
         except UserError as e:
