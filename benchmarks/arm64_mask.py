@@ -97,7 +97,7 @@ def _litert_interpreter(model: Path, threads: int, kernels: str = "xnnpack"):
 def _model_size(model: Path, input_shape) -> tuple[int, int]:
     """(width, height): from the sidecar metadata when present, else from the tensor."""
     try:
-        from edge.model_meta import read_meta, sidecar_path
+        from edge_seg.backends.metadata import read_meta, sidecar_path
         if sidecar_path(model).is_file():
             w, h = read_meta(model)["input_size"]
             return int(w), int(h)
@@ -108,9 +108,9 @@ def _model_size(model: Path, input_shape) -> tuple[int, int]:
 
 def infer_litert(model: Path, frame_bgr, threads: int = 1, kernels: str = "xnnpack"):
     """(mask HxW uint8, raw output tensor) with the interpreter used directly and the shared
-    preprocessing (edge.preprocess)."""
+    preprocessing (edge_seg.preprocess)."""
     import numpy as np
-    from edge.preprocess import bgr_to_model_rgb, normalize, quantize_input
+    from edge_seg.preprocess import bgr_to_model_rgb, normalize, quantize_input
     interpreter = _litert_interpreter(model, threads, kernels)
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
@@ -127,9 +127,9 @@ def infer_litert(model: Path, frame_bgr, threads: int = 1, kernels: str = "xnnpa
 
 
 def infer_segmenter(model: Path, frame_bgr, threads: int = 1):
-    """The same through edge.segmenter.Segmenter, the runtime's own inference path
+    """The same through edge_seg.segmenter.Segmenter, the runtime's own inference path
     (needs the model's sidecar .json)."""
-    from edge.segmenter import Segmenter
+    from edge_seg.segmenter import Segmenter
     seg = Segmenter(model, threads=threads)
     logits = seg.infer(seg.preprocess(frame_bgr))
     return seg.postprocess(logits), logits[0].copy()
@@ -137,7 +137,7 @@ def infer_segmenter(model: Path, frame_bgr, threads: int = 1):
 
 def segmenter_available() -> bool:
     try:
-        import edge.segmenter as s
+        import edge_seg.segmenter as s
     except Exception:  # noqa: BLE001 - absent or not importable yet: use LiteRT directly
         return False
     return hasattr(s, "Segmenter")
@@ -147,13 +147,14 @@ def segmenter_available() -> bool:
 def make_models(outdir: Path, seed: int = 7) -> list[Path]:
     """Tiny fp32 and int8 .tflite models like the product's (MobileNetV2 alpha 0.35 encoder,
     U-Net decoder, 8 logits, 128x64), random init with a fixed seed. Needs TensorFlow."""
-    from train.tf_env import use_legacy_keras
+    from edge_seg.train.tf_env import use_legacy_keras
     use_legacy_keras()
     import numpy as np
     import tensorflow as tf
     import tf_keras as keras
-    from edge.model_meta import atomic_write_bytes, make_meta, write_meta
-    from edge.preprocess import bgr_to_model_rgb, normalize
+    from edge_seg.backends.metadata import make_meta, write_meta
+    from edge_seg.io.publish import atomic_write_bytes
+    from edge_seg.preprocess import bgr_to_model_rgb, normalize
 
     tf.random.set_seed(seed)
     keras.utils.set_random_seed(seed)
@@ -205,7 +206,7 @@ def make_op_models(outdir: Path) -> list[Path]:
     """One int8 .tflite per op the product models use (Conv2D 1x1/3x3/stride 2, depthwise,
     ReLU6, Add, Concatenate, Multiply, bilinear/nearest UpSampling2D, average pooling), to
     find which kernel disagrees across architectures. Needs TensorFlow (host only)."""
-    from train.tf_env import use_legacy_keras
+    from edge_seg.train.tf_env import use_legacy_keras
     use_legacy_keras(log_level="3")
     import numpy as np
     import tensorflow as tf
@@ -395,8 +396,8 @@ def main(argv=None) -> int:
     m.add_argument("--raw", help="also save the raw output tensor (.npy)")
     m.add_argument("--threads", type=int, default=1)
     m.add_argument("--engine", choices=("auto", "segmenter", "litert"), default="auto",
-                   help="segmenter: edge.segmenter.Segmenter; litert: the interpreter used "
-                        "directly + edge.preprocess; auto (default): the Segmenter when it exists")
+                   help="segmenter: edge_seg.segmenter.Segmenter; litert: the interpreter used "
+                        "directly + edge_seg.preprocess; auto (default): the Segmenter when it exists")
     m.add_argument("--kernels", choices=tuple(RESOLVERS), default="xnnpack",
                    help="xnnpack (default, what the runtime runs), builtin (LiteRT's own "
                         "optimised kernels, XNNPACK off) or reference (portable reference "

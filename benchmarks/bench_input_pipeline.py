@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from train.tf_env import use_legacy_keras  # noqa: E402
+from edge_seg.train.tf_env import use_legacy_keras  # noqa: E402
 
 use_legacy_keras()
 
@@ -46,8 +46,8 @@ def train_rate(arch: str, size, batch_xy, steps: int) -> float:
     import tensorflow as tf
     import tf_keras as keras
 
-    from train.losses import make_loss
-    from train.models import build_model
+    from edge_seg.train.losses import make_loss
+    from edge_seg.train.models import build_model
 
     model = build_model(arch, size)
     optimizer = keras.optimizers.AdamW(1e-3)
@@ -83,9 +83,9 @@ def main(argv=None) -> int:
 
     import tensorflow as tf
 
-    from edge.preprocess import parse_size
-    from train.datasets import load_split
-    from train.pipeline import make_dataset
+    from edge_seg.preprocess import parse_size
+    from edge_seg.train.datasets import load_split
+    from edge_seg.train.pipeline import make_dataset
 
     size = parse_size(args.size)
     threads = tf.config.threading.get_intra_op_parallelism_threads() or f"TensorFlow default ({os.cpu_count()})"
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     print(f"model {args.arch} (random init), batch {args.batch}")
     root = args.data
     if not root.is_dir():
-        from train.synthetic_dataset import write_dataset
+        from edge_seg.train.synthetic_dataset import write_dataset
         root = Path(tempfile.mkdtemp(prefix="edge-seg-bench-")) / "camvid"
         write_dataset(root, "camvid", n_train=64, n_val=8)
         print(f"{args.data} is absent: using synthetic scenes in {root}")

@@ -6,7 +6,7 @@
 Rows, batch 1 at the model's input size, ``--threads`` threads:
 
 * int8 TFLite (full-integer, uint8 I/O) and fp32 TFLite through LiteRT with XNNPACK (the
-  interpreter's default CPU delegate, as edge.segmenter runs them). Uses
+  interpreter's default CPU delegate, as edge_seg.segmenter runs them). Uses
   ``<model>-int8.tflite`` / ``-fp32.tflite`` beside the model when present, else converts
   in memory (int8 calibrated with the committed CamVid manifest when the data is there,
   else on random frames: speed does not depend on calibration);
@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from train.tf_env import use_legacy_keras  # noqa: E402
+from edge_seg.train.tf_env import use_legacy_keras  # noqa: E402
 
 use_legacy_keras()
 
@@ -66,7 +66,7 @@ def peak_model(threads: int, layers: int = 4, channels: int = 512, hw: int = 64)
     import tensorflow as tf
     import tf_keras as keras
 
-    from converters.tflite_export import convert
+    from edge_seg.converters.tflite_export import convert
 
     inp = keras.Input((hw, hw, channels))
     x = inp
@@ -85,7 +85,7 @@ def peak_model(threads: int, layers: int = 4, channels: int = 512, hw: int = 64)
 
 
 def get_tflite(model, model_path, variant, size):
-    from converters.tflite_export import convert, representative_dataset
+    from edge_seg.converters.tflite_export import convert, representative_dataset
 
     path = Path(model_path).with_name(f"{Path(model_path).stem}-{variant}.tflite") if model_path else None
     if path is not None and path.is_file():
@@ -95,7 +95,7 @@ def get_tflite(model, model_path, variant, size):
     manifest = REPO / "calibration" / "camvid-drive-train.json"
     rep, how = None, "int8 calibrated on random frames"
     try:
-        from converters.tflite_export import resolve_calibration
+        from edge_seg.converters.tflite_export import resolve_calibration
         cal = resolve_calibration(manifest, size)
         rep, how = representative_dataset(cal.samples[:50], size), "int8 calibrated on 50 CamVid frames"
     except Exception:  # noqa: BLE001 -- no data here: speed does not depend on calibration
@@ -123,8 +123,8 @@ def load_model(path: Path):
     """(Keras model, its file or None, how the tables name it)."""
     import tf_keras as keras
 
-    from converters.tflite_export import load_keras_model
-    from train.models import build_model
+    from edge_seg.converters.tflite_export import load_keras_model
+    from edge_seg.train.models import build_model
 
     if path.is_file():
         return load_keras_model(path), path, str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
@@ -138,7 +138,7 @@ def onnx_row(model, x, threads: int):
     try:
         import onnxruntime as ort
 
-        from converters.onnx_export import export_onnx
+        from edge_seg.converters.onnx_export import export_onnx
         tmp = Path(tempfile.mkdtemp()) / "model.onnx"
         export_onnx(model, tmp, verify=False)
         opts = ort.SessionOptions()
@@ -254,8 +254,8 @@ def main(argv=None):
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
 
-    from converters.tflite_export import model_input_size
-    from train.models import count_macs
+    from edge_seg.converters.tflite_export import model_input_size
+    from edge_seg.train.models import count_macs
 
     model, model_path, model_note = load_model(Path(args.model))
     size = model_input_size(model)

@@ -39,10 +39,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script: benchmarks.machine
 
 from benchmarks.machine import print_header  # noqa: E402
-from edge import zoo  # noqa: E402
-from edge.model_meta import atomic_write_json, read_meta  # noqa: E402
-from edge.run import RunOptions, run_pipeline  # noqa: E402
-from edge.segmenter import Segmenter  # noqa: E402
+from edge_seg.backends import bundled  # noqa: E402
+from edge_seg.backends.metadata import read_meta  # noqa: E402
+from edge_seg.io.publish import atomic_write_json
+from edge_seg.run.command import RunOptions, run_pipeline  # noqa: E402
+from edge_seg.segmenter import Segmenter  # noqa: E402
 
 TARGET_RATIO, TARGET_DRIFT_COST, TARGET_RSS_MB = 0.85, 0.10, 10.0
 
@@ -65,7 +66,7 @@ def load_average() -> str:
 def make_video(path: Path, frames: int, size=(1024, 512), seed: int = 11) -> Path:
     import cv2
 
-    from scenes import FPS, render_clip
+    from edge_seg.scenes import FPS, render_clip
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), FPS, tuple(size))
     for scene in render_clip(seed, frames, size=tuple(size)):
         writer.write(scene.image)
@@ -76,7 +77,7 @@ def make_video(path: Path, frames: int, size=(1024, 512), seed: int = 11) -> Pat
 def placeholder_float_twin(model: Path, out_dir: Path) -> Path | None:
     """The fp32 conversion of the same randomly initialised net (same seed and widths)."""
     meta = read_meta(model)
-    if not zoo.is_placeholder(meta):
+    if not bundled.is_placeholder(meta):
         return None
     cmd = [sys.executable, "-m", "benchmarks.make_placeholder_model", "--out", str(out_dir),
            "--kinds", "fp32", "--seed", str(meta.get("seed", 0)),
@@ -85,7 +86,7 @@ def placeholder_float_twin(model: Path, out_dir: Path) -> Path | None:
     if done.returncode:
         print(f"  (no float twin: {done.stderr.strip().splitlines()[-1:]})")
         return None
-    return out_dir / f"{zoo.PLACEHOLDER_VARIANT}-fp32.tflite"
+    return out_dir / f"{bundled.PLACEHOLDER_VARIANT}-fp32.tflite"
 
 
 _SEGMENTERS: dict = {}
@@ -175,7 +176,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, help="write all numbers here")
     args = p.parse_args(argv)
 
-    model = zoo.resolve_model(args.model)
+    model = bundled.resolve_model(args.model)
     tmp = Path(tempfile.mkdtemp(prefix="edge-seg-bench-"))
     print(f"model {model.name}, load average {load_average()}, {os.cpu_count()} CPUs")
     if args.rounds <= 0 and args.soak:

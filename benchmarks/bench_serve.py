@@ -29,10 +29,10 @@ from pathlib import Path
 
 from benchmarks.bench_int8 import int8_dot_instructions
 from benchmarks.bench_pipeline import load_average
-from edge import zoo
-from edge.model_meta import atomic_write_json
-from edge.profile import cpu_model
-from edge.run import RunOptions, run_pipeline
+from edge_seg.backends import bundled
+from edge_seg.io.publish import atomic_write_json
+from edge_seg.device_profile import cpu_model
+from edge_seg.run.command import RunOptions, run_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 CAMVID_VAL = REPO.parent / "shared" / "datasets" / "camvid" / "val"
@@ -82,10 +82,10 @@ class Viewer:
 
 
 def encode_ms(frame, repeats: int = 50) -> float:
-    """Median time of the viewers' JPEG encode (edge.serve.FrameHub's settings)."""
+    """Median time of the viewers' JPEG encode (edge_seg.serve.server.FrameHub's settings)."""
     import cv2
 
-    from edge.serve import JPEG_QUALITY
+    from edge_seg.serve.server import JPEG_QUALITY
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import cv2
-    model = zoo.resolve_model(args.model)
+    model = bundled.resolve_model(args.model)
     video = args.video or camvid_clip(Path(tempfile.mkdtemp(prefix="edge-seg-bench-")) / "camvid-val.mp4")
     cap = cv2.VideoCapture(str(video))
     ok, frame = cap.read()

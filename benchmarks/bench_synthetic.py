@@ -31,8 +31,8 @@ def per_frame_ms(frames) -> tuple[float, float]:
 
 
 def main(argv=None) -> dict:
-    from edge.preprocess import parse_size
-    from scenes import render_clip, render_scene
+    from edge_seg.preprocess import parse_size
+    from edge_seg.scenes import render_clip, render_scene
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", default="1024x512", help="frame WIDTHxHEIGHT (default: the demo size)")

@@ -15,9 +15,9 @@ import argparse
 
 import numpy as np
 
-from edge.errors import UserError
-from edge.metrics import category_scores, confusion_matrix
-from edge.preprocess import parse_size, resize_mask
+from edge_seg.errors import UserError
+from edge_seg.iou import category_scores, confusion_matrix
+from edge_seg.preprocess import parse_size, resize_mask
 
 OBJECT, POLE, SIGN = 3, 2, 6
 
@@ -37,13 +37,13 @@ def main(argv=None) -> None:
     ap.add_argument("--split", default="val")
     ap.add_argument("--size", default="512x256", help="model input size WxH")
     args = ap.parse_args(argv)
-    from train.tf_env import use_legacy_keras
+    from edge_seg.train.tf_env import use_legacy_keras
     use_legacy_keras()
     import cv2
     import tf_keras as keras
 
-    from train.datasets import load_split
-    from train.evaluate import keras_predictor, load_frame
+    from edge_seg.train.datasets import load_split
+    from edge_seg.train.evaluate import keras_predictor, load_frame
 
     size = parse_size(args.size)
     samples = load_split(args.data, "camvid", args.split)

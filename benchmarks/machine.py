@@ -69,8 +69,8 @@ def int8_dot_instructions(flags: set[str] | None = None) -> list[str]:
 def machine(threads, input_size=None, model=None) -> dict:
     """The header's fields. ``threads``: an int or a list; ``input_size``: (W, H) or text."""
     # the hash sidecars, model cards and docs name: unchanged by embedded metadata
-    from edge.model_meta import model_sha256
-    from edge.profile import cpu_model
+    from edge_seg.backends.metadata import model_sha256
+    from edge_seg.device_profile import cpu_model
 
     if isinstance(input_size, (tuple, list)):
         input_size = "x".join(map(str, input_size))

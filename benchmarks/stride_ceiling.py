@@ -17,11 +17,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from edge.errors import UserError
-from edge.labels import CATEGORY_NAMES, IGNORE, NUM_CATEGORIES, VOID
-from edge.metrics import SegMetrics
-from edge.preprocess import parse_size
-from train.datasets import load_split, read_pair
+from edge_seg.errors import UserError
+from edge_seg.labels import CATEGORY_NAMES, IGNORE, NUM_CATEGORIES, VOID
+from edge_seg.iou import SegMetrics
+from edge_seg.preprocess import parse_size
+from edge_seg.train.datasets import load_split, read_pair
 
 
 def through_stride(mask: np.ndarray, stride: int) -> np.ndarray:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from edge.errors import UserError
+from edge_seg.errors import UserError
 
 
 @click.command()
@@ -24,8 +24,8 @@ from edge.errors import UserError
 def calibrate(root, n, output, strategy, seed, split, fmt, size_text, overwrite):
     """Select a representative calibration set for int8 quantisation and write its manifest
     (file list, category pixel shares, seed, dataset fingerprint; never the images)."""
-    from edge.outputs import check_output
-    from edge.preprocess import parse_size
+    from edge_seg.io.publish import check_output
+    from edge_seg.preprocess import parse_size
 
     from .select import select, write_manifest
 

@@ -3,7 +3,7 @@
 A manifest lists the chosen frames (paths relative to the dataset root), the category
 pixel share of the selection next to that of the whole split, the seed and strategy,
 the model input size the shares were measured at, and a fingerprint of the split
-(edge.manifest.fingerprint). It never holds images.
+(edge_seg.manifest.fingerprint). It never holds images.
 
 ``stratified`` (default): every non-void category gets a guaranteed number of frames,
 rarest category first, choosing among the frames that contain it the ones where it
@@ -22,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edge import labels
-from edge.errors import UserError
-from edge.manifest import FORMAT, fingerprint, manifest_root, read_manifest, relative
-from edge.model_meta import atomic_write_json, file_sha256
-from edge.preprocess import DEFAULT_SIZE, resize_mask
+from edge_seg import labels
+from edge_seg.errors import UserError
+from edge_seg.manifest import FORMAT, fingerprint, manifest_root, read_manifest, relative
+from edge_seg.backends.metadata import file_sha256
+from edge_seg.io.publish import atomic_write_json
+from edge_seg.preprocess import DEFAULT_SIZE, resize_mask
 
 STRATEGIES = ("stratified", "random")
 MIN_SHARE = 0.002  # a category "occurs" in a frame when it covers at least 0.2% of it
@@ -34,7 +35,7 @@ MIN_SHARE = 0.002  # a category "occurs" in a frame when it covers at least 0.2%
 
 def category_histograms(samples, size, progress=None) -> np.ndarray:
     """(n_frames, 8) pixel counts per category at model size (IGNORE not counted)."""
-    from train.datasets import read_mask
+    from edge_seg.train.datasets import read_mask
 
     hist = np.zeros((len(samples), labels.NUM_CATEGORIES), np.int64)
     for i, s in enumerate(samples):
@@ -97,7 +98,7 @@ def select(root, n: int = 200, strategy: str = "stratified", seed: int = 0,
            size: tuple[int, int] = DEFAULT_SIZE, fmt: str = "auto", split: str = "train",
            progress=None) -> dict:
     """Build the manifest (a dict) for ``n`` frames of ``split`` under ``root``."""
-    from train.datasets import load_split, scan
+    from edge_seg.train.datasets import load_split, scan
 
     root = Path(root)
     if n <= 0:
@@ -146,7 +147,7 @@ def is_manifest(path) -> bool:
 def load_manifest_samples(path, input_size=None, root_override=None):
     """(samples, root, manifest) for a manifest, checked before any work: non-empty, made
     for ``input_size`` (W, H), every listed file present, the dataset unchanged."""
-    from train.datasets import load_split
+    from edge_seg.train.datasets import load_split
 
     manifest = read_manifest(path)
     if input_size is not None and tuple(manifest.get("input_size", ())) != tuple(input_size):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from edge.errors import UserError
+from edge_seg.errors import UserError
 
 
 @click.command()
@@ -60,7 +60,7 @@ def convert(model, fp32, fp16, int8, dynamic, qat, qat_epochs, qat_steps, qat_lr
     if nchw and not onnx:
         raise UserError("--nchw applies to the ONNX export: add --onnx")
     log = lambda m: click.echo(m, err=True)  # noqa: E731
-    from edge.outputs import check_output
+    from edge_seg.io.publish import check_output
 
     from .sizes import parse_sizes
     from .tflite_export import export
@@ -160,7 +160,7 @@ def compare(float_model, models, root, split, fmt, threads, max_frames, max_drop
       edge-seg compare models/unet-mobilenetv2-camvid-idd.keras models/*-int8.tflite \\
           --data ../shared/datasets/camvid --split val --markdown compare.md
     """
-    from edge.model_meta import atomic_write_bytes, atomic_write_json
+    from edge_seg.io.publish import atomic_write_bytes, atomic_write_json
 
     from .compare import check_budgets, format_markdown, format_text, record_accuracy, run_compare
 

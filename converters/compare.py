@@ -1,10 +1,10 @@
 """Accuracy regression: every exported variant against the float model, on the same frames.
 
-Frames come from ``train.datasets.read_pair`` at the model size (the shared
-preprocessing); scores from ``edge.metrics`` (SegMetrics for mIoU(7) against the ground
+Frames come from ``edge_seg.train.datasets.read_pair`` at the model size (the shared
+preprocessing); scores from ``edge_seg.iou`` (SegMetrics for mIoU(7) against the ground
 truth, ``agreement`` for pixel agreement with the float model's own predictions).
-The float .keras model runs through ``model.predict`` on ``edge.preprocess.normalize``d
-input; .tflite variants run through the runtime's ``edge.segmenter.Segmenter`` when it is
+The float .keras model runs through ``model.predict`` on ``edge_seg.preprocess.normalize``d
+input; .tflite variants run through the runtime's ``edge_seg.segmenter.Segmenter`` when it is
 installed (the one .tflite inference path), else through a minimal LiteRT runner that
 reads the same sidecar metadata.
 
@@ -20,12 +20,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.errors import UserError
-from edge.labels import CATEGORY_NAMES
-from edge.manifest import fingerprint
-from edge.metrics import (SegMetrics, agreement_from_cm, confusion_matrix, drop_points,
+from edge_seg.errors import UserError
+from edge_seg.labels import CATEGORY_NAMES
+from edge_seg.manifest import fingerprint
+from edge_seg.iou import (SegMetrics, agreement_from_cm, confusion_matrix, drop_points,
                            latency_percentiles)
-from edge.preprocess import normalize, quantize_input, resize_image, resize_mask
+from edge_seg.preprocess import normalize, quantize_input, resize_image, resize_mask
 
 INT8_VARIANTS = ("int8", "qat-int8")
 
@@ -61,7 +61,7 @@ class LiteRTRunner:
     kind = "tflite"
 
     def __init__(self, path, threads: int):
-        from edge.model_meta import read_meta
+        from edge_seg.backends.metadata import read_meta
 
         self.path = Path(path)
         self.meta = read_meta(path)
@@ -107,7 +107,7 @@ class LiteRTRunner:
 
 def _segmenter(path, threads):
     try:
-        from edge.segmenter import Segmenter
+        from edge_seg.segmenter import Segmenter
     except ImportError:
         return None
     return Segmenter(str(path), threads=threads, delegate="xnnpack")
@@ -149,7 +149,7 @@ def latency_ms(fn, runs: int = 20, warmup: int = 3) -> dict:
 
 def _label_frames(chunk):
     """(full-size RGB images, masks at label resolution) of a chunk of samples."""
-    from train.datasets import read_image, read_mask
+    from edge_seg.train.datasets import read_image, read_mask
 
     images, gts = [], []
     for s in chunk:
@@ -182,7 +182,7 @@ def _open_runners(float_path, variant_paths, threads: int, at_label_resolution):
 
 def _chunk_frames(chunk, size, at_label_resolution: bool):
     """(frames as shown, ground truths, frames_at(model size) -> RGB batch) of a chunk."""
-    from train.datasets import read_pair
+    from edge_seg.train.datasets import read_pair
 
     if at_label_resolution:
         images, gts = _label_frames(chunk)
@@ -242,7 +242,7 @@ def _row(runner, res, ref_result, agree_cm, first_rgb, latency_runs: int) -> dic
 
 def labelled_set(data_root, split: str, samples) -> dict:
     """What a score was measured on: the dataset's folder name, split, frame count and the
-    fingerprint of those frames (edge.manifest.fingerprint, as calibration manifests use)."""
+    fingerprint of those frames (edge_seg.manifest.fingerprint, as calibration manifests use)."""
     root = Path(data_root)
     return {"name": root.resolve().name, "split": split, "frames": len(samples),
             "fingerprint": fingerprint(samples, root)}
@@ -259,7 +259,7 @@ def run_compare(float_path, variant_paths, data_root, split: str = "val", thread
     measured there too. None (default): on when the input sizes differ, else everything is
     scored at the float model's input size as before.
     """
-    from train.datasets import load_split
+    from edge_seg.train.datasets import load_split
 
     reference, variants, at_label_resolution = _open_runners(float_path, variant_paths, threads,
                                                              at_label_resolution)
@@ -293,7 +293,7 @@ def run_compare(float_path, variant_paths, data_root, split: str = "val", thread
 def _float_source_sha(float_path) -> str:
     """The sha256 of the float model the variants should have been converted from: the
     file itself (.keras), or the source recorded in a float .tflite's metadata."""
-    from edge.model_meta import file_sha256, read_meta
+    from edge_seg.backends.metadata import file_sha256, read_meta
     if Path(float_path).suffix == ".tflite":
         source = (read_meta(float_path).get("source_model") or {}).get("sha256")
         if source:
@@ -325,7 +325,8 @@ def record_accuracy(result: dict, log=None) -> list[Path]:
     """Write each .tflite variant's measured accuracy into its metadata (the sidecar .json,
     replaced atomically, and the copy embedded in the model), so ``edge-seg tune`` can budget by it on any device. A variant
     converted from another float model than the one scored against is left unchanged."""
-    from edge.model_meta import atomic_write_json, embed_sidecar, read_meta, sidecar_path
+    from edge_seg.backends.metadata import embed_sidecar, read_meta, sidecar_path
+    from edge_seg.io.publish import atomic_write_json
     source = _float_source_sha(result["float_model"])
     written = []
     for row in result["rows"][1:]:

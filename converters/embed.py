@@ -1,10 +1,10 @@
 """Embed each model's sidecar metadata into the model file, without converting again.
 
-    python -m converters.embed models/unet-mobilenetv2-camvid-idd-int8.tflite [MODEL ...]
+    python -m edge_seg.converters.embed models/unet-mobilenetv2-camvid-idd-int8.tflite [MODEL ...]
 
 For every MODEL (.tflite or .onnx) the sidecar MODEL.json beside it is checked (edge-seg
 metadata, recorded for this model's sha256) and embedded in the file, replacing any copy
-embedded before; the model's sha256 (edge.model_meta.model_sha256) does not change, so the
+embedded before; the model's sha256 (edge_seg.backends.metadata.model_sha256) does not change, so the
 sidecar stays valid. Run it after editing a sidecar (e.g. adding measured accuracy) so that
 the model file and its sidecar agree again. Needs no TensorFlow.
 """
@@ -14,14 +14,14 @@ import sys
 
 import click
 
-from edge.errors import UserError
+from edge_seg.errors import UserError
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
 def embed(models):
     """Embed MODEL.json into each MODEL (.tflite or .onnx) in place."""
-    from edge.model_meta import embed_sidecar, model_sha256
+    from edge_seg.backends.metadata import embed_sidecar, model_sha256
 
     for model in models:
         meta = embed_sidecar(model)
@@ -31,7 +31,7 @@ def embed(models):
 
 def main(argv=None) -> None:
     try:
-        embed.main(args=argv, prog_name="python -m converters.embed", standalone_mode=False)
+        embed.main(args=argv, prog_name="python -m edge_seg.converters.embed", standalone_mode=False)
     except UserError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)

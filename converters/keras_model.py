@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.errors import UserError
+from edge_seg.errors import UserError
 
 SUFFIXES = (".keras", ".h5")
 

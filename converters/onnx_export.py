@@ -1,13 +1,13 @@
 """ONNX export (the Jetson path): a tf_keras segmentation model -> ``model.onnx`` + sidecar.
 
-    from converters.onnx_export import export_onnx
+    from edge_seg.converters.onnx_export import export_onnx
     report = export_onnx("runs/x/model.keras", "models/model.onnx")   # or a tf_keras Model
 
 Conversion goes through tf2onnx (``tf2onnx.convert.from_keras``, which traces the Keras
 model into a tf.function and converts the graph), opset 17 by default. The file is written
-atomically (never a half file) with the same metadata as the TFLite variants (edge.model_meta,
+atomically (never a half file) with the same metadata as the TFLite variants (edge_seg.backends.metadata,
 variant ``onnx-fp32``), plus the tensor names and layout the ONNX Runtime backend
-(edge.backends_onnx) reads: embedded as the ``edge_seg`` entry of ``metadata_props`` and
+(edge_seg.backends.onnxrt) reads: embedded as the ``edge_seg`` entry of ``metadata_props`` and
 copied to the sidecar .json.
 
 The graph keeps the Keras layout, NHWC in and out, by default: the runtime's preprocessing
@@ -26,8 +26,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.errors import UserError
-from edge.model_meta import file_sha256, make_meta, publish_model
+from edge_seg.errors import UserError
+from edge_seg.backends.metadata import file_sha256, make_meta, publish_model
 
 from .keras_model import is_keras_model, load_keras_model
 

@@ -2,7 +2,7 @@
 
 ``tfmot.quantization.keras.quantize_model`` wraps the float model with fake-quant ops;
 a short fine-tune at low learning rate on the training split (through
-``train.pipeline.make_dataset``, the training augmentation included) lets the weights
+``edge_seg.train.pipeline.make_dataset``, the training augmentation included) lets the weights
 adapt to int8 before full-integer conversion. BatchNorm layers are frozen (their
 statistics stay those of the float model), as usual for QAT on small batches.
 
@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from edge.errors import UserError
+from edge_seg.errors import UserError
 
 
 def _registry():
@@ -81,8 +81,8 @@ def qat_finetune(model, calibration, size, epochs: int = 1, steps=None, lr: floa
     """(QAT model, info dict). Trains on the train split of the calibration set's dataset."""
     import tf_keras as keras
 
-    from train.datasets import load_split
-    from train.pipeline import make_dataset, steps_per_epoch
+    from edge_seg.train.datasets import load_split
+    from edge_seg.train.pipeline import make_dataset, steps_per_epoch
 
     if epochs < 1:
         raise UserError(f"--qat-epochs {epochs}: must be at least 1")

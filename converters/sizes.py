@@ -10,7 +10,7 @@ map (the image-pooling branch of the DeepLabV3+ head) gets the new feature-map s
 File names carry the size when more than one size, or a size other than the model's own,
 is asked for: ``<stem>-384x192-int8.tflite``, ``<stem>-384x192.onnx``; otherwise they are
 those of a plain ``edge-seg convert``. The conversion loop over sizes and variants is
-``converters.tflite_export.export``. Every model's metadata records the size the file really takes
+``edge_seg.converters.tflite_export.export``. Every model's metadata records the size the file really takes
 (``input_size``) and the model's native one (``native_input_size``).
 
 A slow device trades resolution for speed: ``edge-seg compare`` scores variants of
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.errors import UserError
-from edge.preprocess import parse_size
+from edge_seg.errors import UserError
+from edge_seg.preprocess import parse_size
 
 from .keras_model import model_input_size
 

@@ -4,9 +4,9 @@ The one exporter: ``VARIANTS`` (with ``QUANTIZATION_MODE``) is the table of vari
 ``export`` the conversion loop over input sizes (converters.sizes) and variants, ONNX
 included (converters.onnx_export). Every variant is converted in memory with
 ``tf.lite.TFLiteConverter.from_keras_model``, then written atomically with its metadata
-embedded (edge.embedded_meta) and as a sidecar .json (edge.model_meta): an interrupted
+embedded (edge_seg.backends.embedded) and as a sidecar .json (edge_seg.backends.metadata): an interrupted
 export never leaves a partial .tflite. The int8 representative dataset goes through the
-training preprocessing (``train.datasets.read_pair`` + ``edge.preprocess.normalize``).
+training preprocessing (``edge_seg.train.datasets.read_pair`` + ``edge_seg.preprocess.normalize``).
 All inputs (model, variants, calibration set) are checked before any conversion starts.
 """
 from __future__ import annotations
@@ -17,9 +17,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.errors import UserError
-from edge.model_meta import file_sha256, make_meta, publish_model
-from edge.preprocess import normalize
+from edge_seg.errors import UserError
+from edge_seg.backends.metadata import file_sha256, make_meta, publish_model
+from edge_seg.preprocess import normalize
 
 from .keras_model import load_keras_model, model_input_size
 from .sizes import rebuild_at_size, size_text, with_size
@@ -70,8 +70,8 @@ def resolve_calibration(spec, input_size, root_override=None,
     """``spec`` is a manifest (.json) or a dataset root (stratified selection of ``n`` train
     frames made on the spot). Checked before any work: exists, non-empty, same input size,
     files present, dataset unchanged, first frame readable."""
-    from calibration.select import load_manifest_samples, select
-    from train.datasets import read_pair
+    from edge_seg.calibration.select import load_manifest_samples, select
+    from edge_seg.train.datasets import read_pair
 
     path = Path(spec)
     if path.is_file():
@@ -79,7 +79,7 @@ def resolve_calibration(spec, input_size, root_override=None,
         cal = Calibration(samples, root, str(path), manifest, file_sha256(path))
     elif path.is_dir():
         manifest = select(path, n, "stratified", 0, input_size)
-        from train.datasets import load_split
+        from edge_seg.train.datasets import load_split
         by_image = {s.image.resolve(): s for s in load_split(path, manifest["dataset"]["format"], "train")}
         samples = [by_image[(path / f["image"]).resolve()] for f in manifest["files"]]
         digest = hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()
@@ -95,7 +95,7 @@ def resolve_calibration(spec, input_size, root_override=None,
 def representative_dataset(samples, size):
     """Generator factory for TFLiteConverter.representative_dataset: one normalised
     (1, H, W, 3) float32 frame per sample, exactly as training sees it."""
-    from train.datasets import read_pair
+    from edge_seg.train.datasets import read_pair
 
     def gen():
         for s in samples:

@@ -12,8 +12,8 @@ from importlib.metadata import entry_points
 
 import click
 
-from . import __version__
-from .errors import UserError
+from edge_seg import __version__
+from edge_seg.errors import UserError
 
 _GROUP = "edge_seg.commands"
 TRAIN_EXTRA_HINT = ("install the training extra [train] (in a checkout: make install, or "
@@ -75,8 +75,8 @@ def main():
     """
 
 
-from .run import run  # noqa: E402  (the runtime command; imports nothing heavy at load)
-from .tune import tune  # noqa: E402  (runtime too: no TensorFlow)
+from edge_seg.run.command import run  # noqa: E402  (the runtime command; imports nothing heavy at load)
+from edge_seg.tune.command import tune  # noqa: E402  (runtime too: no TensorFlow)
 
 main.add_command(run)
 main.add_command(tune)

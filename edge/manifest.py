@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import UserError
+from edge_seg.errors import UserError
 
 FORMAT = "edge-seg-calibration/1"
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import labels
-from .errors import UserError
+from edge_seg import labels
+from edge_seg.errors import UserError
 
 NAMES = ("mapping.json", "mapping.yaml", "mapping.yml")
 

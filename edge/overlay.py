@@ -13,7 +13,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .labels import CATEGORIES
+from edge_seg.labels import CATEGORIES
 
 VIEWS = ("overlay", "mask", "side-by-side")
 HUD_STAGES = ("capture", "pre", "infer", "post", "draw")

@@ -1,11 +1,11 @@
 """The one .tflite inference path: BGR frame in, category mask (and an overlay) out.
 
-    from edge.segmenter import Segmenter
+    from edge_seg.segmenter import Segmenter
     seg = Segmenter("model-int8.tflite")       # or Segmenter() for the bundled model
     result = seg(frame_bgr)                    # result.mask, result.overlay, result.timings
 
 The runtime, the drift check and evaluation code all run models through this class, so
-preprocessing (edge.preprocess), quantisation and argmax are the same everywhere.
+preprocessing (edge_seg.preprocess), quantisation and argmax are the same everywhere.
 """
 from __future__ import annotations
 
@@ -16,17 +16,18 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from . import backends, zoo
-from .errors import UserError
-from .model_meta import read_meta
-from .overlay import Overlay
-from .preprocess import NORMALIZATION, bgr_to_model_rgb, normalize, quantize_input, upsample_mask
+from edge_seg.backends import litert
+from edge_seg.backends import bundled
+from edge_seg.errors import UserError
+from edge_seg.backends.metadata import read_meta
+from edge_seg.overlay import Overlay
+from edge_seg.preprocess import NORMALIZATION, bgr_to_model_rgb, normalize, quantize_input, upsample_mask
 
 
 @dataclass
 class Result:
     mask: np.ndarray            # (H, W) uint8 catIds at frame size
-    overlay: np.ndarray         # BGR image (see edge.overlay)
+    overlay: np.ndarray         # BGR image (see edge_seg.overlay)
     timings: dict = field(default_factory=dict)  # ms per stage: pre, infer, post, draw
     model_mask: np.ndarray | None = None  # the mask at the model's output size
 
@@ -57,32 +58,32 @@ class Segmenter:
     """A .tflite segmentation model with its metadata, on the best available interpreter.
 
     ``model_path``: a .tflite (None: the bundled default model), or an .onnx model, run by
-    ONNX Runtime (edge.backends_onnx); its metadata is the sidecar .json beside it, else the
-    copy embedded in the file (edge.model_meta.read_meta);
+    ONNX Runtime (edge_seg.backends.onnxrt); its metadata is the sidecar .json beside it, else the
+    copy embedded in the file (edge_seg.backends.metadata.read_meta);
     ``threads``: interpreter threads (None: one per CPU core);
-    ``delegate``: auto | cpu | xnnpack | gpu | edgetpu | PATH.so (see edge.backends);
+    ``delegate``: auto | cpu | xnnpack | gpu | edgetpu | PATH.so (see edge_seg.backends.litert);
     for .onnx: auto | tensorrt | cuda | gpu | cpu.
     ``trust_sidecar``: use a sidecar that records another model's sha256, or disagrees with
     the embedded metadata, with a warning instead of refusing the model.
-    Bad models raise edge.errors.UserError. One instance per thread.
+    Bad models raise edge_seg.errors.UserError. One instance per thread.
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None, threads: int | None = None,
                  delegate: str = "auto", log=None, overlay: Overlay | None = None,
                  trust_sidecar: bool = False):
-        self.path = zoo.resolve_model(model_path)
+        self.path = bundled.resolve_model(model_path)
         onnx = is_onnx(self.path)
         if not onnx:
-            backends.check_model_file(self.path)
+            litert.check_model_file(self.path)
         self.meta = read_meta(self.path, trust_sidecar=trust_sidecar, warn=log)
         self._check_normalization()
         threads = threads or os.cpu_count() or 1
         if onnx:  # the Jetson path: ONNX Runtime with TensorRT/CUDA, same interface
-            from .backends_onnx import load_onnx
+            from edge_seg.backends.onnxrt import load_onnx
             self.interpreter = load_onnx(self.path, threads, delegate, log=log, meta=self.meta)
             self.backend = self.interpreter.info
         else:
-            self.interpreter, self.backend = backends.load_interpreter(self.path, threads, delegate, log=log)
+            self.interpreter, self.backend = litert.load_interpreter(self.path, threads, delegate, log=log)
         self._bind_tensors()
         self.overlay = overlay or Overlay.from_meta(self.meta)
 
@@ -93,7 +94,7 @@ class Segmenter:
 
     @property
     def is_placeholder(self) -> bool:
-        return zoo.is_placeholder(self.meta)
+        return bundled.is_placeholder(self.meta)
 
     @property
     def quantized(self) -> bool:
@@ -154,7 +155,7 @@ class Segmenter:
 
     # -- the three stages -------------------------------------------------------
     def _input_table(self) -> np.ndarray:
-        """uint8 pixel value -> model input value, tabulated with edge.preprocess.normalize
+        """uint8 pixel value -> model input value, tabulated with edge_seg.preprocess.normalize
         and quantize_input: both are per-pixel functions of the uint8 value, so one table
         lookup gives exactly their result at a fraction of the cost."""
         x = normalize(np.arange(256, dtype=np.uint8))

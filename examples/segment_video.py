@@ -10,11 +10,11 @@ import sys
 
 import numpy as np
 
-from edge.errors import UserError
-from edge.labels import CATEGORY_NAMES
-from edge.segmenter import Segmenter
-from edge.sinks import FrameSink, Window, gui_available
-from edge.sources import open_source
+from edge_seg.errors import UserError
+from edge_seg.labels import CATEGORY_NAMES
+from edge_seg.segmenter import Segmenter
+from edge_seg.io.sinks import FrameSink, Window, gui_available
+from edge_seg.io.sources import open_source
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("source", help="camera index, video file, image folder or glob, URL, or 'demo'")

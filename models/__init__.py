@@ -1,1 +1,1 @@
-"""Bundled reference models (installed as the package ``edge.models``)."""
+"""Bundled reference models (installed as the package ``edge_seg.models``)."""

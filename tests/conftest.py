@@ -1,5 +1,5 @@
 """Shared fixtures. Datasets in ../shared are optional: tests needing them skip with a
-reason; synthetic scenes (scenes/) cover the same code paths everywhere."""
+reason; synthetic scenes (edge/scenes/) cover the same code paths everywhere."""
 from __future__ import annotations
 
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from train.tf_env import use_legacy_keras
+from edge_seg.train.tf_env import use_legacy_keras
 
 use_legacy_keras()
 
@@ -51,14 +51,14 @@ def cityscapes_sample() -> Path:
 @pytest.fixture(scope="session")
 def synthetic_cityscapes(tmp_path_factory) -> Path:
     """A small synthetic dataset in the Cityscapes layout (train cities + val)."""
-    from train.synthetic_dataset import write_dataset
+    from edge_seg.train.synthetic_dataset import write_dataset
     return write_dataset(tmp_path_factory.mktemp("synth-cs"), "cityscapes", n_train=12, n_val=4,
                          size=(256, 128), seed=3)
 
 
 @pytest.fixture(scope="session")
 def synthetic_camvid(tmp_path_factory) -> Path:
-    from train.synthetic_dataset import write_dataset
+    from edge_seg.train.synthetic_dataset import write_dataset
     return write_dataset(tmp_path_factory.mktemp("synth-cv"), "camvid", n_train=16, n_val=6,
                          size=(256, 128), seed=5)
 
@@ -74,7 +74,7 @@ def _runtime_models_key() -> str:
     from importlib.metadata import PackageNotFoundError, version
     h = hashlib.sha256()
     # this file too: it names the cached files (the ONNX model's sidecar once clashed)
-    for path in (MODEL_BUILDER, REPO / "edge" / "model_meta.py", Path(__file__)):
+    for path in (MODEL_BUILDER, REPO / "edge" / "backends" / "metadata.py", Path(__file__)):
         h.update(path.read_bytes())
     try:
         h.update(version("tensorflow").encode())
@@ -118,7 +118,7 @@ def tiny_onnx(request, tiny_models) -> Path:
     if not (path.is_file() and path.with_suffix(".json").is_file()):
         code = (f"import sys\nsys.path.insert(0, {str(TESTS)!r})\n"
                 "from model_builder import build_unet\n"
-                "from converters.onnx_export import export_onnx\n"
+                "from edge_seg.converters.onnx_export import export_onnx\n"
                 f"export_onnx(build_unet({RUNTIME_MODEL_SIZE!r}, (8, 16, 24), seed=1), {str(path)!r})\n")
         out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
         assert out.returncode == 0, out.stderr[-3000:]

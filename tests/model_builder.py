@@ -6,7 +6,7 @@
 A small U-Net of depthwise-separable blocks (stride-2 encoder, bilinear x2 decoder with
 skips, 8 logits at input resolution) with random weights, converted with
 tf.lite.TFLiteConverter (fp32, or full integer with int8/uint8 input and output,
-calibrated on synthetic street-coloured images) and described by an edge.model_meta
+calibrated on synthetic street-coloured images) and described by an edge_seg.backends.metadata
 sidecar. The tests build them once per TensorFlow version (conftest.tiny_models): they
 exercise the runtime's paths without a trained model. Needs TensorFlow and tf_keras (the
 [train] extra).
@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.labels import CATEGORIES, NUM_CATEGORIES
-from edge.model_meta import atomic_write_bytes, make_meta, write_meta
-from edge.preprocess import normalize, parse_size
-from train.tf_env import use_legacy_keras
+from edge_seg.labels import CATEGORIES, NUM_CATEGORIES
+from edge_seg.backends.metadata import make_meta, write_meta
+from edge_seg.io.publish import atomic_write_bytes
+from edge_seg.preprocess import normalize, parse_size
+from edge_seg.train.tf_env import use_legacy_keras
 
 use_legacy_keras()  # before TensorFlow loads (inside the functions below)
 

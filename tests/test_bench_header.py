@@ -10,7 +10,7 @@ INT8 = ROOT / "models" / "unet-mobilenetv2-camvid-idd-int8.tflite"
 @pytest.mark.skipif(not INT8.is_file(), reason="the bundled int8 model is not in this checkout")
 def test_header_hash_is_the_sidecars_model_hash_not_the_files():
     from benchmarks.machine import machine
-    from edge.model_meta import file_sha256, read_meta
+    from edge_seg.backends.metadata import file_sha256, read_meta
 
     recorded = read_meta(INT8)["model_sha256"]
     assert file_sha256(INT8) != recorded  # the file carries embedded metadata

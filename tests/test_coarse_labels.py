@@ -10,17 +10,17 @@ import cv2
 import numpy as np
 import pytest
 
-from edge import labels
-from edge.errors import UserError
-from edge.mapping import read_mapping, set_code, set_members
-from edge.metrics import SegMetrics
-from train import datasets
+from edge_seg import labels
+from edge_seg.errors import UserError
+from edge_seg.mapping import read_mapping, set_code, set_members
+from edge_seg.iou import SegMetrics
+from edge_seg.train import datasets
 
 FLAT, CONSTRUCTION, OBJECT, NATURE = (labels.CATEGORY_IDS[n] for n in ("flat", "construction", "object", "nature"))
 
 
 def edge_seg(*args):
-    return subprocess.run([sys.executable, "-c", "from edge.cli import main; main()", *map(str, args)],
+    return subprocess.run([sys.executable, "-c", "from edge_seg.cli import main; main()", *map(str, args)],
                           capture_output=True, text=True)
 
 
@@ -88,7 +88,7 @@ def _softmax(z):
 
 def test_set_loss_is_minus_log_of_the_summed_probabilities():
     import tensorflow as tf
-    from train.losses import make_loss
+    from edge_seg.train.losses import make_loss
 
     logits = np.array([[0.3, 1.0, 2.0, -1.0, 0.5, 0.0, -0.5, 1.5],     # "construction or nature"
                        [0.0, 0.2, -0.3, 0.8, 0.1, 1.1, 0.4, -0.9],     # exact flat
@@ -112,7 +112,7 @@ def test_set_loss_is_minus_log_of_the_summed_probabilities():
 
 def test_exact_labels_keep_the_ordinary_cross_entropy():
     import tensorflow as tf
-    from train.losses import make_loss
+    from edge_seg.train.losses import make_loss
 
     rng = np.random.default_rng(1)
     y = rng.integers(1, 8, (2, 6, 10)).astype(np.int32)
@@ -123,7 +123,7 @@ def test_exact_labels_keep_the_ordinary_cross_entropy():
 
 def test_dice_and_lovasz_leave_set_pixels_out_and_stay_finite():
     import tensorflow as tf
-    from train.losses import make_loss
+    from edge_seg.train.losses import make_loss
 
     rng = np.random.default_rng(2)
     y = rng.integers(1, 8, (2, 8, 8)).astype(np.int32)
@@ -220,7 +220,7 @@ def test_folder_reader_and_resize_keep_set_codes(tmp_path):
 
 def test_augmentation_carries_set_codes_to_the_loss(tmp_path):
     pytest.importorskip("tensorflow")
-    from train.pipeline import Augment, make_dataset
+    from edge_seg.train.pipeline import Augment, make_dataset
 
     root = _coarse_folder(tmp_path / "coarse")
     samples = datasets.load_split(root, split="train")
@@ -257,7 +257,7 @@ def test_idd_lite_check_counts_its_coarse_labels():
 
 
 def test_class_weights_count_exact_labels_only():
-    from train.losses import class_pixel_stats
+    from edge_seg.train.losses import class_pixel_stats
 
     exact = np.array([[1, 1, 2, 255]], np.uint8)
     coarse = exact.copy()

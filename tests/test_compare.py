@@ -58,15 +58,15 @@ BOOTSTRAP_DRAWS = 1000
 
 
 def gate(result, size_ratio=None) -> list[str]:
-    from converters.compare import check_budgets
+    from edge_seg.converters.compare import check_budgets
     return check_budgets(result, budgets=BUDGETS, max_category_drop=MAX_CATEGORY_DROP,
                          max_size_ratio=size_ratio)
 
 
 def black_frame_manifest(folder: Path, size) -> Path:
     """A one-frame calibration set: an all-black image (and an all-void mask)."""
-    from calibration.select import select, write_manifest
-    from edge import labels
+    from edge_seg.calibration.select import select, write_manifest
+    from edge_seg import labels
 
     root = folder / "black"
     for sub in ("images/train", "masks/train"):
@@ -83,10 +83,10 @@ def train_small_model(root: Path, path: Path, steps: int = SYNTH_STEPS, seed: in
     """A small unet-mobilenetv2 trained briefly on the synthetic scenes."""
     import tf_keras as keras
 
-    from edge.labels import IGNORE
-    from train.datasets import load_split
-    from train.models import build_model
-    from train.pipeline import make_dataset
+    from edge_seg.labels import IGNORE
+    from edge_seg.train.datasets import load_split
+    from edge_seg.train.models import build_model
+    from edge_seg.train.pipeline import make_dataset
 
     keras.utils.set_random_seed(seed)
     model = build_model("unet-mobilenetv2", SYNTH_SIZE, alpha=0.35)
@@ -100,7 +100,7 @@ def train_small_model(root: Path, path: Path, steps: int = SYNTH_STEPS, seed: in
 
 @pytest.fixture(scope="module")
 def synthetic_setup(tmp_path_factory):
-    from calibration.select import select, write_manifest
+    from edge_seg.calibration.select import select, write_manifest
     from test_convert import write_scenes
 
     base = tmp_path_factory.mktemp("gate")
@@ -112,7 +112,7 @@ def synthetic_setup(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def synthetic_variants(synthetic_setup):
-    from converters.tflite_export import export
+    from edge_seg.converters.tflite_export import export
 
     root, model, manifest, base = synthetic_setup
     calibration = black_frame_manifest(base, SYNTH_SIZE) if BAD_CALIBRATION else manifest
@@ -124,9 +124,9 @@ def synthetic_variants(synthetic_setup):
 def frame_matrices(model, variants: dict, root: Path) -> dict:
     """{"float" | variant: (frames, n, n) confusion matrices}, one per val frame, through the
     gate's own runners and frames (what run_compare sums)."""
-    from converters.compare import make_runner
-    from edge.metrics import confusion_matrix
-    from train.datasets import load_split, read_pair
+    from edge_seg.converters.compare import make_runner
+    from edge_seg.iou import confusion_matrix
+    from edge_seg.train.datasets import load_split, read_pair
 
     runners = {"float": make_runner(model, 2), **{v: make_runner(p, 2) for v, p in variants.items()}}
     samples = load_split(root, "auto", "val")
@@ -142,7 +142,7 @@ def frame_matrices(model, variants: dict, root: Path) -> dict:
 def bootstrap_drops(matrices: dict, variant: str, draws: int = BOOTSTRAP_DRAWS, seed: int = 0):
     """(mIoU(7) drops, per-category IoU drops) in points, float minus ``variant``, over
     ``draws`` resamplings of the frames with replacement: (draws,) and (draws, 7)."""
-    from edge.metrics import category_scores
+    from edge_seg.iou import category_scores
 
     frames = len(matrices["float"])
     miou, cats = [], []
@@ -169,7 +169,7 @@ def synthetic_noise(synthetic_setup, synthetic_variants) -> dict:
 
 @pytest.mark.slow
 def test_synthetic_gate(synthetic_setup, synthetic_variants, synthetic_noise):
-    from converters.compare import format_text, run_compare
+    from edge_seg.converters.compare import format_text, run_compare
 
     root, model, _, _ = synthetic_setup
     order = ("fp32", "fp16", "int8", "qat-int8")
@@ -195,8 +195,8 @@ def test_synthetic_gate(synthetic_setup, synthetic_variants, synthetic_noise):
 
 @pytest.mark.slow
 def test_gate_catches_bad_calibration(synthetic_setup, synthetic_variants, tmp_path):
-    from converters.compare import run_compare
-    from converters.tflite_export import export
+    from edge_seg.converters.compare import run_compare
+    from edge_seg.converters.tflite_export import export
 
     root, model, _, _ = synthetic_setup
     bad = black_frame_manifest(tmp_path, SYNTH_SIZE)
@@ -211,7 +211,7 @@ def test_gate_catches_bad_calibration(synthetic_setup, synthetic_variants, tmp_p
 def test_compare_cli_exit_code_and_outputs(synthetic_setup, synthetic_variants, tmp_path):
     from click.testing import CliRunner
 
-    from converters.cli import compare
+    from edge_seg.converters.cli import compare
 
     root, model, _, _ = synthetic_setup
     args = [str(model), str(synthetic_variants["fp16"]), str(synthetic_variants["int8"]), "--data", str(root),
@@ -236,7 +236,7 @@ def reference_variants(tmp_path_factory):
         pytest.skip(f"reference model {REFERENCE.name} not committed yet")
     if not (CAMVID / "val").is_dir():
         pytest.skip(f"CamVid not available at {CAMVID} (../shared is absent)")
-    from converters.tflite_export import export
+    from edge_seg.converters.tflite_export import export
 
     out = tmp_path_factory.mktemp("ref")
     calibration = black_frame_manifest(out, (512, 256)) if BAD_CALIBRATION else \
@@ -252,7 +252,7 @@ def reference_variants(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.shared
 def test_reference_gate_on_camvid_drive_val(reference_variants):
-    from converters.compare import format_text, run_compare
+    from edge_seg.converters.compare import format_text, run_compare
 
     order = [v for v in ("fp32", "fp16", "int8", "qat-int8") if v in reference_variants]
     result = run_compare(REFERENCE, [reference_variants[v] for v in order], CAMVID, GATE_SPLIT, threads=2,
@@ -265,7 +265,7 @@ def test_reference_gate_on_camvid_drive_val(reference_variants):
 @pytest.mark.slow
 @pytest.mark.shared
 def test_reference_qat_variant_is_committed_and_current():
-    from edge.model_meta import file_sha256, read_meta
+    from edge_seg.backends.metadata import file_sha256, read_meta
 
     if not REFERENCE.is_file():
         pytest.skip(f"reference model {REFERENCE.name} not committed yet")

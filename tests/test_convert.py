@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge import labels
-from edge.errors import UserError
+from edge_seg import labels
+from edge_seg.errors import UserError
 
 from conftest import camvid_with_drives
 
@@ -27,7 +27,7 @@ SIZE = (64, 32)  # model input (W, H)
 
 def write_scenes(root: Path, n_train: int, n_val: int, size=(128, 64), seed: int = 0) -> Path:
     """Synthetic street scenes (scenes) in the folder layout, masks in catIds."""
-    from scenes import render_scene
+    from edge_seg.scenes import render_scene
 
     for split, n, offset in (("train", n_train, 0), ("val", n_val, 10_000)):
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
@@ -72,15 +72,15 @@ def tiny_keras(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def manifest(scenes, tmp_path_factory) -> Path:
-    from calibration.select import select, write_manifest
-    path = tmp_path_factory.mktemp("cal") / "scenes.json"
+    from edge_seg.calibration.select import select, write_manifest
+    path = tmp_path_factory.mktemp("cal") / "edge_seg.scenes.json"
     write_manifest(path, select(scenes, n=6, size=SIZE))
     return path
 
 
 @pytest.fixture(scope="module")
 def exported(tiny_keras, manifest, tmp_path_factory):
-    from converters.tflite_export import export
+    from edge_seg.converters.tflite_export import export
     out = tmp_path_factory.mktemp("out")
     paths = export(tiny_keras, ["fp32", "fp16", "int8", "dynamic"], out, str(manifest), log=lambda m: None)
     return {p.stem.split("tiny-")[1]: p for p in paths}
@@ -100,7 +100,7 @@ def _hist(n_frames=100, rare_frames=(3, 41, 77)):
 
 
 def test_stratified_selection_covers_rare_categories():
-    from calibration.select import choose
+    from edge_seg.calibration.select import choose
     hist = _hist()
     strat = choose(hist, 42, "stratified", seed=0)  # 3 guaranteed frames per category
     assert len(strat) == 42 == len(set(strat))
@@ -114,7 +114,7 @@ def test_stratified_selection_covers_rare_categories():
 
 
 def test_manifest_records_selection_and_reads_back(scenes, manifest):
-    from calibration.select import load_manifest_samples
+    from edge_seg.calibration.select import load_manifest_samples
     m = json.loads(manifest.read_text())
     assert m["n"] == 6 and m["strategy"] == "stratified" and m["seed"] == 0
     assert m["input_size"] == list(SIZE)
@@ -127,8 +127,8 @@ def test_manifest_records_selection_and_reads_back(scenes, manifest):
 
 def test_manifest_of_a_drive_split_reads_back(tmp_path):
     """A set drawn from a derived split (drive-train) is checked against that same split."""
-    from calibration.select import load_manifest_samples, select, write_manifest
-    from train.datasets import drive_of
+    from edge_seg.calibration.select import load_manifest_samples, select, write_manifest
+    from edge_seg.train.datasets import drive_of
     root = camvid_with_drives(tmp_path / "cv", {"train": {"A": 3, "B": 5}, "val": {"A": 2}})
     manifest = write_manifest(tmp_path / "m.json", select(root, n=4, size=(16, 8), split="drive-train"))
     samples, _, m = load_manifest_samples(manifest, (16, 8))
@@ -139,7 +139,7 @@ def test_manifest_of_a_drive_split_reads_back(tmp_path):
 def test_calibrate_cli(scenes, tmp_path):
     from click.testing import CliRunner
 
-    from calibration.cli import calibrate
+    from edge_seg.calibration.cli import calibrate
     out = tmp_path / "c.json"
     res = CliRunner().invoke(calibrate, ["--data", str(scenes), "--n", "4", "-o", str(out),
                                          "--strategy", "random", "--seed", "3", "--size", "64x32"])
@@ -150,7 +150,7 @@ def test_calibrate_cli(scenes, tmp_path):
 
 
 def test_bad_calibration_sets_fail_before_any_work(scenes, manifest, tiny_keras, tmp_path, monkeypatch):
-    import converters.tflite_export as te
+    import edge_seg.converters.tflite_export as te
 
     def no_conversion(*a, **k):
         raise AssertionError("conversion started despite a bad calibration set")
@@ -183,7 +183,7 @@ def test_bad_calibration_sets_fail_before_any_work(scenes, manifest, tiny_keras,
 # ------------------------------------------------------------------ export
 
 def test_every_variant_has_file_and_metadata(exported, tiny_keras, manifest):
-    from edge.model_meta import file_sha256, model_sha256, read_embedded, read_meta
+    from edge_seg.backends.metadata import file_sha256, model_sha256, read_embedded, read_meta
     assert set(exported) == {"fp32", "fp16", "int8", "dynamic"}
     for variant, path in exported.items():
         meta = read_meta(path)
@@ -209,8 +209,8 @@ def test_every_variant_has_file_and_metadata(exported, tiny_keras, manifest):
 
 
 def test_int8_runs_through_the_runtime_and_matches_fp32(exported, scenes):
-    from edge.segmenter import Segmenter
-    from train.datasets import load_split, read_pair
+    from edge_seg.segmenter import Segmenter
+    from edge_seg.train.datasets import load_split, read_pair
     frame = cv2.cvtColor(read_pair(load_split(scenes, split="val")[0], SIZE)[0], cv2.COLOR_RGB2BGR)
     ref = Segmenter(exported["fp32"], threads=1, delegate="xnnpack").predict_mask(frame)[0]
     for variant in ("fp16", "int8", "dynamic"):
@@ -221,8 +221,8 @@ def test_int8_runs_through_the_runtime_and_matches_fp32(exported, scenes):
 
 @pytest.mark.parametrize("io", ["int8", "float32"])
 def test_io_types(tiny_keras, manifest, tmp_path, io):
-    from converters.tflite_export import export
-    from edge.model_meta import read_meta
+    from edge_seg.converters.tflite_export import export
+    from edge_seg.backends.metadata import read_meta
     (path,) = export(tiny_keras, ["int8"], tmp_path, str(manifest), io=io, log=lambda m: None)
     meta = read_meta(path)
     assert meta["input"]["dtype"] == io and meta["output"]["dtype"] == io
@@ -238,8 +238,8 @@ def _conv_weight_scales(path) -> list[int]:
 
 
 def test_int8_weights_per_tensor_by_default_per_channel_on_request(tiny_keras, manifest, tmp_path):
-    from converters.tflite_export import export
-    from edge.model_meta import read_meta
+    from edge_seg.converters.tflite_export import export
+    from edge_seg.backends.metadata import read_meta
     (per_tensor,) = export(tiny_keras, ["int8"], tmp_path / "t", str(manifest), log=lambda m: None)
     (per_channel,) = export(tiny_keras, ["int8"], tmp_path / "c", str(manifest), per_channel=True,
                             log=lambda m: None)
@@ -252,8 +252,8 @@ def test_int8_weights_per_tensor_by_default_per_channel_on_request(tiny_keras, m
 
 
 def test_qat_weights_are_per_channel(tiny_keras, manifest, tmp_path):
-    from converters.tflite_export import export
-    from edge.model_meta import read_meta
+    from edge_seg.converters.tflite_export import export
+    from edge_seg.backends.metadata import read_meta
     (path,) = export(tiny_keras, ["qat-int8"], tmp_path, str(manifest), qat_steps=2, log=lambda m: None)
     assert max(_conv_weight_scales(path)) > 1
     meta = read_meta(path)
@@ -262,8 +262,8 @@ def test_qat_weights_are_per_channel(tiny_keras, manifest, tmp_path):
 
 
 def test_interrupted_conversion_leaves_no_partial_file(tiny_keras, tmp_path, monkeypatch):
-    import edge.model_meta as mm
-    from converters.tflite_export import export
+    import edge_seg.backends.metadata as mm
+    from edge_seg.converters.tflite_export import export
 
     def interrupted(fd):
         raise KeyboardInterrupt
@@ -276,8 +276,8 @@ def test_interrupted_conversion_leaves_no_partial_file(tiny_keras, tmp_path, mon
 def test_layer_the_int8_converter_cannot_handle_is_named():
     import tf_keras as keras
 
-    from converters.qat import check_quantizable
-    from converters.tflite_export import convert
+    from edge_seg.converters.qat import check_quantizable
+    from edge_seg.converters.tflite_export import convert
     model = tiny_model(extra=lambda x: keras.layers.Lambda(lambda t: tf.math.cumprod(t, axis=1),
                                                            name="running_prod")(x))
 
@@ -295,7 +295,7 @@ def test_layer_the_int8_converter_cannot_handle_is_named():
 def test_qat_names_unsupported_layer():
     import tf_keras as keras
 
-    from converters.qat import check_quantizable
+    from edge_seg.converters.qat import check_quantizable
     model = tiny_model(extra=lambda x: keras.layers.LayerNormalization(name="odd_norm")(x))
     with pytest.raises(UserError, match="odd_norm.*LayerNormalization.*fix:"):
         check_quantizable(model)
@@ -305,7 +305,7 @@ def test_qat_names_unsupported_layer():
 # ------------------------------------------------------------------ GPU check
 
 def test_gpu_report_parsing():
-    from converters.gpu_check import parse_report
+    from edge_seg.converters.gpu_check import parse_report
     ok = ("Subgraph#0 main(T#0) -> [T#9]\n  Op#0 CONV_2D(T#0, T#1, T#2) -> [T#3]\n"
           "  Op#1 RESIZE_BILINEAR(T#3, T#4) -> [T#5]\n\n"
           "Your model looks compatible with GPU delegate on TFLite runtime version 2.21.0.\n")
@@ -322,7 +322,7 @@ def test_gpu_report_parsing():
 
 
 def test_gpu_check_captures_analyzer_output(exported, capfd):
-    from converters.gpu_check import check_gpu
+    from edge_seg.converters.gpu_check import check_gpu
     result = check_gpu(exported["fp16"].read_bytes())
     assert result["analyzer_verdict"] == "compatible"
     assert {"CONV_2D", "DEPTHWISE_CONV_2D"} <= set(result["ops"])
@@ -353,22 +353,22 @@ BIG = (128, 64)  # a second input size of the tiny model (2x its native 64x32)
 
 @pytest.fixture(scope="module")
 def sized(tiny_keras, manifest, tmp_path_factory):
-    from converters.tflite_export import export
+    from edge_seg.converters.tflite_export import export
     out = tmp_path_factory.mktemp("sized")
     paths = export(tiny_keras, ["fp32", "int8"], out, str(manifest), log=lambda m: None, sizes=[SIZE, BIG])
     return {p.name: p for p in paths}
 
 
 def val_frames(scenes, n=3):
-    from train.datasets import load_split, read_image
+    from edge_seg.train.datasets import load_split, read_image
     return [cv2.cvtColor(read_image(s.image), cv2.COLOR_RGB2BGR) for s in load_split(scenes, split="val")[:n]]
 
 
 def test_sizes_files_sidecars_and_tensors(sized):
     from ai_edge_litert.interpreter import Interpreter
 
-    from edge.model_meta import read_meta
-    from edge.segmenter import Segmenter
+    from edge_seg.backends.metadata import read_meta
+    from edge_seg.segmenter import Segmenter
     assert set(sized) == {"tiny-64x32-fp32.tflite", "tiny-64x32-int8.tflite",
                           "tiny-128x64-fp32.tflite", "tiny-128x64-int8.tflite"}
     for name, path in sized.items():
@@ -387,8 +387,8 @@ def test_sizes_keep_the_weights(tiny_keras, exported, sized, scenes):
     it is the same network (same weights)."""
     import tf_keras as keras
 
-    from converters.sizes import rebuild_at_size
-    from edge.segmenter import Segmenter
+    from edge_seg.converters.sizes import rebuild_at_size
+    from edge_seg.segmenter import Segmenter
     model = keras.models.load_model(tiny_keras, compile=False)
     big = rebuild_at_size(model, BIG)
     assert big.input_shape == (None, BIG[1], BIG[0], 3) and big.output_shape[1:3] == (BIG[1], BIG[0])
@@ -402,8 +402,8 @@ def test_sizes_keep_the_weights(tiny_keras, exported, sized, scenes):
 
 
 def test_sizes_bad_input(tiny_keras, tmp_path):
-    from converters.sizes import parse_sizes
-    from converters.tflite_export import export
+    from edge_seg.converters.sizes import parse_sizes
+    from edge_seg.converters.tflite_export import export
     assert parse_sizes("512x256, 384x192,512x256") == [(512, 256), (384, 192)]
     with pytest.raises(UserError, match="multiples of 32"):
         parse_sizes("100x50")
@@ -414,7 +414,7 @@ def test_sizes_bad_input(tiny_keras, tmp_path):
 
 
 def test_compare_scores_sizes_at_the_label_resolution(tiny_keras, sized, scenes):
-    from converters.compare import format_markdown, format_text, run_compare
+    from edge_seg.converters.compare import format_markdown, format_text, run_compare
     variants = [sized["tiny-64x32-fp32.tflite"], sized["tiny-128x64-fp32.tflite"],
                 sized["tiny-128x64-int8.tflite"]]
     result = run_compare(tiny_keras, variants, scenes, "val", threads=1, latency_runs=1)
@@ -440,9 +440,9 @@ def test_convert_onnx_cli(tiny_keras, exported, scenes, tmp_path):
     pytest.importorskip("onnxruntime")
     from click.testing import CliRunner
 
-    from converters.cli import convert
-    from edge.model_meta import read_meta
-    from edge.segmenter import Segmenter
+    from edge_seg.converters.cli import convert
+    from edge_seg.backends.metadata import read_meta
+    from edge_seg.segmenter import Segmenter
     res = CliRunner().invoke(convert, [str(tiny_keras), "--onnx", "-o", str(tmp_path)])
     assert res.exit_code == 0, res.output
     onnx = tmp_path / "tiny.onnx"

@@ -7,16 +7,16 @@ import cv2
 import numpy as np
 import pytest
 
-from edge import labels
-from edge.errors import UserError
-from edge.preprocess import resize_mask
-from train import datasets
+from edge_seg import labels
+from edge_seg.errors import UserError
+from edge_seg.preprocess import resize_mask
+from edge_seg.train import datasets
 
 from conftest import camvid_with_drives
 
 
 def edge_seg(*args, **kw):
-    return subprocess.run([sys.executable, "-c", "from edge.cli import main; main()", *map(str, args)],
+    return subprocess.run([sys.executable, "-c", "from edge_seg.cli import main; main()", *map(str, args)],
                           capture_output=True, text=True, **kw)
 
 

@@ -1,18 +1,18 @@
-"""The demo source is plugged in: edge/ finds the scene renderer through the
-``edge_seg.sources`` entry point ``demo`` and never imports it by name."""
+"""The demo source is the scene renderer's clip, imported only when the demo opens."""
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 import pytest
 
-from edge import source_readers, sources
-from edge.errors import UserError
+from edge_seg import scenes
+from edge_seg.errors import UserError
+from edge_seg.io import readers, sources
 
-scenes = pytest.importorskip("scenes")
 
-
-def test_the_demo_entry_point_is_the_scene_renderer():
-    assert source_readers.demo_renderer() is scenes
+def test_the_demo_renderer_is_the_scene_package():
+    assert readers.demo_renderer() is scenes
 
 
 def test_demo_frames_are_the_renderers_clip():
@@ -22,8 +22,9 @@ def test_demo_frames_are_the_renderers_clip():
         assert np.array_equal(reader.read(), want.image)
 
 
-def test_without_the_entry_point_the_demo_is_a_one_line_error(monkeypatch):
-    monkeypatch.setattr(source_readers, "entry_points", lambda **kw: [])
+def test_without_the_renderer_the_demo_is_a_one_line_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "edge_seg.scenes", None)  # as if the package were missing
+    monkeypatch.delattr("edge_seg.scenes", raising=False)
     with pytest.raises(UserError, match="demo source needs the scene renderer") as e:
         sources.open_reader("demo")
     assert "\n" not in str(e.value)

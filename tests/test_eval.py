@@ -22,7 +22,7 @@ SIZE = (128, 64)
 def data_root(tmp_path_factory) -> Path:
     if (SHARED_CAMVID / "val").is_dir():
         return SHARED_CAMVID
-    synthetic = pytest.importorskip("train.synthetic_dataset", reason="no CamVid and no synthetic writer")
+    synthetic = pytest.importorskip("edge_seg.train.synthetic_dataset", reason="no CamVid and no synthetic writer")
     return Path(synthetic.write_dataset(tmp_path_factory.mktemp("synth-eval"), "camvid", n_train=4,
                                         n_val=6, size=(256, 128), seed=7))
 
@@ -31,8 +31,8 @@ def data_root(tmp_path_factory) -> Path:
 def model_pair(tmp_path_factory):
     """A small unet-mobilenetv2 with non-trivial weights as .keras and fp32 .tflite + sidecar."""
     import tensorflow as tf
-    from edge.model_meta import make_meta, write_meta
-    from train.models import build_model
+    from edge_seg.backends.metadata import make_meta, write_meta
+    from edge_seg.train.models import build_model
 
     root = tmp_path_factory.mktemp("models")
     tf.keras.utils.set_random_seed(0)
@@ -51,13 +51,13 @@ def model_pair(tmp_path_factory):
 
 def edge_seg(*args, timeout=600):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    return subprocess.run([sys.executable, "-c", "from edge.cli import main; main()", *map(str, args)],
+    return subprocess.run([sys.executable, "-c", "from edge_seg.cli import main; main()", *map(str, args)],
                           cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.mark.slow
 def test_keras_and_fp32_tflite_score_the_same(data_root, model_pair):
-    from train.eval_cli import run_eval
+    from edge_seg.train.eval_cli import run_eval
 
     keras_path, tflite_path = model_pair
     a = run_eval(keras_path, data_root, "auto", "val", None, False, None, 12, 4, True)
@@ -100,7 +100,7 @@ def test_eval_bad_input_is_a_clear_error(data_root, tmp_path):
 
 
 def test_instance_maps_give_iiou(cityscapes_sample, model_pair):
-    from train.eval_cli import run_eval
+    from edge_seg.train.eval_cli import run_eval
     keras_path, _ = model_pair
     result = run_eval(keras_path, cityscapes_sample, "cityscapes", "test", None, True, None, 0, 4, True)
     assert "iiou" in result and set(result["iiou"]) == {"human", "vehicle"}
@@ -111,7 +111,7 @@ def test_eval_reports_coarse_labels_outside_iou(model_pair, tmp_path):
     """A dataset with set-valued labels: the table and metrics.json give the set pixels and
     the share predicted inside; IoU counts exact labels only; the report still renders."""
     from test_coarse_labels import _coarse_folder
-    from train import datasets
+    from edge_seg.train import datasets
 
     root = _coarse_folder(tmp_path / "coarse")
     val = datasets.load_split(root, split="val")

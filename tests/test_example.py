@@ -19,10 +19,10 @@ def run_example(*args) -> subprocess.CompletedProcess:
 
 
 def test_example_segments_the_demo_clip_like_the_api(tmp_path):
-    scenes = pytest.importorskip("scenes")
-    from edge.labels import CATEGORY_NAMES
-    from edge.segmenter import Segmenter
-    from edge.source_readers import DEMO_SIZE
+    scenes = pytest.importorskip("edge_seg.scenes")
+    from edge_seg.labels import CATEGORY_NAMES
+    from edge_seg.segmenter import Segmenter
+    from edge_seg.io.readers import DEMO_SIZE
 
     out = tmp_path / "frames"
     done = run_example("demo", "--headless", "--max-frames", "3", "--save", out)

@@ -25,9 +25,10 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import REPO, street_frames, write_video
-from edge import outputs, sinks
-from edge.errors import EXIT_OUTPUT_FAILED, EXIT_USAGE, OutputError, UserError
-from edge.run import RunOptions, run_pipeline
+from edge_seg.io import publish
+from edge_seg.io import sinks
+from edge_seg.errors import EXIT_OUTPUT_FAILED, EXIT_USAGE, OutputError, UserError
+from edge_seg.run.command import RunOptions, run_pipeline
 
 EDGE_SEG = Path(sys.executable).with_name("edge-seg")
 
@@ -64,7 +65,7 @@ def one_line(result, code: int, *fragments) -> str:
 
 
 def cli(*args):
-    from edge.cli import main
+    from edge_seg.cli import main
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
@@ -236,7 +237,7 @@ def test_a_report_that_fails_after_the_run_keeps_the_summary(tiny_models, street
     def disk_fills(run):
         def no_space(*a, **kw):
             raise OSError(errno.ENOSPC, "No space left on device")
-        monkeypatch.setattr(outputs.tempfile, "mkstemp", no_space)
+        monkeypatch.setattr(publish.tempfile, "mkstemp", no_space)
 
     report = tmp_path / "run.json"
     with pytest.raises(OutputError, match=r"--report .*run.json: cannot write \(no space"):
@@ -247,13 +248,13 @@ def test_a_report_that_fails_after_the_run_keeps_the_summary(tiny_models, street
 
 # -- unwritable output paths: one line in every command, before the work -------------------
 def _deny_writes_under(monkeypatch, folder: Path):
-    real = outputs.tempfile.mkstemp
+    real = publish.tempfile.mkstemp
 
     def mkstemp(*a, dir=None, **kw):
         if dir is not None and Path(dir).resolve().is_relative_to(folder.resolve()):
             raise PermissionError(errno.EACCES, "Permission denied", str(dir))
         return real(*a, dir=dir, **kw)
-    monkeypatch.setattr(outputs.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(publish.tempfile, "mkstemp", mkstemp)
 
 
 def output_commands(tiny_models, street_video, data: Path, where: Path):
@@ -293,7 +294,7 @@ def test_convert_onto_a_full_disk_is_one_line(tmp_path, monkeypatch):
     model = REPO / "models" / "unet-mobilenetv2-camvid-idd.keras"
     if not model.is_file():
         pytest.skip("the reference .keras model is not in this checkout")
-    monkeypatch.setattr(outputs.os, "statvfs",
+    monkeypatch.setattr(publish.os, "statvfs",
                         lambda p: os.statvfs_result((4096, 4096, 10, 0, 0, 0, 0, 0, 0, 255)))
     one_line(cli("convert", model, "--fp16", "-o", tmp_path), EXIT_OUTPUT_FAILED,
              "no space left on the device")
@@ -381,7 +382,7 @@ def test_check_float_refuses_a_quantised_model(tiny_models, street_video):
 def test_data_check_refuses_what_train_and_eval_refuse(synthetic_camvid, tmp_path):
     import shutil
 
-    from train.datasets import load_split
+    from edge_seg.train.datasets import load_split
     root = tmp_path / "no-val"
     shutil.copytree(synthetic_camvid, root)
     for folder in ("val", "valannot"):
@@ -398,11 +399,12 @@ def test_data_check_refuses_what_train_and_eval_refuse(synthetic_camvid, tmp_pat
 # Which commands can show the messages of each module (the modules every command's code
 # path reaches). A message suggesting an option must be right for all of them.
 REACHED_BY = {
-    "edge/run.py": ["run"], "edge/run_loop.py": ["run"], "edge/sinks.py": ["run"],
-    "edge/drift.py": ["run"],
-    "edge/sources.py": ["run"], "edge/source_readers.py": ["run"], "edge/zoo.py": ["run"],  # the bundled model: only run's default
-    "edge/tune.py": ["tune"], "edge/backends.py": ["run"],
-    "edge/outputs.py": ["run", "eval", "calibrate", "data preview"],  # the --overwrite advice
+    "edge/run/command.py": ["run"], "edge/run/loop.py": ["run"], "edge/io/sinks.py": ["run"],
+    "edge/run/drift.py": ["run"],
+    "edge/io/sources.py": ["run"], "edge/io/readers.py": ["run"],
+    "edge/backends/bundled.py": ["run"],  # the bundled model: only run's default
+    "edge/tune/command.py": ["tune"], "edge/backends/litert.py": ["run"],
+    "edge/io/publish.py": ["run", "eval", "calibrate", "data preview"],  # the --overwrite advice
     "train/datasets.py": ["data check", "data preview", "train", "eval", "calibrate", "compare", "convert"],
     "train/data_cli.py": ["data check", "data preview"],
     "train/eval_cli.py": ["eval"], "train/trainer.py": ["train"], "train/models.py": ["train"],
@@ -433,7 +435,7 @@ def _messages(path: Path):
 
 
 def _options(command: str) -> set[str]:
-    from edge.cli import main
+    from edge_seg.cli import main
     cmd = main
     ctx = main.make_context("edge-seg", [], resilient_parsing=True)
     for word in command.split():
@@ -452,7 +454,7 @@ def test_advice_names_only_options_that_exist():
                         wrong.append(f"{module}:{line}: '{option}' is not an option of {command}")
     assert not wrong, "\n".join(wrong)
     # the walk sees the advice it is meant to check
-    assert "--overwrite" in "".join(t for _, t in _messages(REPO / "edge/outputs.py"))
+    assert "--overwrite" in "".join(t for _, t in _messages(REPO / "edge/io/publish.py"))
 
 
 def test_a_video_the_encoder_could_not_finalise_is_not_published(tiny_models, street_video, tmp_path,

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from edge import labels
+from edge_seg import labels
 
 
 def test_cityscapes_table_is_the_official_one():

@@ -1,4 +1,4 @@
-"""edge.metrics against cityscapesScripts' official evaluator on the same files."""
+"""edge_seg.iou against cityscapesScripts' official evaluator on the same files."""
 from __future__ import annotations
 
 import math
@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge import labels
-from edge.metrics import SegMetrics, agreement, confusion_matrix
-from train.datasets import load_split, read_instances, read_mask
+from edge_seg import labels
+from edge_seg.iou import SegMetrics, agreement, confusion_matrix
+from edge_seg.train.datasets import load_split, read_instances, read_mask
 
 
 def _official_evaluator():

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.errors import UserError
+from edge_seg.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
@@ -23,7 +23,7 @@ COMMITTED = sorted(p for p in MODELS.glob("unet-mobilenetv2-*.tflite"))
 @pytest.fixture
 def model(tmp_path) -> Path:
     """A copy of the reference int8 model and its sidecar, the sidecar embedded."""
-    from edge.model_meta import embed_sidecar
+    from edge_seg.backends.metadata import embed_sidecar
     if not REFERENCE.is_file():
         pytest.skip(f"{REFERENCE} is not in this checkout")
     path = tmp_path / "m.tflite"
@@ -56,26 +56,26 @@ def _logits(content: bytes) -> np.ndarray:
 
 
 def test_embedded_tflite_metadata_is_read_by_the_schema_and_runs_the_same(model):
-    from edge import embedded_meta
+    from edge_seg.backends import embedded
     data = model.read_bytes()
     sidecar = json.loads(model.with_suffix(".json").read_text())
     entries = _schema_metadata(data)
     assert json.loads(entries["edge_seg"]) == sidecar
     # the converter's own entries survive embedding
     assert {"min_runtime_version", "CONVERSION_METADATA"} <= set(entries)
-    original = embedded_meta.original_bytes(data)
-    assert original == REFERENCE.read_bytes() or embedded_meta.original_bytes(REFERENCE.read_bytes()) == original
+    original = embedded.original_bytes(data)
+    assert original == REFERENCE.read_bytes() or embedded.original_bytes(REFERENCE.read_bytes()) == original
     assert hashlib.sha256(original).hexdigest() == sidecar["model_sha256"]
     assert np.array_equal(_logits(data), _logits(original))
 
 
 def test_embedding_keeps_the_model_hash_and_replaces_the_previous_copy(model):
-    from edge import embedded_meta
-    from edge.model_meta import file_sha256, model_sha256
+    from edge_seg.backends import embedded
+    from edge_seg.backends.metadata import file_sha256, model_sha256
     data = model.read_bytes()
     before = model_sha256(model)
-    again = embedded_meta.embed(data, {"format": "x", "note": "second"})
-    assert hashlib.sha256(embedded_meta.original_bytes(again)).hexdigest() == before
+    again = embedded.embed(data, {"format": "x", "note": "second"})
+    assert hashlib.sha256(embedded.original_bytes(again)).hexdigest() == before
     assert list(_schema_metadata(again)).count("edge_seg") == 1
     assert json.loads(_schema_metadata(again)["edge_seg"])["note"] == "second"
     assert file_sha256(model) != before  # the file itself changed: the hash is of the model
@@ -85,24 +85,24 @@ def test_onnx_metadata_props_are_read_by_onnx(tmp_path):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
-    from edge import embedded_meta
+    from edge_seg.backends import embedded
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
     original = helper.make_model(graph).SerializeToString()
     meta = {"format": "edge-seg/1", "variant": "onnx-fp32", "n": [1, 2]}
     path = tmp_path / "m.onnx"
-    path.write_bytes(embedded_meta.embed(original, meta))
+    path.write_bytes(embedded.embed(original, meta))
     props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert json.loads(props["edge_seg"]) == meta
     onnx.checker.check_model(str(path))
-    assert embedded_meta.original_bytes(path.read_bytes()) == original
-    assert json.loads(embedded_meta.read_embedded(path.read_bytes())) == meta
+    assert embedded.original_bytes(path.read_bytes()) == original
+    assert json.loads(embedded.read_embedded(path.read_bytes())) == meta
 
 
 def test_a_model_copied_alone_runs_with_the_same_metadata(model, tmp_path):
-    from edge.model_meta import read_meta
-    from edge.segmenter import Segmenter
+    from edge_seg.backends.metadata import read_meta
+    from edge_seg.segmenter import Segmenter
     alone = tmp_path / "alone" / model.name
     alone.parent.mkdir()
     shutil.copyfile(model, alone)
@@ -122,7 +122,7 @@ def test_a_model_copied_alone_runs_with_the_same_metadata(model, tmp_path):
     ("{not json", "unreadable metadata"),
 ])
 def test_malformed_sidecar_is_one_line(model, content, message):
-    from edge.model_meta import read_meta
+    from edge_seg.backends.metadata import read_meta
     side = model.with_suffix(".json")
     if "=" in content and not content.startswith("{"):
         key, value = content.split("=", 1)
@@ -137,7 +137,7 @@ def test_malformed_sidecar_is_one_line(model, content, message):
 
 
 def test_sidecar_of_another_model_is_refused_or_trusted(model):
-    from edge.model_meta import read_meta
+    from edge_seg.backends.metadata import read_meta
     other = MODELS / "unet-mobilenetv2-camvid-idd-fp16.json"
     if not other.is_file():
         pytest.skip("the fp16 variant is not in this checkout")
@@ -152,7 +152,7 @@ def test_sidecar_of_another_model_is_refused_or_trusted(model):
 
 
 def test_sidecar_disagreeing_with_the_embedded_copy_is_one_line(model):
-    from edge.model_meta import read_meta
+    from edge_seg.backends.metadata import read_meta
     side = model.with_suffix(".json")
     meta = json.loads(side.read_text())
     meta["variant"] = "edited"
@@ -162,7 +162,7 @@ def test_sidecar_disagreeing_with_the_embedded_copy_is_one_line(model):
 
 
 def test_weights_changed_after_embedding_are_refused(model):
-    from edge.model_meta import read_meta
+    from edge_seg.backends.metadata import read_meta
     data = bytearray(model.read_bytes())
     data[-100] ^= 0xFF  # inside the original flatbuffer, after the prefix
     model.write_bytes(bytes(data))
@@ -174,16 +174,16 @@ def test_weights_changed_after_embedding_are_refused(model):
 @pytest.fixture
 def bare(tmp_path) -> Path:
     """The reference model as the converter wrote it (no embedded metadata), no sidecar."""
-    from edge import embedded_meta
+    from edge_seg.backends import embedded
     if not REFERENCE.is_file():
         pytest.skip(f"{REFERENCE} is not in this checkout")
     path = tmp_path / "x.tflite"
-    path.write_bytes(embedded_meta.original_bytes(REFERENCE.read_bytes()))
+    path.write_bytes(embedded.original_bytes(REFERENCE.read_bytes()))
     return path
 
 
 def test_no_metadata_anywhere_is_one_line(bare):
-    from edge.model_meta import read_meta
+    from edge_seg.backends.metadata import read_meta
     with pytest.raises(UserError, match="no metadata .*none embedded"):
         read_meta(bare)
 
@@ -191,13 +191,13 @@ def test_no_metadata_anywhere_is_one_line(bare):
 def test_embed_command_and_its_errors(bare):
     path = bare
     shutil.copyfile(REFERENCE.with_suffix(".json"), path.with_suffix(".json"))
-    run = subprocess.run([sys.executable, "-m", "converters.embed", str(path)], cwd=REPO,
+    run = subprocess.run([sys.executable, "-m", "edge_seg.converters.embed", str(path)], cwd=REPO,
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert json.loads(_schema_metadata(path.read_bytes())["edge_seg"]) == \
         json.loads(path.with_suffix(".json").read_text())
     path.with_suffix(".json").unlink()
-    run = subprocess.run([sys.executable, "-m", "converters.embed", str(path)], cwd=REPO,
+    run = subprocess.run([sys.executable, "-m", "edge_seg.converters.embed", str(path)], cwd=REPO,
                          capture_output=True, text=True)
     assert run.returncode == 2 and run.stderr.strip().count("\n") == 0
     assert run.stderr.startswith("error: ") and "no sidecar x.json" in run.stderr
@@ -205,7 +205,7 @@ def test_embed_command_and_its_errors(bare):
 
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.name)
 def test_committed_models_carry_their_sidecar(path):
-    """After editing a models/*.json, run: python -m converters.embed models/<name>.tflite"""
-    from edge.model_meta import read_embedded, read_meta
-    assert read_embedded(path) is not None, f"run: python -m converters.embed {path.relative_to(REPO)}"
+    """After editing a models/*.json, run: python -m edge_seg.converters.embed models/<name>.tflite"""
+    from edge_seg.backends.metadata import read_embedded, read_meta
+    assert read_embedded(path) is not None, f"run: python -m edge_seg.converters.embed {path.relative_to(REPO)}"
     assert read_meta(path) == read_embedded(path)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 pytest.importorskip("tf_keras")
-from edge.errors import UserError  # noqa: E402
-from train.models import ARCHS, build_model, count_macs  # noqa: E402
+from edge_seg.errors import UserError  # noqa: E402
+from edge_seg.train.models import ARCHS, build_model, count_macs  # noqa: E402
 
 SMALL = (128, 64)
 
@@ -103,7 +103,7 @@ def test_qat_and_int8_tflite_accept_the_model(arch, qat_ok):
 
 def test_losses_ignore_void_and_ignore_pixels():
     import tensorflow as tf
-    from train.losses import make_loss, median_frequency_weights
+    from edge_seg.train.losses import make_loss, median_frequency_weights
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 8, (2, 8, 16)).astype(np.int32)
@@ -127,10 +127,10 @@ def test_losses_ignore_void_and_ignore_pixels():
 def test_lovasz_loss_is_one_minus_iou_on_hard_predictions():
     """On (near) one-hot predictions the Lovász extension equals the set function: the mean
     over the scored categories present in the labels of 1 - IoU, here checked against
-    edge.metrics' IoU of the same prediction."""
+    edge_seg.iou' IoU of the same prediction."""
     import tensorflow as tf
-    from edge.metrics import category_scores, confusion_matrix
-    from train.losses import make_loss
+    from edge_seg.iou import category_scores, confusion_matrix
+    from edge_seg.train.losses import make_loss
 
     rng = np.random.default_rng(1)
     y = rng.integers(0, 6, (2, 16, 24)).astype(np.int32)   # category 6 and 7 absent

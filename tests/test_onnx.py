@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from edge.errors import UserError
+from edge_seg.errors import UserError
 
 from conftest import python_without_tf
 
@@ -67,7 +67,7 @@ def keras_model():
 
 @pytest.fixture(scope="module")
 def exported(keras_model, tmp_path_factory):
-    from converters.onnx_export import export_onnx
+    from edge_seg.converters.onnx_export import export_onnx
     out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
     report = export_onnx(keras_model, out, source="tests/test_onnx.py")
     return report
@@ -100,7 +100,7 @@ def test_export_matches_keras(exported, keras_model):
 def test_export_metadata(exported):
     import onnx
 
-    from edge.model_meta import file_sha256, model_sha256, read_meta
+    from edge_seg.backends.metadata import file_sha256, model_sha256, read_meta
     meta = read_meta(exported.path)
     assert meta["variant"] == "onnx-fp32"
     assert meta["input_size"] == [W, H]
@@ -118,9 +118,9 @@ def test_export_metadata(exported):
 @needs_ort
 def test_export_nchw_and_saved_file(keras_model, tmp_path):
     """nchw=True gives an NCHW graph; a saved .keras file converts like the live model."""
-    from converters.onnx_export import export_onnx
-    from edge.backends_onnx import load_onnx
-    from edge.model_meta import read_meta
+    from edge_seg.converters.onnx_export import export_onnx
+    from edge_seg.backends.onnxrt import load_onnx
+    from edge_seg.backends.metadata import read_meta
     saved = tmp_path / "tiny.keras"
     keras_model.save(saved)
     report = export_onnx(saved, tmp_path / "tiny-nchw.onnx", nchw=True)
@@ -140,9 +140,9 @@ def test_export_nchw_and_saved_file(keras_model, tmp_path):
 @needs_ort
 def test_backend_interpreter_interface(exported, keras_model):
     """run() and the TFLite-interpreter slice the Segmenter uses give the Keras logits."""
-    from edge.backends_onnx import load_onnx
-    from edge.model_meta import read_meta
-    from edge.preprocess import bgr_to_model_rgb, normalize
+    from edge_seg.backends.onnxrt import load_onnx
+    from edge_seg.backends.metadata import read_meta
+    from edge_seg.preprocess import bgr_to_model_rgb, normalize
     logs = []
     model = load_onnx(exported.path, threads=2, meta=read_meta(exported.path), log=logs.append)
     assert model.info.delegate in ("tensorrt", "cuda", "cpu") and model.info.threads == 2
@@ -168,8 +168,8 @@ def test_backend_interpreter_interface(exported, keras_model):
 def test_product_architectures_convert(arch, tmp_path):
     """Every architecture `edge-seg train` builds converts, and ONNX Runtime agrees with Keras."""
     import tf_keras as keras
-    from converters.onnx_export import export_onnx
-    from train.models import build_model
+    from edge_seg.converters.onnx_export import export_onnx
+    from edge_seg.train.models import build_model
     model = build_model(arch, input_size=(W, H))
     rng = np.random.default_rng(1)
     for layer in model.layers:  # realistic logit magnitudes instead of the init's ~0
@@ -186,7 +186,7 @@ def test_product_architectures_convert(arch, tmp_path):
 
 
 def test_choose_providers():
-    from edge.backends_onnx import choose_providers
+    from edge_seg.backends.onnxrt import choose_providers
     cpu, cuda, trt = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
     assert choose_providers("auto", [cpu]) == ([cpu], None)
     assert choose_providers("auto", [trt, cuda, cpu]) == ([trt, cuda, cpu], None)
@@ -229,7 +229,7 @@ class _FakeSession:
 def test_provider_fallback_is_reported(tmp_path, monkeypatch):
     """A GPU provider that is listed but cannot start falls back, with one log line."""
     import onnxruntime as ort
-    from edge import backends_onnx
+    from edge_seg.backends import onnxrt
     model_file = tmp_path / "m.onnx"
     model_file.write_bytes(b"not really")
     monkeypatch.setattr(ort, "get_available_providers",
@@ -237,18 +237,18 @@ def test_provider_fallback_is_reported(tmp_path, monkeypatch):
                                  "CPUExecutionProvider"])
     monkeypatch.setattr(ort, "InferenceSession", _FakeSession)
     logs = []
-    model = backends_onnx.load_onnx(model_file, threads=1, delegate="auto", log=logs.append)
+    model = onnxrt.load_onnx(model_file, threads=1, delegate="auto", log=logs.append)
     assert model.info.delegate == "cuda"
     assert "libnvinfer" in model.info.fallback and len(logs) == 1
     assert model.run(np.zeros((1, H, W, 3), np.float32)).shape == (1, H, W, 8)
     logs.clear()
-    model = backends_onnx.load_onnx(model_file, threads=1, delegate="tensorrt", log=logs.append)
+    model = onnxrt.load_onnx(model_file, threads=1, delegate="tensorrt", log=logs.append)
     assert model.info.delegate == "cuda" and "running on cuda" in logs[0]
 
 
 @needs_ort
 def test_backend_bad_files(tmp_path):
-    from edge.backends_onnx import load_onnx
+    from edge_seg.backends.onnxrt import load_onnx
     with pytest.raises(UserError, match="no such file"):
         load_onnx(tmp_path / "missing.onnx")
     junk = tmp_path / "junk.onnx"
@@ -268,11 +268,11 @@ def test_missing_onnxruntime_is_a_user_error(tmp_path):
         "    def find_spec(self, name, path=None, target=None):\n"
         "        if name.split('.')[0] == 'onnxruntime': raise ImportError('blocked')\n"
         "sys.meta_path.insert(0, B())\n"
-        "from edge import backends_onnx\n"
-        "from edge.errors import UserError\n"
+        "from edge_seg.backends import onnxrt\n"
+        "from edge_seg.errors import UserError\n"
         "open('m.onnx', 'wb').write(b'x')\n"
         "try:\n"
-        "    backends_onnx.load_onnx('m.onnx')\n"
+        "    onnxrt.load_onnx('m.onnx')\n"
         "except UserError as e:\n"
         "    print('USERERROR', e)\n"
         "print('TF', 'tensorflow' in sys.modules)\n")
@@ -293,7 +293,7 @@ def test_missing_tf2onnx_is_a_user_error(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
-    from converters import onnx_export
+    from edge_seg.converters import onnx_export
     with pytest.raises(UserError, match=r"pip install 'edge-seg\[onnx\]'"):
         onnx_export.export_onnx("whatever.keras", "out.onnx")
 
@@ -304,7 +304,7 @@ def test_metadata_json_roundtrip_for_backend(tmp_path):
     assert json.loads(json.dumps(meta))["onnx"]["layout"] == "NHWC"
     if not HAVE_ORT:
         pytest.skip("onnxruntime not installed")
-    from edge.backends_onnx import OnnxBackendInfo, OnnxModel
+    from edge_seg.backends.onnxrt import OnnxBackendInfo, OnnxModel
     session = _FakeSession("x", providers=["CPUExecutionProvider"])
     session.get_inputs = lambda: [type("I", (), {"name": "input", "shape": ["N", "h", "w", 3],
                                                   "type": "tensor(float)"})()]

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import source_readers, sources
-from edge.errors import UserError
+from edge_seg.io import readers
+from edge_seg.io import sources
+from edge_seg.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 STAND_INS = Path(__file__).resolve().parent / "stand_ins"
-EDGE_SEG = [sys.executable, "-c", "from edge.cli import main; main()"]
+EDGE_SEG = [sys.executable, "-c", "from edge_seg.cli import main; main()"]
 
 
 @pytest.fixture
@@ -48,10 +49,10 @@ def _frames(source, n):
 def test_kind_and_index():
     assert sources.kind_of("picamera2") == sources.kind_of("picamera2:1") == "picamera2"
     assert sources.kind_of("PiCamera2") == "picamera2"
-    assert source_readers._picamera2_index("picamera2") == 0
-    assert source_readers._picamera2_index("picamera2:2") == 2
+    assert readers._picamera2_index("picamera2") == 0
+    assert readers._picamera2_index("picamera2:2") == 2
     with pytest.raises(UserError, match="expected picamera2 or picamera2:N"):
-        source_readers._picamera2_index("picamera2:front")
+        readers._picamera2_index("picamera2:front")
 
 
 def test_frames_flow_through_the_live_source_machinery(picamera2):
@@ -102,12 +103,12 @@ def test_absent_library_is_one_line(no_picamera2):
 
 
 def test_camera_index_falls_back_to_picamera2_when_no_v4l2_camera_opens(picamera2, monkeypatch):
-    monkeypatch.setattr(source_readers.CaptureReader, "open", lambda self: False)
-    monkeypatch.setattr(source_readers.sys, "platform", "linux")
+    monkeypatch.setattr(readers.CaptureReader, "open", lambda self: False)
+    monkeypatch.setattr(readers.sys, "platform", "linux")
     logs = []
     reader = sources.open_reader("0", log=logs.append)
     try:
-        assert isinstance(reader, source_readers.PiCamera2Reader) and reader.index == 0
+        assert isinstance(reader, readers.PiCamera2Reader) and reader.index == 0
         assert logs == ["camera 0: no V4L2 capture device; using the Pi camera 0 through picamera2"]
     finally:
         reader.close()
@@ -116,7 +117,7 @@ def test_camera_index_falls_back_to_picamera2_when_no_v4l2_camera_opens(picamera
 
 
 def test_camera_index_without_picamera2_keeps_the_v4l2_error(no_picamera2, monkeypatch):
-    monkeypatch.setattr(source_readers.CaptureReader, "open", lambda self: False)
+    monkeypatch.setattr(readers.CaptureReader, "open", lambda self: False)
     with pytest.raises(UserError, match="no camera at index 57"):
         sources.open_reader("57")
 

@@ -5,9 +5,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge import labels
-from train import datasets
-from train.pipeline import CROP_ONLY, Augment, make_dataset
+from edge_seg import labels
+from edge_seg.train import datasets
+from edge_seg.train.pipeline import CROP_ONLY, Augment, make_dataset
 
 tf = pytest.importorskip("tensorflow")
 
@@ -79,7 +79,7 @@ def test_deterministic_under_seed(colour_coded):
 
 
 def test_eval_stream_uses_runtime_preprocessing(colour_coded):
-    from edge.preprocess import normalize
+    from edge_seg.preprocess import normalize
     ds = make_dataset(colour_coded[:2], (128, 64), batch=2)
     x, y = next(iter(ds))
     image, mask = datasets.read_pair(colour_coded[0], (128, 64))

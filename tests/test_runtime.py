@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 from conftest import RUNTIME_MODEL_SIZE, street_frames
-from edge import backends, zoo
-from edge.errors import UserError
-from edge.labels import NUM_CATEGORIES, colors_bgr
-from edge.model_meta import read_meta
-from edge.overlay import Overlay, colorize, hud_lines
-from edge.segmenter import Result, Segmenter
-from edge.timing import LatencyStats
+from edge_seg.backends import litert
+from edge_seg.backends import bundled
+from edge_seg.errors import UserError
+from edge_seg.labels import NUM_CATEGORIES, colors_bgr
+from edge_seg.backends.metadata import read_meta
+from edge_seg.overlay import Overlay, colorize, hud_lines
+from edge_seg.segmenter import Result, Segmenter
+from edge_seg.timing import LatencyStats
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def test_segmenter_masks_overlay_timings(tiny_models, frame, kind):
 
 @pytest.mark.parametrize("kind", ["fp32", "int8", "uint8"])
 def test_preprocess_is_the_shared_preprocessing(tiny_models, frame, kind):
-    from edge.preprocess import bgr_to_model_rgb, normalize, quantize_input
+    from edge_seg.preprocess import bgr_to_model_rgb, normalize, quantize_input
     seg = Segmenter(tiny_models[kind], threads=1)
     expected = normalize(bgr_to_model_rgb(frame, seg.input_size))
     if kind != "fp32":
@@ -64,7 +65,7 @@ def test_quantised_input_and_int8_argmax(tiny_models, frame):
 
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.float32])
 def test_argmax_matches_numpy_including_ties(dtype):
-    from edge.segmenter import argmax_categories
+    from edge_seg.segmenter import argmax_categories
     rng = np.random.default_rng(1)
     logits = rng.integers(0, 6, (33, 65, 8)).astype(dtype)  # many ties
     if dtype == np.int8:
@@ -74,14 +75,14 @@ def test_argmax_matches_numpy_including_ties(dtype):
 
 
 def test_int8_mostly_agrees_with_its_float_model(tiny_models, frame):
-    from edge.metrics import agreement
+    from edge_seg.iou import agreement
     f = Segmenter(tiny_models["fp32"], threads=1).predict_mask(frame)[0]
     q = Segmenter(tiny_models["int8"], threads=1).predict_mask(frame)[0]
     assert agreement(f, q)["pixel_agreement"] > 0.9
 
 
 def test_onnx_model_runs_through_the_same_segmenter(tiny_onnx, tiny_models, frame):
-    from edge.metrics import agreement
+    from edge_seg.iou import agreement
     onnx = Segmenter(tiny_onnx, threads=1, delegate="cpu")
     assert onnx.backend.backend.startswith("onnxruntime")
     tflite = Segmenter(tiny_models["fp32"], threads=1)
@@ -128,72 +129,72 @@ def test_delegates_fall_back_to_cpu_with_one_line(tiny_models, tmp_path, monkeyp
     lines = []
     model = tiny_models["int8"]
     # a library that does not exist
-    _, info = backends.load_interpreter(model, 1, str(tmp_path / "libnothing.so"), log=lines.append)
+    _, info = litert.load_interpreter(model, 1, str(tmp_path / "libnothing.so"), log=lines.append)
     assert info.delegate == "xnnpack" and info.fallback and len(lines) == 1
     assert "running on the CPU" in lines[0]
     # --delegate gpu with $EDGE_SEG_GPU_DELEGATE naming a file that is no library
     fake = tmp_path / "libtensorflowlite_gpu_delegate.so"
     fake.write_text("not an ELF file")
-    monkeypatch.setenv(backends.GPU_DELEGATE_ENV, str(fake))
+    monkeypatch.setenv(litert.GPU_DELEGATE_ENV, str(fake))
     lines.clear()
-    interpreter, info = backends.load_interpreter(model, 1, "gpu", log=lines.append)
+    interpreter, info = litert.load_interpreter(model, 1, "gpu", log=lines.append)
     assert info.delegate_requested == "gpu" and info.delegate == "xnnpack" and len(lines) == 1
     interpreter.invoke()  # the fallback interpreter works
     # the Edge TPU library is not installed here
     lines.clear()
-    _, info = backends.load_interpreter(model, 1, "edgetpu", log=lines.append)
+    _, info = litert.load_interpreter(model, 1, "edgetpu", log=lines.append)
     assert info.delegate == "xnnpack" and len(lines) == 1
     # cpu: built-in kernels without XNNPACK, no fallback needed
     lines.clear()
-    _, info = backends.load_interpreter(model, 1, "cpu", log=lines.append)
+    _, info = litert.load_interpreter(model, 1, "cpu", log=lines.append)
     assert info.delegate.startswith("cpu") and not lines and info.fallback is None
     with pytest.raises(UserError, match="--delegate"):
-        backends.check_delegate("tpu-please")
+        litert.check_delegate("tpu-please")
 
 
 def test_gpu_delegate_search_order(tmp_path, monkeypatch):
     lib_dir = tmp_path / "lib"
     lib_dir.mkdir()
-    (lib_dir / backends.GPU_DELEGATE_LIBRARY).write_bytes(b"")
-    monkeypatch.delenv(backends.GPU_DELEGATE_ENV, raising=False)
+    (lib_dir / litert.GPU_DELEGATE_LIBRARY).write_bytes(b"")
+    monkeypatch.delenv(litert.GPU_DELEGATE_ENV, raising=False)
     monkeypatch.setenv("LD_LIBRARY_PATH", str(lib_dir))
-    candidates = backends.gpu_delegate_candidates()
-    assert candidates[0] == lib_dir / backends.GPU_DELEGATE_LIBRARY
+    candidates = litert.gpu_delegate_candidates()
+    assert candidates[0] == lib_dir / litert.GPU_DELEGATE_LIBRARY
     assert any(str(c).startswith("/usr/lib") for c in candidates)
-    assert backends.find_gpu_delegate() == lib_dir / backends.GPU_DELEGATE_LIBRARY
+    assert litert.find_gpu_delegate() == lib_dir / litert.GPU_DELEGATE_LIBRARY
     explicit = tmp_path / "mine.so"
     explicit.write_bytes(b"")
-    monkeypatch.setenv(backends.GPU_DELEGATE_ENV, str(explicit))
-    assert backends.gpu_delegate_candidates()[0] == explicit
-    assert backends.find_gpu_delegate() == explicit
-    monkeypatch.setenv(backends.GPU_DELEGATE_ENV, str(tmp_path / "missing.so"))
+    monkeypatch.setenv(litert.GPU_DELEGATE_ENV, str(explicit))
+    assert litert.gpu_delegate_candidates()[0] == explicit
+    assert litert.find_gpu_delegate() == explicit
+    monkeypatch.setenv(litert.GPU_DELEGATE_ENV, str(tmp_path / "missing.so"))
     with pytest.raises(OSError, match="is not a file"):
-        backends.find_gpu_delegate()
+        litert.find_gpu_delegate()
 
 
 def test_default_model_prefers_the_reference(monkeypatch):
-    path = zoo.default_model()
+    path = bundled.default_model()
     assert path.is_file() and path.with_suffix(".json").is_file()
-    assert path.name in zoo.PREFERENCE
+    assert path.name in bundled.PREFERENCE
     # only the product's models ship: no randomly initialised placeholder among them
-    bundled = zoo.bundled_models()
-    assert path in bundled
-    assert not [p for p in bundled if "random-init" in p.name or zoo.is_placeholder(read_meta(p))]
-    assert not any("random-init" in name for name in zoo.PREFERENCE)
-    monkeypatch.setattr(zoo, "PREFERENCE", ("no-such-model.tflite", path.name))
-    assert zoo.default_model() == path
-    monkeypatch.setattr(zoo, "PREFERENCE", ("no-such-model.tflite",))
+    models = bundled.bundled_models()
+    assert path in models
+    assert not [p for p in models if "random-init" in p.name or bundled.is_placeholder(read_meta(p))]
+    assert not any("random-init" in name for name in bundled.PREFERENCE)
+    monkeypatch.setattr(bundled, "PREFERENCE", ("no-such-model.tflite", path.name))
+    assert bundled.default_model() == path
+    monkeypatch.setattr(bundled, "PREFERENCE", ("no-such-model.tflite",))
     with pytest.raises(UserError, match="no bundled model"):
-        zoo.default_model()
+        bundled.default_model()
 
 
 def test_a_placeholder_model_runs_and_says_so(tiny_models, tmp_path, capsys):
     # a model whose metadata calls it randomly initialised: the banner warns
-    from edge.model_meta import make_meta, write_meta
-    from edge.run import RunOptions, run_pipeline
+    from edge_seg.backends.metadata import make_meta, write_meta
+    from edge_seg.run.command import RunOptions, run_pipeline
     model = tmp_path / "random-init-int8.tflite"
     shutil.copy(tiny_models["int8"], model)
-    write_meta(model, make_meta(RUNTIME_MODEL_SIZE, zoo.PLACEHOLDER_VARIANT))
+    write_meta(model, make_meta(RUNTIME_MODEL_SIZE, bundled.PLACEHOLDER_VARIANT))
     seg = Segmenter(model, threads=1)
     assert seg.is_placeholder and seg.input_size == RUNTIME_MODEL_SIZE
     assert not Segmenter(tiny_models["int8"], threads=1).is_placeholder

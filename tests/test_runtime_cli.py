@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 
 from conftest import REPO, python_without_tf, street_frames, write_video
-from edge.run import RunOptions, run, run_pipeline
+from edge_seg.run.command import RunOptions, run, run_pipeline
 
 EDGE_SEG = Path(sys.executable).with_name("edge-seg")
 
 
 def has_synthetic() -> bool:
-    return (REPO / "scenes" / "__init__.py").is_file()
+    return (REPO / "edge" / "scenes" / "__init__.py").is_file()
 
 
 needs_synthetic = pytest.mark.skipif(not has_synthetic(),
@@ -28,7 +28,7 @@ needs_synthetic = pytest.mark.skipif(not has_synthetic(),
 
 
 def edge_seg(*args, block_tf: bool = False, timeout: float = 180) -> subprocess.CompletedProcess:
-    code = f"import sys\nfrom edge.cli import main\nsys.argv = ['edge-seg', *{list(map(str, args))!r}]\nmain()\n"
+    code = f"import sys\nfrom edge_seg.cli import main\nsys.argv = ['edge-seg', *{list(map(str, args))!r}]\nmain()\n"
     argv = python_without_tf(code) if block_tf else [sys.executable, "-c", code]
     return subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=timeout)
 
@@ -87,7 +87,7 @@ def test_runtime_runs_end_to_end_without_tensorflow(tmp_path, street_video):
     out, report = tmp_path / "out.mp4", tmp_path / "run.json"
     source = "demo" if has_synthetic() else str(street_video)
     code = (
-        "from edge.cli import main\n"
+        "from edge_seg.cli import main\n"
         f"try:\n    main(['run', '--source', {source!r}, '--headless', '--max-frames', '12', "
         f"'--save', {str(out)!r}, '--report', {str(report)!r}])\n"
         "except SystemExit as e:\n    assert not e.code, e.code\n"
@@ -105,8 +105,8 @@ def test_runtime_runs_end_to_end_without_tensorflow(tmp_path, street_video):
 STALL_AT = 11
 STALLED_RUN = """
 import sys
-from edge import sources
-from edge.cli import main
+from edge_seg.io import sources
+from edge_seg.cli import main
 deliver = sources.Source._deliver
 def stalling_deliver(self, item):
     deliver(self, item)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from conftest import street_frames, write_video
-from edge.drift import DriftCheck
-from edge.errors import UserError
-from edge.run import RunOptions, run_pipeline
-from edge.segmenter import Segmenter
+from edge_seg.run.drift import DriftCheck
+from edge_seg.errors import UserError
+from edge_seg.run.command import RunOptions, run_pipeline
+from edge_seg.segmenter import Segmenter
 
 
 @pytest.fixture(scope="module")

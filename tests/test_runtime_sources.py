@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from conftest import street_frames, write_video
-from edge import source_readers, sources
-from edge.errors import SourceLostError, UserError
-from edge.run import RunOptions, run_pipeline
+from edge_seg.io import readers
+from edge_seg.io import sources
+from edge_seg.errors import SourceLostError, UserError
+from edge_seg.run.command import RunOptions, run_pipeline
 
 RealCapture = cv2.VideoCapture  # the fake camera below replaces cv2.VideoCapture
 
@@ -152,7 +153,7 @@ def test_truncated_video_ends_cleanly_with_the_summary(tiny_models, tmp_path, ca
     assert "edge-seg run:" in capsys.readouterr().out
 
 
-class SteppedLiveReader(source_readers.Reader):
+class SteppedLiveReader(readers.Reader):
     """A live camera the test steps: ``allow(n)`` lets it deliver n more frames;
     ``wait_delivered(n)`` returns once the capture thread asks for frame n+1 (so frame n
     has been handed to the Source)."""
@@ -227,7 +228,7 @@ class ClockedStop(threading.Event):
         return self.is_set()
 
 
-class DecodingFileReader(source_readers.Reader):
+class DecodingFileReader(readers.Reader):
     """A 10 FPS file whose frames take 30 ms to decode; the next frame is read only once
     the consumer took the previous one (nothing dropped)."""
     fps = 10.0

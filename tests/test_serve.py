@@ -24,18 +24,21 @@ from click.testing import CliRunner
 
 from conftest import REPO, street_frames
 from test_runtime_sources import FakeCamera, fake_camera  # noqa: F401 -- the stand-in camera
-from edge import serve, serve_http, source_readers, sources
-from edge.cli import main
-from edge.errors import EXIT_SOURCE_LOST, EXIT_USAGE, SourceLostError, UserError
-from edge.labels import CATEGORIES
-from edge.run import RunOptions, run_pipeline
+from edge_seg.serve import http as serve_http
+from edge_seg.serve import server
+from edge_seg.io import readers
+from edge_seg.io import sources
+from edge_seg.cli import main
+from edge_seg.errors import EXIT_SOURCE_LOST, EXIT_USAGE, SourceLostError, UserError
+from edge_seg.labels import CATEGORIES
+from edge_seg.run.command import RunOptions, run_pipeline
 
 SAFETY_S = 120  # only ever reached when something hangs
 FRAME_SIZE = (320, 160)
 
 
 # -- stand-in sources ---------------------------------------------------------------------
-class GatedReader(source_readers.Reader):
+class GatedReader(readers.Reader):
     """A file-like source: ``n`` frames, then it waits at a gate; opening the gate ends it."""
     live = False
     fps = 30.0
@@ -54,7 +57,7 @@ class GatedReader(source_readers.Reader):
         raise EOFError
 
 
-class PacedLiveReader(source_readers.Reader):
+class PacedLiveReader(readers.Reader):
     """A live camera stand-in: ``n`` frames at ``fps`` (the newest-frame-only path), or the
     same frame until ``stop`` is set when ``n`` is 0."""
     live = True
@@ -197,24 +200,24 @@ def metric_samples(text: str) -> dict:
 
 # -- units ----------------------------------------------------------------------------------
 def test_serve_addresses_and_tokens(monkeypatch):
-    assert serve.parse_address("8080") == ("127.0.0.1", 8080)
-    assert serve.parse_address("0.0.0.0:9000") == ("0.0.0.0", 9000)
-    assert serve.parse_address("[::1]:81") == ("::1", 81)
+    assert server.parse_address("8080") == ("127.0.0.1", 8080)
+    assert server.parse_address("0.0.0.0:9000") == ("0.0.0.0", 9000)
+    assert server.parse_address("[::1]:81") == ("::1", 81)
     for bad in ("http", "1:2:x", "70000", "-1"):
         with pytest.raises(UserError, match="--serve"):
-            serve.parse_address(bad)
-    monkeypatch.delenv(serve.TOKEN_ENV, raising=False)
-    assert serve.choose_token("127.0.0.1", None) == (None, False)
-    assert serve.choose_token("localhost", None) == (None, False)
-    token, generated = serve.choose_token("0.0.0.0", None)
+            server.parse_address(bad)
+    monkeypatch.delenv(server.TOKEN_ENV, raising=False)
+    assert server.choose_token("127.0.0.1", None) == (None, False)
+    assert server.choose_token("localhost", None) == (None, False)
+    token, generated = server.choose_token("0.0.0.0", None)
     assert generated and len(token) >= 20
-    assert serve.choose_token("0.0.0.0", "abc") == ("abc", False)
-    monkeypatch.setenv(serve.TOKEN_ENV, "from-env")
-    assert serve.choose_token("192.168.1.5", None) == ("from-env", False)
+    assert server.choose_token("0.0.0.0", "abc") == ("abc", False)
+    monkeypatch.setenv(server.TOKEN_ENV, "from-env")
+    assert server.choose_token("192.168.1.5", None) == ("from-env", False)
 
 
 def test_frame_hub_encodes_once_per_frame_only_when_asked_and_put_never_waits():
-    hub = serve.FrameHub()
+    hub = server.FrameHub()
     image = np.full((40, 60, 3), 90, np.uint8)
     for _ in range(5):
         hub.put(image)
@@ -234,7 +237,7 @@ def test_frame_hub_encodes_once_per_frame_only_when_asked_and_put_never_waits():
 
 
 def test_latency_histogram_buckets_count_what_fell_at_or_below_each_bound():
-    from edge.timing import LatencyStats
+    from edge_seg.timing import LatencyStats
     lat = LatencyStats()
     for ms in (0.5, 1.5, 3.0, 3.0, 40.0, 7000.0):
         lat.add(ms)
@@ -304,7 +307,7 @@ def test_stats_metrics_stream_and_report_lines_agree_with_the_run(tiny_models, s
     assert status == 200 and b"stream.mjpg" in page and headers["Content-Type"].startswith("text/html")
     for c in CATEGORIES:  # the legend is in the page as served
         assert f"rgb({','.join(map(str, c.color))})\"></span>{c.name}<".encode() in page, c.name
-    assert get(port, "/etc/passwd")[0] == 404 and get(port, "/../edge/serve.py")[0] == 404
+    assert get(port, "/etc/passwd")[0] == 404 and get(port, "/../server.py")[0] == 404
 
     wait_for(lambda: any(json.loads(l)["frames"] == n for l in lines.read_text().splitlines()),
              "a --report-every line after the last frame")
@@ -321,7 +324,7 @@ def test_stats_metrics_stream_and_report_lines_agree_with_the_run(tiny_models, s
 
 
 def test_off_loopback_every_request_needs_the_token(tiny_models, stand_in, monkeypatch):
-    monkeypatch.delenv(serve.TOKEN_ENV, raising=False)
+    monkeypatch.delenv(server.TOKEN_ENV, raising=False)
     reader = stand_in(GatedReader(3))
     # bound to every address: asking via 127.0.0.1 still needs the token
     bg = Background(options(tiny_models["int8"], serve="0.0.0.0:0", serve_token="s3cret-token"))
@@ -344,7 +347,7 @@ def test_off_loopback_every_request_needs_the_token(tiny_models, stand_in, monke
 
 
 def test_a_generated_token_is_printed_once(tiny_models, stand_in, monkeypatch, capsys):
-    monkeypatch.delenv(serve.TOKEN_ENV, raising=False)
+    monkeypatch.delenv(server.TOKEN_ENV, raising=False)
     reader = stand_in(GatedReader(1))
     bg = Background(options(tiny_models["int8"], serve="0.0.0.0:0"))
     token = bg.run.server.token
@@ -384,7 +387,7 @@ def test_port_in_use_is_one_line_exit_2_before_the_run(tiny_models, tmp_path):
     taken.listen(1)
     port = taken.getsockname()[1]
     try:
-        code = ("import sys\nfrom edge.cli import main\n"
+        code = ("import sys\nfrom edge_seg.cli import main\n"
                 f"sys.argv = ['edge-seg', 'run', '--source', 'demo', '--model', {str(tiny_models['int8'])!r}, "
                 f"'--headless', '--max-frames', '5', '--serve', '127.0.0.1:{port}']\nmain()\n")
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
@@ -400,7 +403,7 @@ def test_port_in_use_is_one_line_exit_2_before_the_run(tiny_models, tmp_path):
 
 def test_a_stalled_viewer_and_four_slow_ones_do_not_slow_the_run(tiny_models, stand_in, monkeypatch):
     """The processed share of a live camera's frames is the same with and without viewers."""
-    monkeypatch.setattr(serve, "CLIENT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(server, "CLIENT_TIMEOUT_S", 1.0)
     n, fps = 150, 30.0
     big = street_frames(4, size=(640, 480), seed=8)  # large JPEGs fill the stalled socket sooner
     noise = [np.clip(im.astype(np.int16) + np.random.default_rng(i).integers(-40, 40, im.shape), 0, 255)

@@ -1,8 +1,8 @@
 """The sweep's leaderboard: ranking, and the other datasets' validation scores of a mixed run."""
 from __future__ import annotations
 
-from edge.labels import CATEGORY_NAMES
-from train.sweep import leaderboard_markdown, other_val_scores
+from edge_seg.labels import CATEGORY_NAMES
+from edge_seg.train.sweep import leaderboard_markdown, other_val_scores
 
 
 def eval_other(miou7, exact=None, inside=None):

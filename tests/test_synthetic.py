@@ -1,4 +1,4 @@
-"""The synthetic street-scene generator (scenes/) and the dataset writer
+"""The synthetic street-scene generator (edge/scenes/) and the dataset writer
 (train/synthetic_dataset.py). Small frames keep this fast; no TensorFlow."""
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO, python_without_tf
-import scenes as synthetic
-from edge import labels
-from scenes import render_clip, render_scene
+import edge_seg.scenes as synthetic
+from edge_seg import labels
+from edge_seg.scenes import render_clip, render_scene
 
 SMALL = (256, 128)
 
@@ -130,7 +130,7 @@ def test_camera_moves_forward():
 
 
 def test_runtime_module_needs_no_tensorflow():
-    code = ("import sys\nimport scenes, train.synthetic_dataset\n"
+    code = ("import sys\nfrom edge_seg import scenes\nimport edge_seg.train.synthetic_dataset\n"
             "scenes.render_scene(0, (64, 32))\n"
             "assert not any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules)\n")
     out = subprocess.run(python_without_tf(code), cwd=REPO, capture_output=True, text=True)
@@ -144,8 +144,8 @@ def files(root, pattern):
 
 
 def test_write_cityscapes(tmp_path):
-    from train import datasets
-    from train.synthetic_dataset import write_dataset
+    from edge_seg.train import datasets
+    from edge_seg.train.synthetic_dataset import write_dataset
     root = write_dataset(tmp_path / "cs", "cityscapes", n_train=5, n_val=2, size=(128, 64), seed=1, n_test=1)
     assert len(files(root, "leftImg8bit/train/*/*_leftImg8bit.png")) == 5
     assert len(files(root, "gtFine/train/*/*_gtFine_labelIds.png")) == 5
@@ -172,8 +172,8 @@ def test_write_cityscapes(tmp_path):
 
 
 def test_write_camvid(tmp_path):
-    from train import datasets
-    from train.synthetic_dataset import scene_seed, write_dataset
+    from edge_seg.train import datasets
+    from edge_seg.train.synthetic_dataset import scene_seed, write_dataset
     root = write_dataset(tmp_path / "cv", "camvid", n_train=4, n_val=2, size=(128, 64), seed=2, n_test=1)
     for split, n in (("train", 4), ("val", 2), ("test", 1)):
         assert len(files(root, f"{split}/*.png")) == n and len(files(root, f"{split}annot/*.png")) == n
@@ -196,8 +196,8 @@ def test_write_camvid(tmp_path):
 
 
 def test_write_folder(tmp_path):
-    from train import datasets
-    from train.synthetic_dataset import scene_seed, write_dataset
+    from edge_seg.train import datasets
+    from edge_seg.train.synthetic_dataset import scene_seed, write_dataset
     root = write_dataset(tmp_path / "fo", "folder", n_train=5, n_val=3, size=(128, 64), seed=3)
     assert len(files(root, "images/*.jpg")) == 8 and len(files(root, "masks/*.png")) == 8
     mapping = json.loads((root / "mapping.json").read_text())
@@ -219,7 +219,7 @@ def test_write_folder(tmp_path):
 
 
 def test_write_refuses_to_mix_datasets(tmp_path):
-    from train.synthetic_dataset import write_dataset
+    from edge_seg.train.synthetic_dataset import write_dataset
     write_dataset(tmp_path, "camvid", n_train=3, n_val=1, size=(64, 32))
     with pytest.raises(FileExistsError):
         write_dataset(tmp_path, "camvid", n_train=2, n_val=1, size=(64, 32))

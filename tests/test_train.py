@@ -25,13 +25,13 @@ def data_root(tmp_path_factory) -> Path:
     """CamVid when ../shared is there, else a synthetic CamVid-layout dataset."""
     if (SHARED_CAMVID / "train").is_dir():
         return SHARED_CAMVID
-    synthetic = pytest.importorskip("train.synthetic_dataset", reason="no CamVid and no synthetic writer")
+    synthetic = pytest.importorskip("edge_seg.train.synthetic_dataset", reason="no CamVid and no synthetic writer")
     return Path(synthetic.write_dataset(tmp_path_factory.mktemp("synth-train"), "camvid", n_train=16,
                                         n_val=6, size=(256, 128), seed=5))
 
 
 def edge_seg(*args) -> list[str]:
-    return [sys.executable, "-c", "from edge.cli import main; main()", *map(str, args)]
+    return [sys.executable, "-c", "from edge_seg.cli import main; main()", *map(str, args)]
 
 
 def run(args, timeout=600, **kw):
@@ -118,12 +118,12 @@ def test_killed_run_resumes_from_its_last_epoch(data_root, tmp_path):
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(data_root, tmp_path):
     code = f"""
 import sys
-from train.tf_env import use_legacy_keras
+from edge_seg.train.tf_env import use_legacy_keras
 use_legacy_keras()
 import tensorflow as tf
-import train.losses as L
-import train.trainer as T
-from train.trainer import TrainConfig, train_model, TrainingDiverged
+import edge_seg.train.losses as L
+import edge_seg.train.trainer as T
+from edge_seg.train.trainer import TrainConfig, train_model, TrainingDiverged
 # poison the loss as soon as the first epoch's checkpoint is written
 factor = tf.Variable(1.0)
 make, save = L.make_loss, T._save_last
@@ -156,13 +156,13 @@ sys.exit(1)
 def test_mirrored_on_two_logical_cpus_learns_like_single_device(data_root, tmp_path):
     code = f"""
 import json, sys
-from train.tf_env import use_legacy_keras
+from edge_seg.train.tf_env import use_legacy_keras
 use_legacy_keras()
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 if sys.argv[1] == "mirrored":
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from train.trainer import TrainConfig, train_model
+from edge_seg.train.trainer import TrainConfig, train_model
 cfg = TrainConfig(data={str(data_root)!r}, arch="unet-small", alpha=0.5, input_size=(128, 64), batch=4,
                   epochs=1, steps_per_epoch=12, lr=3e-3, warmup_epochs=0.1, max_val_samples=4,
                   augment=False, distribute=sys.argv[1], run_dir=sys.argv[2], patience=None)
@@ -191,9 +191,9 @@ def test_warm_start_copies_matching_layers_and_names_the_rest(tmp_path):
     import numpy as np
     import tf_keras as keras
 
-    from edge.errors import UserError
-    from train.models import build_model
-    from train.trainer import warm_start
+    from edge_seg.errors import UserError
+    from edge_seg.train.models import build_model
+    from edge_seg.train.trainer import warm_start
 
     keras.utils.set_random_seed(1)
     source = build_model("unet-mobilenetv2", (128, 64), 0.35)
@@ -218,7 +218,7 @@ def test_warm_start_copies_matching_layers_and_names_the_rest(tmp_path):
 
 def test_data_option_parses_weights():
     import click
-    from train.cli import parse_data
+    from edge_seg.train.cli import parse_data
 
     assert parse_data(["a"]) == (["a"], None)
     assert parse_data(["a", "b:0.5"]) == (["a", "b"], [1.0, 0.5])
@@ -236,8 +236,8 @@ def test_mixed_stream_draws_datasets_in_proportion(tmp_path):
     import cv2
     import numpy as np
 
-    from train import datasets
-    from train.pipeline import make_dataset
+    from edge_seg.train import datasets
+    from edge_seg.train.pipeline import make_dataset
 
     groups = []
     for name, size, value in (("a", (48, 40), 1), ("b", (96, 30), 2)):
@@ -261,7 +261,7 @@ def test_mixed_stream_draws_datasets_in_proportion(tmp_path):
 
 @pytest.mark.slow
 def test_train_mixes_two_synthetic_datasets(tmp_path):
-    synthetic = pytest.importorskip("train.synthetic_dataset")
+    synthetic = pytest.importorskip("edge_seg.train.synthetic_dataset")
     a = synthetic.write_dataset(tmp_path / "a", "camvid", n_train=8, n_val=4, size=(256, 128), seed=1)
     b = synthetic.write_dataset(tmp_path / "b", "folder", n_train=8, n_val=4, size=(160, 128), seed=2,
                                 split_dirs=True)

@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 
 from conftest import REPO, RUNTIME_MODEL_SIZE, python_without_tf
-from edge.tune import choose, order_rows
+from edge_seg.tune.choose import choose, order_rows
 
 FAST = ["--n-frames", "3", "--seconds", "0.05", "--warmup", "1", "--threads", "1",
         "--delegates", "xnnpack", "--no-progress"]
 
 
 def edge_seg(*args, block_tf: bool = True, timeout: float = 240) -> subprocess.CompletedProcess:
-    code = ("import sys\nfrom edge.cli import main\n"
+    code = ("import sys\nfrom edge_seg.cli import main\n"
             f"sys.argv = ['edge-seg', *{list(map(str, args))!r}]\n"
             "try:\n    main()\nfinally:\n"
             "    assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'\n")
@@ -34,7 +34,7 @@ def edge_seg(*args, block_tf: bool = True, timeout: float = 240) -> subprocess.C
 def copy_model(src: Path, dst: Path, variant: str, **extra) -> Path:
     """``src`` as ``dst`` with fresh metadata, in the sidecar and embedded (the cached test
     models share stems)."""
-    from edge.model_meta import embed_sidecar, make_meta, write_meta
+    from edge_seg.backends.metadata import embed_sidecar, make_meta, write_meta
     shutil.copy(src, dst)
     write_meta(dst, make_meta(RUNTIME_MODEL_SIZE, variant, **extra))
     embed_sidecar(dst)
@@ -113,8 +113,8 @@ def test_tune_writes_a_profile_that_run_uses(variants_dir, tmp_path):
     assert "reference  tiny-fp32.tflite" in out.stdout
 
     p = json.loads(profile.read_text())
-    from edge.model_meta import file_sha256
-    from edge.profile import device_info
+    from edge_seg.backends.metadata import file_sha256
+    from edge_seg.device_profile import device_info
     chosen = Path(p["model"]["path"])
     assert chosen.parent == variants_dir and chosen.name in ("tiny-fp32.tflite", "tiny-int8.tflite")
     assert p["model"]["sha256"] == file_sha256(chosen)
@@ -173,14 +173,15 @@ def test_default_profile_location_and_onnx(variants_dir, tiny_onnx, isolated_con
 
 
 def _profile_run(profile: Path, capsys):
-    from edge.run import RunOptions, run_pipeline
+    from edge_seg.run.command import RunOptions, run_pipeline
     s = run_pipeline(RunOptions(source="demo", show=False, max_frames=2, profile=str(profile)))
     return s, capsys.readouterr()
 
 
 def test_untrustworthy_profiles_are_ignored_with_one_warning(variants_dir, tmp_path, capsys):
-    from edge.model_meta import atomic_write_json, file_sha256
-    from edge.profile import FORMAT, device_info
+    from edge_seg.backends.metadata import file_sha256
+    from edge_seg.io.publish import atomic_write_json
+    from edge_seg.device_profile import FORMAT, device_info
     model = variants_dir / "tiny-int8.tflite"
     good = {"format": FORMAT, "created": "2026-01-01T00:00:00Z", "device": device_info(),
             "model": {"path": str(model), "sha256": file_sha256(model)}, "threads": 1,
@@ -241,7 +242,7 @@ def test_bad_input_is_one_line(tiny_models, variants_dir, tmp_path):
 def test_frames_of_any_size_and_a_manifest(variants_dir, tmp_path):
     """Odd-sized frames are resized by the Segmenter; a calibration manifest's frames are
     read relative to its dataset root."""
-    from edge.tune import load_frames
+    from edge_seg.tune.frames import load_frames
     frames = tmp_path / "frames"
     frames.mkdir()
     rng = np.random.default_rng(0)
@@ -261,9 +262,9 @@ def test_frames_of_any_size_and_a_manifest(variants_dir, tmp_path):
 def test_drop_against_ground_truth_labels(variants_dir, tmp_path):
     """--drop-vs labels: a manifest with masks (here the fp32 model's own masks as 'ground
     truth', written in the folder layout with mapping.json), drop = mIoU(7) points lost."""
-    from edge.labels import CATEGORIES
-    from edge.segmenter import Segmenter
-    from scenes import render_scene
+    from edge_seg.labels import CATEGORIES
+    from edge_seg.segmenter import Segmenter
+    from edge_seg.scenes import render_scene
     root = tmp_path / "data"
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
@@ -314,7 +315,7 @@ def test_the_recorded_drop_is_the_budget_and_agreement_the_fallback():
 
 
 def test_the_guard_rejects_a_variant_that_computes_differently_here():
-    from edge.tune_choose import GUARD_MARGIN
+    from edge_seg.tune.choose import GUARD_MARGIN
     recorded = 0.993
     rows = [dict(file="fp16", fps=10.0, agreement=1.0, pixel_agreement=1.0),
             dict(file="int8", fps=19.0, agreement=0.5, pixel_agreement=0.61, recorded_drop=0.007,
@@ -338,7 +339,7 @@ def test_the_guard_rejects_a_variant_that_computes_differently_here():
     # the margin users read in --help is the one applied
     from click.testing import CliRunner
 
-    from edge.tune import tune
+    from edge_seg.tune.command import tune
     helped = " ".join(CliRunner().invoke(tune, ["--help"]).output.split())
     assert f"more than {GUARD_MARGIN:g} points below the recorded one" in helped
 
@@ -363,9 +364,10 @@ class CorruptingInterpreter:
 
 
 def test_tune_rejects_an_int8_variant_a_backend_computes_wrongly(variants_dir, tmp_path, monkeypatch, capsys):
-    from edge import backends
-    from edge.model_meta import atomic_write_json, embed_sidecar, read_meta, sidecar_path
-    from edge.tune import TuneOptions, tune_device
+    from edge_seg.backends import litert
+    from edge_seg.backends.metadata import embed_sidecar, read_meta, sidecar_path
+    from edge_seg.io.publish import atomic_write_json
+    from edge_seg.tune.command import TuneOptions, tune_device
 
     (variants_dir / "tiny-randomised.tflite").unlink()
     options = dict(models=str(variants_dir), n_frames=3, seconds=0.05, warmup=1, threads="1",
@@ -385,7 +387,7 @@ def test_tune_rejects_an_int8_variant_a_backend_computes_wrongly(variants_dir, t
     assert recorded["tiny-int8.tflite"]["drop_basis"] == "recorded"
     assert recorded["tiny-int8.tflite"]["drop"] == 0.1 and recorded["tiny-int8.tflite"]["in_budget"]
 
-    real = backends.load_interpreter
+    real = litert.load_interpreter
     stand_ins = []
 
     def corrupting(path, *args, **kwargs):
@@ -394,7 +396,7 @@ def test_tune_rejects_an_int8_variant_a_backend_computes_wrongly(variants_dir, t
             stand_ins.append(CorruptingInterpreter(interpreter))
             return stand_ins[-1], info
         return interpreter, info
-    monkeypatch.setattr(backends, "load_interpreter", corrupting)
+    monkeypatch.setattr(litert, "load_interpreter", corrupting)
     capsys.readouterr()
     result = tune_device(TuneOptions(**options))
     out = capsys.readouterr().out
@@ -413,9 +415,9 @@ def test_compare_records_accuracy_that_tune_reads(tiny_models, tmp_path):
     and the agreement into the variant's sidecar (replacing it whole); a variant converted
     from another float model is left alone."""
     pytest.importorskip("tensorflow")
-    from converters.compare import record_accuracy
-    from edge.model_meta import file_sha256, read_meta
-    from edge.tune_variants import discover
+    from edge_seg.converters.compare import record_accuracy
+    from edge_seg.backends.metadata import file_sha256, read_meta
+    from edge_seg.tune.variants import discover
 
     float_model = copy_model(tiny_models["fp32"], tmp_path / "tiny-fp32.tflite", "fp32")
     twin = copy_model(tiny_models["int8"], tmp_path / "tiny-int8.tflite", "int8",
@@ -452,7 +454,7 @@ def test_compare_records_accuracy_that_tune_reads(tiny_models, tmp_path):
 def test_agreement_over_frames_drop_and_percentiles_have_one_home():
     """Agreement summed over frames equals the agreement of the frames side by side; drop
     and latency percentiles as numpy computes them."""
-    from edge.metrics import agreement, agreement_from_cm, confusion_matrix, drop_points, latency_percentiles
+    from edge_seg.iou import agreement, agreement_from_cm, confusion_matrix, drop_points, latency_percentiles
     rng = np.random.default_rng(3)
     refs = [rng.integers(0, 8, (20, 30)).astype(np.uint8) for _ in range(3)]
     others = [np.where(rng.random(r.shape) < 0.9, r, rng.integers(0, 8, r.shape)).astype(np.uint8)

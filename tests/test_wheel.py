@@ -26,7 +26,7 @@ from conftest import REPO, RUNTIME_MODEL_SIZE
 
 pytestmark = pytest.mark.slow
 
-PACKAGES = ("edge", "scenes", "train", "converters", "calibration", "models")
+PACKAGES = ("edge", "train", "converters", "calibration", "models")
 TIMEOUT = 900
 
 
@@ -119,11 +119,13 @@ def site_packages(env: dict) -> Path:
 def test_wheel_contents(runtime_venv):
     import zipfile
     names = zipfile.ZipFile(runtime_venv["wheel"]).namelist()
-    bundled = [n for n in names if n.startswith("edge/models/")]
+    bundled = [n for n in names if n.startswith("edge_seg/models/")]
     assert any(n.endswith(".tflite") for n in bundled), names
     for model in (n for n in bundled if n.endswith(".tflite")):
         assert model[:-len(".tflite")] + ".json" in bundled, f"{model} has no sidecar in the wheel"
-    assert "edge/tune.py" in names and "edge/profile.py" in names
+    assert "edge_seg/tune/command.py" in names and "edge_seg/device_profile.py" in names
+    # one top-level package: nothing generic (train, converters, ...) lands in site-packages
+    assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"edge_seg"}, names
     assert not any(n.endswith(".keras") for n in names)
     meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
     requires = [line for line in zipfile.ZipFile(runtime_venv["wheel"]).read(meta).decode().splitlines()
@@ -136,11 +138,14 @@ def test_runtime_only_install_runs_the_demo_without_tensorflow(runtime_venv, tmp
     no_tf = sh([env["python"], "-c", "import tensorflow"], cwd=tmp_path)
     assert no_tf.returncode != 0 and "No module named 'tensorflow'" in no_tf.stderr
     probe = sh([env["python"], "-c",
-                "import sys, edge, edge.cli, edge.run, edge.segmenter, edge.tune, edge.profile\n"
+                "import sys, edge_seg, edge_seg.cli, edge_seg.run.command, edge_seg.segmenter, edge_seg.tune.command, edge_seg.device_profile\n"
                 "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n"
-                "print(edge.__file__)"], cwd=tmp_path)
+                "print(edge_seg.__file__)"], cwd=tmp_path)
     assert probe.returncode == 0, probe.stderr
     assert Path(probe.stdout.strip()).is_relative_to(env["venv"]), probe.stdout  # not the repo's edge/
+    for generic in ("train", "converters", "calibration", "scenes", "edge"):
+        gone = sh([env["python"], "-c", f"import {generic}"], cwd=tmp_path)
+        assert gone.returncode != 0 and f"No module named '{generic}'" in gone.stderr, generic
     helped = sh([env["edge_seg"], "--help"], cwd=tmp_path)
     assert helped.returncode == 0 and "tune" in helped.stdout and "run" in helped.stdout
 
@@ -154,7 +159,7 @@ def test_runtime_only_install_runs_the_demo_without_tensorflow(runtime_venv, tmp
     assert "edge-seg run: 20 frames" in run.stdout
     s = json.loads(report.read_text())
     model = Path(s["model"]["path"])
-    bundled = site_packages(env) / "edge" / "models"
+    bundled = site_packages(env) / "edge_seg" / "models"
     assert model.parent == bundled and model.suffix == ".tflite", model  # the bundled model
     assert f"model    {model.name}" in run.stdout
     assert s["backend"].startswith(("ai-edge-litert", "tflite-runtime"))
@@ -167,7 +172,7 @@ def test_runtime_only_install_runs_the_demo_without_tensorflow(runtime_venv, tmp
 
 
 def test_tune_and_profile_in_the_runtime_only_install(runtime_venv, tiny_models, tmp_path):
-    from edge.model_meta import make_meta, write_meta
+    from edge_seg.backends.metadata import make_meta, write_meta
     models = tmp_path / "models"
     models.mkdir()
     for src, name, variant in ((tiny_models["fp32"], "tiny-fp32.tflite", "fp32"),

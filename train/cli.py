@@ -9,9 +9,8 @@ from pathlib import Path
 
 import click
 
-from edge.model_meta import trust_sidecar_option
+from edge_seg.backends.metadata import trust_sidecar_option
 
-from .data_cli import data  # noqa: F401  (entry point train.cli:data)
 from .losses import LOSSES
 
 ARCH_CHOICES = ["unet-mobilenetv2", "lraspp-mobilenetv2", "deeplabv3plus-mobilenetv2", "unet-small"]
@@ -21,7 +20,7 @@ FORMAT_CHOICE = click.Choice(["auto", "cityscapes", "camvid", "folder"])
 def _size(ctx, param, value):
     if value is None:
         return None
-    from edge.preprocess import parse_size
+    from edge_seg.preprocess import parse_size
     try:
         return parse_size(value)
     except ValueError as e:
@@ -157,7 +156,7 @@ def train(ctx, resume, quiet, **options):
     history.csv, tb/ and eval.json."""
     from click.core import ParameterSource
 
-    from edge.outputs import check_output
+    from edge_seg.io.publish import check_output
 
     cfg = config_from_options(**options)
     # before any epoch: a run folder that cannot be written fails now, not after hours

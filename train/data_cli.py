@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from edge import labels
-from edge.errors import UserError
+from edge_seg import labels
+from edge_seg.errors import UserError
 
 FORMAT_CHOICE = click.Choice(["auto", "cityscapes", "camvid", "folder"])
 REQUIRED_SPLITS = ("train", "val")
@@ -112,7 +112,7 @@ def _derived_counts(layout) -> list[str]:
 def _share_table(shares: dict) -> str:
     """Pixel share per mask value: the 8 categories, each set of categories a coarse label
     allows ('construction|nature'), all set-valued pixels together, then ignore."""
-    from edge.mapping import set_code_mask, set_name
+    from edge_seg.mapping import set_code_mask, set_name
     splits = list(shares)
     sets = [int(v) for v in np.flatnonzero(set_code_mask(np.arange(256)) & (sum(shares.values()) > 0))]
     width = max([14] + [len(set_name(v)) + 2 for v in sets])
@@ -148,14 +148,14 @@ def preview(root, output, fmt, split, count, seed, width, overwrite, **folder):
     pixels are white, coarse (set-valued) labels grey."""
     import cv2
 
-    from edge.outputs import atomic_write_bytes, check_output
+    from edge_seg.io.publish import atomic_write_bytes, check_output
 
     from .datasets import load_split, read_pair
     check_output(output, "-o", inputs=[root], overwrite=overwrite, need=1 << 20)
     samples = load_split(root, fmt, split, **folder)
     rng = np.random.default_rng(seed)
     picked = [samples[i] for i in sorted(rng.choice(len(samples), min(count, len(samples)), replace=False))]
-    from edge.mapping import set_code_mask
+    from edge_seg.mapping import set_code_mask
     # IGNORE shown white, coarse (set-valued) labels grey
     palette = np.vstack([labels.colors_bgr(), [[255, 255, 255]], [[160, 160, 160]]]).astype(np.uint8)
     rows = []

@@ -28,10 +28,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge import labels
-from edge.errors import UserError
-from edge.mapping import find_mapping, mapping_lut, read_mapping
-from edge.preprocess import resize_image, resize_mask
+from edge_seg import labels
+from edge_seg.errors import UserError
+from edge_seg.mapping import find_mapping, mapping_lut, read_mapping
+from edge_seg.preprocess import resize_image, resize_mask
 
 FORMATS = ("cityscapes", "camvid", "folder")
 SPLITS = ("train", "val", "test")

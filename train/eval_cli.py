@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.errors import UserError
-from edge.labels import CATEGORY_NAMES, colors_rgb
-from edge.outputs import atomic_write_json, check_output, discard, output_error, partial_path, publish_folder
+from edge_seg.errors import UserError
+from edge_seg.labels import CATEGORY_NAMES, colors_rgb
+from edge_seg.io.publish import atomic_write_json, check_output, discard, output_error, partial_path, publish_folder
 
 from .evaluate import model_kind, score
 
@@ -36,7 +36,7 @@ def load_predictor(model_path: Path, input_size, batch: int, trust_sidecar: bool
                                 f"drop --input-size {input_size[0]}x{input_size[1]}")
         size = (w, h) if h is not None else tuple(input_size or (512, 256))
         return keras_predictor(model, batch), size, f"{Path(model_path).name} (Keras float)"
-    from edge.segmenter import Segmenter
+    from edge_seg.segmenter import Segmenter
 
     from .evaluate import segmenter_predictor
     seg = Segmenter(model_path, threads=None, delegate="cpu", trust_sidecar=trust_sidecar,
@@ -197,7 +197,7 @@ def write_sample_grid(path: Path, kept, tile_width: int = 384):
     Set-valued ground truth is grey; there a prediction inside the set counts as right."""
     import cv2
 
-    from edge.mapping import allowed_table, set_code_mask
+    from edge_seg.mapping import allowed_table, set_code_mask
     allowed = allowed_table()
 
     palette = colors_rgb()
@@ -229,5 +229,5 @@ def write_sample_grid(path: Path, kept, tile_width: int = 384):
                     cv2.LINE_AA)
     grid = np.concatenate([header, grid], axis=0)
     ok, buf = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-    from edge.outputs import atomic_write_bytes
+    from edge_seg.io.publish import atomic_write_bytes
     atomic_write_bytes(path, buf.tobytes())

@@ -1,9 +1,9 @@
 """Scoring a model on a dataset split through the shared preprocessing and metrics.
 
 The same code scores a tf_keras model (``.keras``) and a TFLite model (through the
-runtime's :class:`edge.segmenter.Segmenter`): frames are read with
-``train.datasets.read_pair`` (``purpose='eval'``), normalised with
-``edge.preprocess.normalize`` and scored with ``edge.metrics.SegMetrics``, either at model
+runtime's :class:`edge_seg.segmenter.Segmenter`): frames are read with
+``edge_seg.train.datasets.read_pair`` (``purpose='eval'``), normalised with
+``edge_seg.preprocess.normalize`` and scored with ``edge_seg.iou.SegMetrics``, either at model
 size (the default) or, with ``at_label_resolution``, after upsampling the prediction
 (nearest) to the label's own size as the Cityscapes benchmark does.
 """
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.errors import UserError
-from edge.metrics import SegMetrics
-from edge.preprocess import normalize, resize_image, resize_mask
+from edge_seg.errors import UserError
+from edge_seg.iou import SegMetrics
+from edge_seg.preprocess import normalize, resize_image, resize_mask
 
 from .datasets import Sample, read_image, read_instances, read_mask
 
@@ -89,7 +89,7 @@ def keras_predictor(model, batch: int = 8):
 
 
 def segmenter_predictor(segmenter):
-    """edge.segmenter.Segmenter (the runtime's one .tflite path): RGB frames at model size ->
+    """edge_seg.segmenter.Segmenter (the runtime's one .tflite path): RGB frames at model size ->
     category masks at that size. The frame is handed over as BGR at model size, so the
     runtime's resize is a no-op and its preprocessing (normalise/quantise) is what runs."""
     import cv2

@@ -10,7 +10,7 @@
 * ``ce+lovasz``: cross-entropy plus Lovász-softmax (``dice_weight`` scales the Lovász term),
   the paper's recipe for fine-tuning a cross-entropy model towards IoU.
 
-Set-valued (coarse) labels (``edge.mapping`` set codes, "one of these categories"):
+Set-valued (coarse) labels (``edge_seg.mapping`` set codes, "one of these categories"):
 the cross-entropy of such a pixel is ``-log(sum of the softmax probabilities over its
 set)``, which is the ordinary cross-entropy for a one-member set; with class weights it
 is weighted by the smallest weight of its members (a coarse pixel never counts more than
@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.labels import IGNORE, NUM_CATEGORIES, VOID
-from edge.mapping import allowed_table, set_code_mask
+from edge_seg.labels import IGNORE, NUM_CATEGORIES, VOID
+from edge_seg.mapping import allowed_table, set_code_mask
 
 LOSSES = ("ce", "dice", "ce+dice", "lovasz", "ce+lovasz")
 CLASS_WEIGHTS = ("none", "median-freq", "sqrt-median-freq")

@@ -1,6 +1,6 @@
 """Segmentation models (tf_keras functional, so tensorflow-model-optimization can quantise them).
 
-Every architecture takes an input already normalised by ``edge.preprocess.normalize``
+Every architecture takes an input already normalised by ``edge_seg.preprocess.normalize``
 ((rgb - 127.5) / 127.5, RGB) -- normalisation is deliberately not in the graph -- and
 returns 8 logits per pixel at input resolution. Only layers that tfmot QAT, TFLite int8
 and the TFLite GPU delegate support are used: Conv2D, DepthwiseConv2D,
@@ -41,8 +41,8 @@ from __future__ import annotations
 
 import os
 
-from edge.errors import UserError
-from edge.labels import NUM_CATEGORIES
+from edge_seg.errors import UserError
+from edge_seg.labels import NUM_CATEGORIES
 
 ARCHS = ("unet-mobilenetv2", "lraspp-mobilenetv2", "deeplabv3plus-mobilenetv2", "unet-small")
 DEFAULT_ARCH = "unet-mobilenetv2"

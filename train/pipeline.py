@@ -1,10 +1,10 @@
 """tf.data input pipeline: parallel decode, cache, shuffle, augment, batch, prefetch.
 
-Decoding goes through :func:`train.datasets.read_pair` (the shared preprocessing) in
+Decoding goes through :func:`edge_seg.train.datasets.read_pair` (the shared preprocessing) in
 parallel; decoded frames are cached in memory. Training streams are infinite and
 deterministic under a seed: every geometric transform is applied to image and mask
 with the same random numbers, masks always with NEAREST, padding with IGNORE, so the
-set codes of coarse labels (``edge.mapping``) reach the loss unchanged.
+set codes of coarse labels (``edge_seg.mapping``) reach the loss unchanged.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.labels import IGNORE
-from edge.preprocess import MEAN, STD
+from edge_seg.labels import IGNORE
+from edge_seg.preprocess import MEAN, STD
 
 from .datasets import Sample, read_pair
 
@@ -61,7 +61,7 @@ def decode(samples: list[Sample], size, purpose: str = "train", skip_bad: bool =
 
 
 def normalize_tf(image):
-    """The edge.preprocess.normalize convention, as a TF op."""
+    """The edge_seg.preprocess.normalize convention, as a TF op."""
     import tensorflow as tf
     return (tf.cast(image, tf.float32) - MEAN) / STD
 

@@ -28,9 +28,9 @@ import sys
 import time
 from pathlib import Path
 
-from edge.errors import UserError
-from edge.labels import CATEGORY_NAMES
-from edge.model_meta import atomic_write_bytes, atomic_write_json
+from edge_seg.errors import UserError
+from edge_seg.labels import CATEGORY_NAMES
+from edge_seg.io.publish import atomic_write_bytes, atomic_write_json
 
 
 def _norm_key(k: str) -> str:

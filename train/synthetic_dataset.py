@@ -13,7 +13,7 @@ evaluation: every layout the readers understand, with exact labels.
   readers use as test) and so has ``test`` when ``n_test`` > 0.
 * ``"camvid"``: the SegNet layout ``train/`` + ``trainannot/``, ``val/`` + ``valannot/``
   (+ ``test/`` + ``testannot/``), masks in CamVid class ids 0..11 (see
-  :data:`CAMVID_FROM_LABELID`), and ``train.txt`` / ``val.txt`` (/ ``test.txt``) listing
+  :data:`CAMVID_FROM_LABELID`), and ``edge_seg.train.txt`` / ``val.txt`` (/ ``test.txt``) listing
   ``"train/x.png trainannot/x.png"`` per line.
 * ``"folder"``: ``images/<stem>.jpg`` + ``masks/<stem>.png`` with arbitrary raw values
   (:data:`FOLDER_VALUES`: 10, 11, 20, ...; the ego-vehicle hood is 255 = "ignore") and
@@ -24,7 +24,7 @@ evaluation: every layout the readers understand, with exact labels.
 Scene seeds derive from ``(seed, split, index)``, so a dataset is reproducible and
 its splits never share a scene. numpy and OpenCV only (no TensorFlow)::
 
-    python -m train.synthetic_dataset /tmp/synth --layout cityscapes --train 12 --val 4
+    python -m edge_seg.train.synthetic_dataset /tmp/synth --layout cityscapes --train 12 --val 4
 """
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge import labels
-from scenes import render_scene
+from edge_seg import labels
+from edge_seg.scenes import render_scene
 
 LAYOUTS = ("cityscapes", "camvid", "folder")
 TRAIN_CITIES = ("synthtown", "synthville", "synthwick", "synthworth", "synthyard", "synthzell")
@@ -46,7 +46,7 @@ VAL_CITY = "synthburg"
 TEST_CITY = "synthdorf"
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
-# Cityscapes labelId -> CamVid class id (edge.labels.CAMVID_CLASSES); 11 (Unlabelled) otherwise.
+# Cityscapes labelId -> CamVid class id (edge_seg.labels.CAMVID_CLASSES); 11 (Unlabelled) otherwise.
 _CAMVID_PAIRS = {7: 3, 9: 3, 8: 4, 11: 1, 12: 1, 15: 1, 16: 1, 13: 7, 14: 7, 17: 2, 18: 2, 19: 6, 20: 6,
                  21: 5, 22: 5, 23: 0, 24: 9, 25: 10, 32: 10, 33: 10, 26: 8, 27: 8, 28: 8, 29: 8, 30: 8, 31: 8}
 CAMVID_FROM_LABELID = np.full(256, 11, np.uint8)
@@ -70,7 +70,7 @@ FOLDER_MAPPING = dict(sorted(FOLDER_MAPPING.items()))
 
 _MANAGED = {
     "cityscapes": ("leftImg8bit", "gtFine"),
-    "camvid": ("train", "trainannot", "val", "valannot", "test", "testannot", "train.txt", "val.txt", "test.txt"),
+    "camvid": ("train", "trainannot", "val", "valannot", "test", "testannot", "edge_seg.train.txt", "val.txt", "test.txt"),
     "folder": ("images", "masks", "mapping.json"),
 }
 

@@ -2,7 +2,7 @@
 
 A custom tf.distribute-aware loop (default strategy, MirroredStrategy or
 MultiWorkerMirroredStrategy), AdamW with linear warm-up + cosine decay, per-epoch
-validation with ``edge.metrics.SegMetrics`` (category mIoU over the 7 non-void
+validation with ``edge_seg.iou.SegMetrics`` (category mIoU over the 7 non-void
 categories), and a run folder that survives kill -9:
 
 * ``config.json``   everything needed to reproduce (and to resume) the run;
@@ -39,9 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.errors import UserError
-from edge.labels import CATEGORY_NAMES
-from edge.model_meta import atomic_write_bytes, atomic_write_json
+from edge_seg.errors import UserError
+from edge_seg.labels import CATEGORY_NAMES
+from edge_seg.io.publish import atomic_write_bytes, atomic_write_json
 
 CONFIG_VERSION = 1
 # options a --resume may change (given explicitly on its command line); the rest of the

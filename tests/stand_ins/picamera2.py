@@ -1,4 +1,4 @@
-"""A stand-in for the ``picamera2`` library: the part edge.source_readers uses, so the Pi camera
+"""A stand-in for the ``picamera2`` library: the part edge_seg.io.readers uses, so the Pi camera
 source is tested anywhere. Put this folder first on sys.path (or PYTHONPATH).
 
 Behaviour is set through environment variables, so a subprocess (``edge-seg run``) can be

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
-from .errors import OutputError, UserError
+from edge_seg.errors import OutputError, UserError
 
 _CAUSES = {
     errno.EACCES: "permission denied",
@@ -90,10 +90,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, option: str | None 
 
 
 def atomic_write_json(path: str | os.PathLike, obj, option: str | None = None) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_jsonable) + "\n").encode(), option)
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=jsonable) + "\n").encode(), option)
 
 
-def _jsonable(value):
+def jsonable(value):
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")

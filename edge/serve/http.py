@@ -1,6 +1,6 @@
-"""The HTTP side of ``edge-seg run --serve`` (``edge.serve``): one request handler for the
+"""The HTTP side of ``edge-seg run --serve`` (``edge_seg.serve.server``): one request handler for the
 five paths (page, MJPEG stream, snapshot, stats, metrics) and the threading server class.
-Viewer state, the frame slot and the token live on the ``edge.serve.Server`` that owns the
+Viewer state, the frame slot and the token live on the ``edge_seg.serve.server.Server`` that owns the
 HTTP server (``self.server.owner``)."""
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     @property
-    def owner(self) -> Server:  # an edge.serve.Server (not imported: no cycle)
+    def owner(self) -> Server:  # an edge_seg.serve.server.Server (not imported: no cycle)
         return self.server.owner
 
     def setup(self):

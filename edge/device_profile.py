@@ -108,7 +108,7 @@ class Profile:
 def load_profile(path: str | os.PathLike) -> tuple[Profile | None, str | None]:
     """(Profile, None) when it can be used here; (None, why) when it must be ignored.
     Never raises for a bad profile: the run goes on with the default model."""
-    from .model_meta import file_sha256
+    from edge_seg.backends.metadata import file_sha256
 
     path = Path(path).expanduser()
     try:

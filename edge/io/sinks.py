@@ -3,7 +3,7 @@ so encoding overlaps inference), and an on-screen window.
 
 ``--save out.mp4`` (.mp4 .m4v .mov .mkv: MPEG-4 Part 2; .avi: MJPEG) or ``--save DIR``
 (frame_000000.png, ...). Both grow under a hidden partial name beside the final one
-(``edge.outputs.partial_path``) and are published by ``close()`` once complete and checked,
+(``edge_seg.io.publish.partial_path``) and are published by ``close()`` once complete and checked,
 which the run calls on every exit path (Ctrl-C, SIGTERM and SIGHUP included). A killed run
 leaves the final name as it was. Every frame the encoder takes is checked, and the finished
 video's container structure before it is published: a full disk is an error, never "saved".
@@ -19,9 +19,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import OutputError, UserError
-from .outputs import cause, check_output, discard, output_error, partial_path, publish, publish_folder
-from .timing import LatencyStats
+from edge_seg.errors import OutputError, UserError
+from edge_seg.io.publish import cause, check_output, discard, output_error, partial_path, publish, publish_folder
+from edge_seg.timing import LatencyStats
 
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 # MPEG-4 Part 2 cannot encode a frame narrower or shorter than this (MJPEG can)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .errors import UserError
+from edge_seg.errors import UserError
 
 BACKENDS = ("ai-edge-litert", "tflite-runtime", "tensorflow")
 BACKEND_ENV = "EDGE_SEG_BACKEND"

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 import click
 
-from .errors import (EXIT_INTERNAL, EXIT_OK, EXIT_OUTPUT_FAILED, EXIT_SOURCE_LOST, EXIT_USAGE,
+from edge_seg.errors import (EXIT_INTERNAL, EXIT_OK, EXIT_OUTPUT_FAILED, EXIT_SOURCE_LOST, EXIT_USAGE,
                      OutputError, SourceLostError, UserError)
-from .model_meta import trust_sidecar_option
-from .overlay import VIEWS
-from .run_loop import Run, _say, _warn
+from edge_seg.backends.metadata import trust_sidecar_option
+from edge_seg.overlay import VIEWS
+from edge_seg.run.loop import Run, say, warn
 
 
 @dataclass
@@ -76,14 +76,14 @@ def run_pipeline(opts: RunOptions, on_start=None) -> dict:
     """Open, run and close; returns the summary (also the Python entry point).
     ``on_start(run)`` is called just before the loop (benchmarks watch ``run.renderer``)."""
     r = Run(opts)
-    r._install_signals()
+    r.install_signals()
     lost = None
     try:
         r.open()
         if not opts.quiet:
             r.banner()
         elif r.server is not None:  # the address (and a generated token) is needed anyway
-            _say(f"  serve    {r.server.describe()}")
+            say(f"  serve    {r.server.describe()}")
         r.source.start()
         if r.drift:
             r.drift.start()
@@ -100,7 +100,7 @@ def run_pipeline(opts: RunOptions, on_start=None) -> dict:
         r.state.stopped_by = "source lost"
         lost = e
     except UserError as e:
-        if r.renderer is None or e is not r.renderer._error:
+        if r.renderer is None or e is not r.renderer.error:
             raise
         # rendering or saving failed mid-run: stop, summarise, then fail
         r.failure = e
@@ -110,18 +110,18 @@ def run_pipeline(opts: RunOptions, on_start=None) -> dict:
             r.finish()
         elif r.source is not None:
             r.source.close()
-        r._restore_signals()
+        r.restore_signals()
     summary = r.summary()
     r.print_summary(summary)  # printed before any output error: the results are never lost
     if opts.report:
-        from .outputs import atomic_write_json
+        from edge_seg.io.publish import atomic_write_json
         try:
             atomic_write_json(opts.report, summary, "--report")
-            _say(f"  report written to {opts.report}")
+            say(f"  report written to {opts.report}")
         except OutputError as e:
             if r.failure is None and lost is None:
                 raise
-            _warn(f"error: {e}")
+            warn(f"error: {e}")
     if r.failure is not None:
         raise r.failure
     if lost is not None:

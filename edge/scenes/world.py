@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge.labels import cityscapes_lut
+from edge_seg.labels import cityscapes_lut
 
 from .camera import _CHUNK, _S_FAR, _S_OBJ, _Camera
 from .canvas import INSTANCE_LABELS, SKY, _Canvas
@@ -69,7 +69,7 @@ class _World(_Camera, _Street, _StreetPainter, _ObjectPainter, _CarPainter):
     roadside content, lanes of traffic. ``render(i)`` draws frame ``i``.
 
     Coordinates: ``s`` metres ahead along the road, ``d`` metres to the right of the
-    ego lane centre, ``h`` metres up (see scenes/camera.py). Generation, drawing and the
+    ego lane centre, ``h`` metres up (see camera.py). Generation, drawing and the
     camera live in the mixins; this class holds the world's parameters and the frame loop."""
 
     def __init__(self, seed: int, size=DEFAULT_SIZE, flat: bool = False):

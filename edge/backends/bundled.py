@@ -1,6 +1,6 @@
 """Which model runs when ``--model`` is not given: the bundled package data.
 
-The models ship inside the package ``edge.models`` (the top-level ``models/`` folder,
+The models ship inside the package ``edge_seg.models`` (the top-level ``models/`` folder,
 see pyproject.toml), each ``X.tflite`` with its sidecar ``X.json``. The first file of
 ``PREFERENCE`` that is installed is the default. A model whose metadata calls it a
 randomly initialised placeholder (``is_placeholder``) still runs, and the banner says
@@ -12,9 +12,9 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from .errors import UserError
+from edge_seg.errors import UserError
 
-PACKAGE = "edge.models"
+PACKAGE = "edge_seg.models"
 PREFERENCE = (
     "unet-mobilenetv2-camvid-idd-int8.tflite",  # the reference int8 model
 )
@@ -22,7 +22,7 @@ PLACEHOLDER_VARIANT = "random-init"
 
 
 def bundled_models() -> list[Path]:
-    """Every .tflite shipped in ``edge.models``."""
+    """Every .tflite shipped in ``edge_seg.models``."""
     try:
         root = resources.files(PACKAGE)
     except ModuleNotFoundError:
@@ -40,7 +40,7 @@ def default_model() -> Path:
         if root is not None and root.joinpath(name).is_file():
             # package data is installed as plain files (no zip), so this is a real path
             return Path(str(root.joinpath(name)))
-    raise UserError("no bundled model is installed (edge.models is empty); "
+    raise UserError("no bundled model is installed (edge_seg.models is empty); "
                     "pass --model PATH.tflite")
 
 

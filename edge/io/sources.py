@@ -29,8 +29,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .errors import SourceLostError, UserError
-from .source_readers import (DEMO, DEMO_SIZE, IMAGE_SUFFIXES, PICAMERA2, CaptureReader, DemoReader,
+from edge_seg.errors import SourceLostError, UserError
+from edge_seg.io.readers import (DEMO, DEMO_SIZE, IMAGE_SUFFIXES, PICAMERA2, CaptureReader, DemoReader,
                              ImagesReader, Reader, _camera_reader, _picamera2_index,
                              _picamera2_reader, valid_frame)
 

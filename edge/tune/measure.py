@@ -9,7 +9,7 @@ import time
 
 import click
 
-from .errors import UserError
+from edge_seg.errors import UserError
 
 DEFAULT_WARMUP = 3
 MIN_RUNS = 5
@@ -35,21 +35,21 @@ def parse_threads(text: str | None, cores: int | None = None) -> list[int]:
 def delegates_for(kind: str, wanted: list[str] | None = None) -> list[str]:
     """The delegates worth trying for a .tflite or .onnx model on this device."""
     if kind == "onnx":
-        from . import backends_onnx
+        from edge_seg.backends import onnxrt
         try:
-            providers = backends_onnx.import_onnxruntime().get_available_providers()
+            providers = onnxrt.import_onnxruntime().get_available_providers()
         except UserError:
             providers = []
-        here = ["cpu"] + [d for d in ("cuda", "tensorrt") if backends_onnx.PROVIDERS[d] in providers]
+        here = ["cpu"] + [d for d in ("cuda", "tensorrt") if onnxrt.PROVIDERS[d] in providers]
         if wanted is None:
             return here
         mapped = ["cuda" if d == "gpu" else ("cpu" if d == "auto" else d) for d in wanted]
         return [d for d in dict.fromkeys(mapped) if d in ONNX_DELEGATES]
-    from . import backends
+    from edge_seg.backends import litert
     if wanted is None:
         here = ["xnnpack", "cpu"]
         try:
-            backends.find_gpu_delegate()
+            litert.find_gpu_delegate()
             here.append("gpu")
         except OSError:
             pass
@@ -57,7 +57,7 @@ def delegates_for(kind: str, wanted: list[str] | None = None) -> list[str]:
     out = []
     for d in wanted:
         d = "xnnpack" if d == "auto" else d
-        if d in ("xnnpack", "cpu", "gpu", "edgetpu") or backends.is_delegate_path(d):
+        if d in ("xnnpack", "cpu", "gpu", "edgetpu") or litert.is_delegate_path(d):
             out.append(d)
     return list(dict.fromkeys(out))
 
@@ -65,7 +65,7 @@ def delegates_for(kind: str, wanted: list[str] | None = None) -> list[str]:
 def time_config(seg, frames, seconds: float, warmup: int = DEFAULT_WARMUP,
                 min_runs: int = MIN_RUNS) -> dict:
     """Latency (ms) of preprocess + inference + argmax, cycling through ``frames``."""
-    from .metrics import latency_percentiles
+    from edge_seg.iou import latency_percentiles
     k = 0
     for _ in range(warmup):
         seg.postprocess(seg.infer(seg.preprocess(frames[k % len(frames)])))
@@ -99,8 +99,8 @@ def model_masks(seg, frames) -> list:
 def agreement_with(reference_masks, masks) -> dict:
     """mIoU(7) (reference as ground truth) and pixel agreement over all frames; masks of
     another size are resized NEAREST to the reference mask's size first."""
-    from .metrics import agreement_from_cm, confusion_matrix
-    from .preprocess import resize_mask
+    from edge_seg.iou import agreement_from_cm, confusion_matrix
+    from edge_seg.preprocess import resize_mask
     cm = 0
     for ref, mask in zip(reference_masks, masks):
         if mask.shape != ref.shape:
@@ -112,8 +112,8 @@ def agreement_with(reference_masks, masks) -> dict:
 
 def miou_vs_labels(gts, masks) -> float:
     """mIoU(7) against ground truth at the label resolution (masks upsampled NEAREST)."""
-    from .metrics import SegMetrics
-    from .preprocess import resize_mask
+    from edge_seg.iou import SegMetrics
+    from edge_seg.preprocess import resize_mask
     m = SegMetrics()
     for gt, mask in zip(gts, masks):
         m.update(gt, resize_mask(mask, (gt.shape[1], gt.shape[0])))
@@ -133,7 +133,7 @@ class _nullbar:
 
 def _open(v, d, t, notes, trust_sidecar: bool = False):
     """A Segmenter for the configuration, or None (with a note) when it cannot run here."""
-    from .segmenter import Segmenter
+    from edge_seg.segmenter import Segmenter
     try:
         seg = Segmenter(v.path, threads=t, delegate=d, log=lambda m: None, trust_sidecar=trust_sidecar)
     except UserError as e:

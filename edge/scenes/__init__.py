@@ -8,7 +8,7 @@ What it is for:
   exercised end to end on any machine (``train/synthetic_dataset.py`` writes such
   scenes to disk in the Cityscapes, CamVid and folder layouts);
 * the **built-in demo video source** of the runtime (``edge-seg run --source demo``,
-  plugged in through the ``edge_seg.sources`` entry point ``demo``):
+  through ``edge_seg.io.readers.DemoReader``):
   :func:`render_clip` yields frames of a camera driving down a street at
   :data:`FPS` frames per second.
 

@@ -16,8 +16,8 @@ from typing import Callable
 
 import click
 
-from . import __version__
-from .errors import UserError
+from edge_seg import __version__
+from edge_seg.errors import UserError
 
 
 def finite(value):
@@ -35,7 +35,7 @@ def finite(value):
 
 
 def live_stats(run) -> dict:
-    """The figures of ``run`` (an ``edge.run_loop.Run``) now. Safe to call from any thread, at
+    """The figures of ``run`` (an ``edge_seg.run.loop.Run``) now. Safe to call from any thread, at
     any time (before the loop starts some figures are zero or None)."""
     st, src, seg, ren = run.state, run.source, run.segmenter, run.renderer
     now = time.perf_counter()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
+from edge_seg.errors import UserError
 
 # float variants, most precise first: the agreement reference when there is no fp32
 FLOAT_PREFERENCE = ("fp32", "onnx-fp32", "fp16", "dynamic")
@@ -63,15 +63,15 @@ def discover(models_dir, trust_sidecar: bool = False) -> tuple[list[Variant], li
     """(usable variants, [(file, why skipped)]). UserError when nothing is usable."""
     import numpy as np
 
-    from . import backends_onnx
-    from .segmenter import Segmenter, is_onnx
+    from edge_seg.backends import onnxrt
+    from edge_seg.segmenter import Segmenter, is_onnx
 
     root = Path(models_dir).expanduser()
     if not root.is_dir():
         raise UserError(f"--models {models_dir}: no such folder")
     files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in (".tflite", ".onnx"))
     variants, skipped = [], []
-    onnx_ok = backends_onnx.available()
+    onnx_ok = onnxrt.available()
     for path in files:
         if is_onnx(path) and not onnx_ok:
             skipped.append((path.name, "onnxruntime is not installed (pip install onnxruntime)"))

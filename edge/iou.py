@@ -13,7 +13,7 @@ Conventions follow the official Cityscapes category score
 
 ``iou_all``/``miou8`` are the plain 8-class scores with void as a class.
 
-Set-valued (coarse) ground truth (``edge.mapping`` set codes, e.g. "construction or
+Set-valued (coarse) ground truth (``edge_seg.mapping`` set codes, e.g. "construction or
 nature") never enters the confusion matrix, so IoU is scored on exact labels only; for
 those pixels ``SegMetrics`` reports the share whose prediction lies inside the set.
 """
@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .labels import (CATEGORY_IDS, CATEGORY_NAMES, CITYSCAPES_AVG_INSTANCE_SIZE,
+from edge_seg.labels import (CATEGORY_IDS, CATEGORY_NAMES, CITYSCAPES_AVG_INSTANCE_SIZE,
                      CITYSCAPES_LABELS, INSTANCE_CATEGORIES, NUM_CATEGORIES)
-from .mapping import allowed_table, set_code_mask, set_name
+from edge_seg.mapping import allowed_table, set_code_mask, set_name
 
 _LABEL_BY_ID = {label.id: label for label in CITYSCAPES_LABELS}
 

@@ -6,14 +6,14 @@ Every model variant in DIR (``*.tflite``, ``*.onnx`` when
 onnxruntime is installed; any input sizes) is run with every thread count (1..cores) and
 every delegate that loads here (TFLite: XNNPACK, the plain CPU kernels, the GPU delegate
 when its library loads; ONNX Runtime: CPU, CUDA/TensorRT when present). For each
-configuration (edge.tune_measure):
+configuration (edge_seg.tune.measure):
 
-* latency p50/p90 of one frame through preprocess + inference + argmax (edge.segmenter,
+* latency p50/p90 of one frame through preprocess + inference + argmax (edge_seg.segmenter,
   the path ``edge-seg run`` takes), after a warm-up, and FPS = 1000 / mean latency;
 * agreement with the float reference's masks on the same frames: mIoU(7) (the reference
   as ground truth) and the share of equal pixels.
 
-The accuracy budget (edge.tune_choose) applies to the drop ``edge-seg compare`` recorded
+The accuracy budget (edge_seg.tune.choose) applies to the drop ``edge-seg compare`` recorded
 in each variant's metadata: its mIoU(7) points lost vs the float model on a labelled set.
 A variant without one falls back to 100 * (1 - agreement); with ``--drop-vs labels`` and a
 calibration manifest as ``--frames`` the drop is measured here against its ground truth.
@@ -22,10 +22,10 @@ agreement here falls more than ``GUARD_MARGIN`` points below the recorded one co
 differently here and is rejected.
 
 The float reference is the ``fp32`` variant in DIR (the largest input size when several),
-else the most precise float model found (edge.tune_variants). The choice: the fastest
+else the most precise float model found (edge_seg.tune.variants). The choice: the fastest
 configuration within ``--max-drop`` (default 0.5), or with ``--target-fps`` the most
 accurate one that reaches that rate. The result is printed as one table (best first) and
-saved as a device profile (edge.profile) that ``edge-seg run`` uses by default.
+saved as a device profile (edge_seg.device_profile) that ``edge-seg run`` uses by default.
 
 The runtime only: no TensorFlow.
 """
@@ -37,13 +37,13 @@ from pathlib import Path
 
 import click
 
-from .errors import UserError
-from .model_meta import trust_sidecar_option
-from .tune_choose import DEFAULT_MAX_DROP, GUARD_MARGIN, choose, order_rows  # noqa: F401
-from .tune_frames import load_frames, load_labelled_frames  # noqa: F401
-from .tune_measure import DEFAULT_WARMUP, delegates_for, measure, model_masks, miou_vs_labels, parse_threads
-from .tune_report import chosen_line, format_table, legend, profile_result
-from .tune_variants import choose_reference, discover
+from edge_seg.errors import UserError
+from edge_seg.backends.metadata import trust_sidecar_option
+from edge_seg.tune.choose import DEFAULT_MAX_DROP, choose, order_rows
+from edge_seg.tune.frames import load_frames, load_labelled_frames
+from edge_seg.tune.measure import DEFAULT_WARMUP, delegates_for, measure, model_masks, miou_vs_labels, parse_threads
+from edge_seg.tune.report import chosen_line, format_table, legend, profile_result
+from edge_seg.tune.variants import choose_reference, discover
 
 DEFAULT_N_FRAMES = 20
 DEFAULT_SECONDS = 3.0
@@ -101,7 +101,7 @@ def _plan(o: TuneOptions, variants, wanted, threads, skipped) -> list:
 
 def _reference_masks(reference, frames, gts, threads: int, notes: list, trust_sidecar: bool = False):
     """(the reference's masks on ``frames``, its mIoU(7) against ``gts`` or None)."""
-    from .segmenter import Segmenter
+    from edge_seg.segmenter import Segmenter
     seg = Segmenter(reference.path, threads=threads,
                     delegate="cpu" if reference.kind == "onnx" else "xnnpack", log=notes.append,
                     trust_sidecar=trust_sidecar)
@@ -122,8 +122,8 @@ def _report(o: TuneOptions, rows, reference, skipped, notes) -> None:
 
 def tune_device(o: TuneOptions) -> dict:
     """Measure, choose, print, save the profile; returns the result (the profile's content)."""
-    from .model_meta import atomic_write_json
-    from .profile import default_profile_path
+    from edge_seg.io.publish import atomic_write_json
+    from edge_seg.device_profile import default_profile_path
 
     threads, wanted = _check(o)
     profile_path = Path(o.profile).expanduser() if o.profile else default_profile_path()

@@ -1,18 +1,17 @@
 """Readers: one frame at a time from a camera, a Pi camera (picamera2), a stream, a video
-file, images or the synthetic demo clip, with no threads. ``edge.sources`` picks the reader
+file, images or the synthetic demo clip, with no threads. ``edge_seg.io.sources`` picks the reader
 for a ``--source`` and runs it in a capture thread."""
 from __future__ import annotations
 
 import os
 import sys
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Callable, Iterator
 
 import cv2
 import numpy as np
 
-from .errors import UserError
+from edge_seg.errors import UserError
 
 # FFmpeg's own log lines ("moov atom not found", "error while decoding MB ...") would break
 # the one-line error promise; bad files and frames are reported (and counted) here instead.
@@ -165,11 +164,9 @@ class ImagesReader(Reader):
 
 
 def demo_renderer():
-    """The module behind ``demo`` (``render_scene``, ``render_clip``): the ``edge_seg.sources``
-    entry point ``demo``, so the runtime does not import the renderer's package by name."""
-    for ep in entry_points(group="edge_seg.sources", name=DEMO):
-        return ep.load()
-    raise ImportError("no 'demo' entry point in the 'edge_seg.sources' group; reinstall edge-seg")
+    """The scene renderer behind ``demo``, imported only when the demo source opens."""
+    from edge_seg import scenes
+    return scenes
 
 
 class DemoReader(Reader):

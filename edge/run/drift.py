@@ -3,8 +3,8 @@
 Every Nth frame the main loop *offers* the frame and the quantised model's mask to a
 background worker; if the worker is still busy with the previous one the offer is skipped
 (counted), so the check never blocks the pipeline. The worker runs the float model
-(through the same edge.segmenter path, one thread, lowered priority), scores the pair with
-``edge.metrics.agreement`` (float mask as reference) and keeps running statistics: overall
+(through the same edge_seg.segmenter path, one thread, lowered priority), scores the pair with
+``edge_seg.iou.agreement`` (float mask as reference) and keeps running statistics: overall
 agreement mIoU(7) and per-category IoU from the summed confusion matrices, per-check
 distribution, and windows of ``window`` checks. The first window whose agreement falls
 below ``min_agreement`` produces one warning line; all of it goes into the summary.
@@ -22,9 +22,9 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import UserError
-from .metrics import SegMetrics, agreement
-from .preprocess import resize_mask
+from edge_seg.errors import UserError
+from edge_seg.iou import SegMetrics, agreement
+from edge_seg.preprocess import resize_mask
 
 DEFAULT_EVERY = 10
 DEFAULT_MIN_AGREEMENT = 0.90
@@ -50,7 +50,7 @@ class DriftCheck:
                  min_agreement: float = DEFAULT_MIN_AGREEMENT, window: int = DEFAULT_WINDOW,
                  threads: int = 1, delegate: str = "auto", log: Callable[[str], None] | None = None,
                  nice: int = 10):
-        from .segmenter import Segmenter
+        from edge_seg.segmenter import Segmenter
         self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
         if every < 1:
             raise UserError(f"--check-every {every}: must be at least 1")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .errors import UserError
+from edge_seg.errors import UserError
 
 
 def _spread(items: list, n: int) -> list:
@@ -20,7 +20,7 @@ def _manifest_frames(path: Path, n: int, root_override=None, with_labels: bool =
     """(frames, description, ground-truth category masks or None) of a calibration manifest."""
     import cv2
 
-    from .manifest import manifest_files, manifest_root, read_manifest
+    from edge_seg.manifest import manifest_files, manifest_root, read_manifest
     manifest = read_manifest(path, option="--frames")
     root = manifest_root(manifest, path, root_override, root_option="--frames-root",
                          option="--frames")
@@ -40,9 +40,9 @@ def _manifest_frames(path: Path, n: int, root_override=None, with_labels: bool =
 
 def _label_lut(path: Path, manifest: dict, root: Path):
     """Raw mask value -> category for the manifest's dataset format (the evaluation tables
-    of edge.labels, as 'edge-seg eval' and 'compare' use them)."""
-    from . import labels
-    from .mapping import find_mapping, mapping_lut, read_mapping
+    of edge_seg.labels, as 'edge-seg eval' and 'compare' use them)."""
+    from edge_seg import labels
+    from edge_seg.mapping import find_mapping, mapping_lut, read_mapping
     fmt = (manifest.get("dataset") or {}).get("format")
     if fmt == "camvid":
         return labels.camvid_lut()
@@ -57,7 +57,7 @@ def _label_lut(path: Path, manifest: dict, root: Path):
 def _read_label(path: Path, root: Path, entry: dict, lut, shape):
     import cv2
 
-    from . import labels
+    from edge_seg import labels
     if not entry.get("mask"):
         raise UserError(f"--frames {path}: {entry['image']} has no mask; --drop-vs labels needs "
                         "a manifest with masks")
@@ -75,7 +75,7 @@ def _read_label(path: Path, root: Path, entry: dict, lut, shape):
 
 def _read_source(spec: str, kind: str, reader, n: int) -> list:
     """Up to ``n`` valid frames of an open reader, spread over a video."""
-    from . import source_readers
+    from edge_seg.io import readers
     frames, bad = [], 0
     stride = 1
     if kind == "video" and getattr(reader, "frame_count", 0) > n:
@@ -89,7 +89,7 @@ def _read_source(spec: str, kind: str, reader, n: int) -> list:
                 break
     while len(frames) < n:
         try:
-            image = source_readers.valid_frame(reader.read())
+            image = readers.valid_frame(reader.read())
         except EOFError:
             break
         except ConnectionError as e:
@@ -111,13 +111,14 @@ def _read_source(spec: str, kind: str, reader, n: int) -> list:
 def load_frames(spec: str | None, n: int, root=None) -> tuple[list, str]:
     """(BGR frames, description) from a calibration manifest (.json), a folder or glob of
     images, an image, a video, a camera index or 'demo' (the synthetic street scenes)."""
-    from . import source_readers, sources
-    spec = (spec or source_readers.DEMO).strip()
+    from edge_seg.io import readers
+    from edge_seg.io import sources
+    spec = (spec or readers.DEMO).strip()
     if n < 1:
         raise UserError(f"--n-frames {n}: must be at least 1")
-    if spec.lower() == source_readers.DEMO:
-        render_scene = source_readers.demo_renderer().render_scene
-        width, height = source_readers.DEMO_SIZE
+    if spec.lower() == readers.DEMO:
+        render_scene = readers.demo_renderer().render_scene
+        width, height = readers.DEMO_SIZE
         frames = [render_scene(seed, (width, height)).image for seed in range(n)]
         return frames, f"{n} synthetic street scenes ({width}x{height})"
     path = Path(spec).expanduser()
@@ -130,7 +131,7 @@ def load_frames(spec: str | None, n: int, root=None) -> tuple[list, str]:
         paths = sources._image_paths(spec) or []
         if not paths:
             raise UserError(f"--frames {spec}: no images found")
-        reader = source_readers.ImagesReader(_spread(paths, n), f"images from {spec}")
+        reader = readers.ImagesReader(_spread(paths, n), f"images from {spec}")
     else:
         reader = sources.open_reader(spec)  # a camera that can't be opened: one-line UserError
     try:

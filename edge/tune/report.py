@@ -1,12 +1,12 @@
 """What ``edge-seg tune`` prints (the table, its legend, the choice) and the device
-profile it saves (edge.profile reads it back for ``edge-seg run``)."""
+profile it saves (edge_seg.device_profile reads it back for ``edge-seg run``)."""
 from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .tune_choose import BASIS_NAME, BASIS_TEXT, DEFAULT_MAX_DROP, GUARD_MARGIN
+from edge_seg.tune.choose import BASIS_NAME, BASIS_TEXT, DEFAULT_MAX_DROP, GUARD_MARGIN
 
 COLUMNS = ("", "model", "variant", "input", "delegate", "threads", "p50 ms", "p90 ms", "FPS",
            "agreement", "pixels", "drop pt", "basis", "")
@@ -83,9 +83,9 @@ def _clean(row: dict) -> dict:
 
 def profile_result(o, chosen: dict, rows: list[dict], reference, ref_miou, frames_text: str,
                    n_frames: int, skipped, notes) -> dict:
-    """The device profile's content (edge.profile.FORMAT)."""
-    from .model_meta import file_sha256
-    from .profile import FORMAT, device_info
+    """The device profile's content (edge_seg.device_profile.FORMAT)."""
+    from edge_seg.backends.metadata import file_sha256
+    from edge_seg.device_profile import FORMAT, device_info
     model_path = Path(chosen["model"])
     return {
         "format": FORMAT,

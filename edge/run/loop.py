@@ -1,6 +1,6 @@
-"""The pipeline of ``edge-seg run`` (``edge.run``): the render stage and the run itself (open
+"""The pipeline of ``edge-seg run`` (``edge_seg.run.command``): the render stage and the run itself (open
 the model, source and outputs; the capture -> infer -> render loop; finish; the summary).
-``edge.run.run_pipeline`` drives a ``Run`` from start to end."""
+``edge_seg.run.command.run_pipeline`` drives a ``Run`` from start to end."""
 from __future__ import annotations
 
 import math
@@ -13,20 +13,20 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .errors import UserError
-from .overlay import Overlay, hud_lines
-from .timing import StageTimes
+from edge_seg import __version__
+from edge_seg.errors import UserError
+from edge_seg.overlay import Overlay, hud_lines
+from edge_seg.timing import StageTimes
 
 STAGES = ("capture", "pre", "infer", "post", "draw", "encode", "frame")
 PROGRESS_EVERY_S = 5.0
 
 
-def _say(message: str = "") -> None:
+def say(message: str = "") -> None:
     click.echo(message)
 
 
-def _warn(message: str) -> None:
+def warn(message: str) -> None:
     click.echo(message, err=True)
 
 
@@ -45,28 +45,28 @@ class Renderer:
         self._fps = math.nan
         self._dt = None
         self._queue: queue.Queue = queue.Queue(maxsize=2)
-        self._error: BaseException | None = None
+        self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="render", daemon=True)
         self._thread.start()
 
     def submit(self, frame, logits) -> None:
-        if self._error is not None:
-            raise self._error
+        if self.error is not None:
+            raise self.error
         while self._thread.is_alive():
             try:
                 self._queue.put((frame, logits), timeout=0.2)
                 return
             except queue.Full:
                 continue
-        if self._error is not None:
-            raise self._error
+        if self.error is not None:
+            raise self.error
 
     def close(self) -> None:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
-        if self._error is not None:
-            raise self._error
+        if self.error is not None:
+            raise self.error
 
     @property
     def fps(self) -> float:
@@ -81,7 +81,7 @@ class Renderer:
         return hud_lines(self._fps, self.times.recent(), extra)
 
     def _run(self) -> None:
-        from .preprocess import upsample_mask
+        from edge_seg.preprocess import upsample_mask
         try:
             while True:
                 item = self._queue.get()
@@ -117,7 +117,7 @@ class Renderer:
                     self.t_first = t3
                 self.t_last = t3
         except BaseException as e:  # surfaced by submit()/close()
-            self._error = e
+            self.error = e
             while True:  # unblock the producer
                 try:
                     self._queue.get_nowait()
@@ -136,13 +136,13 @@ class RunState:
 
 
 class Run:
-    def __init__(self, opts: RunOptions):  # an edge.run.RunOptions (not imported: no cycle)
+    def __init__(self, opts: RunOptions):  # an edge_seg.run.command.RunOptions (not imported: no cycle)
         self.opts = opts
         self.state = RunState()
         self.times = StageTimes(STAGES)
         self.source = self.segmenter = self.drift = self.sink = self.window = self.renderer = None
         self.server = self.reporter = None  # --serve, --report-every
-        self.profile = None        # edge.profile.Profile in use
+        self.profile = None        # edge_seg.device_profile.Profile in use
         self.profile_note = None   # why a profile exists but is not used
         self._signals = 0
         self._old_handlers = {}
@@ -157,7 +157,7 @@ class Run:
         if self.source is not None:
             self.source.stop()
 
-    def _install_signals(self):
+    def install_signals(self):
         if threading.current_thread() is not threading.main_thread():
             return
         # SIGHUP (the terminal or ssh session closed) stops like SIGTERM: outputs finalised
@@ -165,14 +165,14 @@ class Run:
             if sig is not None:
                 self._old_handlers[sig] = signal.signal(sig, self._on_signal)
 
-    def _restore_signals(self):
+    def restore_signals(self):
         for sig, handler in self._old_handlers.items():
             signal.signal(sig, handler)
 
     def _apply_profile(self) -> tuple[str | None, int | None, str]:
         """(model, threads, delegate): the options given, else the device profile's when
         one exists and can be trusted (else a warning line and the defaults)."""
-        from .profile import default_profile_path, load_profile
+        from edge_seg.device_profile import default_profile_path, load_profile
         o = self.opts
         delegate = o.delegate or "auto"
         if o.no_profile:
@@ -180,7 +180,7 @@ class Run:
         path = Path(o.profile).expanduser() if o.profile else default_profile_path()
         if not path.is_file():
             if o.profile:
-                _warn(f"warning: profile {path} does not exist; ignored")
+                warn(f"warning: profile {path} does not exist; ignored")
             return o.model, o.threads, delegate
         given = [name for name, v in (("--model", o.model), ("--threads", o.threads),
                                       ("--delegate", o.delegate)) if v is not None]
@@ -189,7 +189,7 @@ class Run:
             return o.model, o.threads, delegate
         profile, why = load_profile(path)
         if profile is None:
-            _warn(f"warning: {why}; ignored, starting with the default model")
+            warn(f"warning: {why}; ignored, starting with the default model")
             self.profile_note = f"{path} ignored (see the warning), default model"
             return o.model, o.threads, delegate
         self.profile = profile
@@ -197,10 +197,13 @@ class Run:
 
     def open(self):
         """Everything that can fail on bad input fails here, with one line."""
-        from . import backends, sinks, sources, zoo
-        from .drift import DriftCheck
-        from .model_meta import read_meta
-        from .segmenter import Segmenter, is_onnx
+        from edge_seg.backends import litert
+        from edge_seg.io import sinks
+        from edge_seg.io import sources
+        from edge_seg.backends import bundled
+        from edge_seg.run.drift import DriftCheck
+        from edge_seg.backends.metadata import read_meta
+        from edge_seg.segmenter import Segmenter, is_onnx
         o = self.opts
         spec = o.source_spec()
         if o.every < 1:
@@ -208,16 +211,16 @@ class Run:
         if o.max_frames < 0:
             raise UserError(f"--max-frames {o.max_frames}: must be 0 (no limit) or more")
         model, threads, delegate = self._apply_profile()
-        model_path = zoo.resolve_model(model)
+        model_path = bundled.resolve_model(model)
         if is_onnx(model_path):
-            from .backends_onnx import check_delegate as check_onnx_delegate
+            from edge_seg.backends.onnxrt import check_delegate as check_onnx_delegate
             check_onnx_delegate(delegate)
         else:
-            backends.check_model_file(model_path)
-            backends.check_delegate(delegate)
+            litert.check_model_file(model_path)
+            litert.check_delegate(delegate)
         read_meta(model_path, trust_sidecar=o.trust_sidecar, warn=lambda m: None)
         if o.check_float:
-            backends.check_model_file(o.check_float)
+            litert.check_model_file(o.check_float)
             read_meta(o.check_float, trust_sidecar=o.trust_sidecar, warn=lambda m: None)
         self._check_outputs(model_path)
         show = o.show
@@ -228,8 +231,8 @@ class Run:
                             "without GUI such as opencv-python-headless); use --headless")
         self.source = sources.open_source(spec, realtime=o.realtime, every=o.every,
                                           reconnect_timeout=o.reconnect_timeout,
-                                          capture_size=o.capture_size, log=_warn)
-        self.segmenter = Segmenter(model_path, threads=threads, delegate=delegate, log=_warn,
+                                          capture_size=o.capture_size, log=warn)
+        self.segmenter = Segmenter(model_path, threads=threads, delegate=delegate, log=warn,
                                    trust_sidecar=o.trust_sidecar)
         self.overlay = Overlay.from_meta(self.segmenter.meta, alpha=o.alpha, view=o.view,
                                          legend=o.legend, hud=o.hud)
@@ -237,7 +240,7 @@ class Run:
         if o.check_float:
             self.drift = DriftCheck(o.check_float, reference_meta=self.segmenter.meta,
                                     every=o.check_every, min_agreement=o.min_agreement,
-                                    window=o.agreement_window, log=_warn)
+                                    window=o.agreement_window, log=warn)
         if o.save:
             self.sink = sinks.FrameSink(o.save, fps=self.source.fps or 30.0,
                                         inputs=self._inputs(model_path), overwrite=o.overwrite)
@@ -248,22 +251,22 @@ class Run:
     def _open_telemetry(self) -> None:
         """--report-every and --serve, last: bound before the run starts (a port in use is
         exit 2), and nothing else can fail after the port is taken."""
-        from .telemetry import PeriodicReport, live_stats
+        from edge_seg.run.stats import PeriodicReport, live_stats
         o = self.opts
         if o.report_every:
             self.reporter = PeriodicReport(o.report_every, lambda: live_stats(self), o.report_lines,
-                                           log=_warn)
+                                           log=warn)
         elif o.report_lines:
             raise UserError("--report-lines needs --report-every SECONDS")
         if o.serve:
-            from .serve import open_server
+            from edge_seg.serve.server import open_server
             self.server = open_server(o.serve, lambda: live_stats(self), token=o.serve_token,
-                                      max_clients=o.serve_max_clients, times=self.times, log=_warn)
+                                      max_clients=o.serve_max_clients, times=self.times, log=warn)
 
     def _inputs(self, model_path) -> list[Path]:
         """What the run reads: an output naming one of these is refused."""
-        from .model_meta import sidecar_path
-        from .sources import _image_paths
+        from edge_seg.backends.metadata import sidecar_path
+        from edge_seg.io.sources import _image_paths
         spec = self.opts.source_spec()
         paths = [Path(model_path), sidecar_path(model_path), Path(spec).expanduser()]
         paths += _image_paths(spec) or []  # a folder or glob: each image it matches
@@ -274,8 +277,8 @@ class Run:
     def _check_outputs(self, model_path) -> None:
         """--save and --report checked before anything starts: a run never ends with its
         results unwritable."""
-        from . import sinks
-        from .outputs import check_output
+        from edge_seg.io import sinks
+        from edge_seg.io.publish import check_output
         o, inputs = self.opts, self._inputs(model_path)
         if o.save:
             sinks.check_save_target(o.save, inputs, o.overwrite)
@@ -288,30 +291,30 @@ class Run:
 
     def banner(self) -> None:
         o, seg = self.opts, self.segmenter
-        _say(f"edge-seg {__version__} run")
+        say(f"edge-seg {__version__} run")
         if self.profile is not None:
-            _say(f"  profile: {self.profile.describe()}")
+            say(f"  profile: {self.profile.describe()}")
         elif self.profile_note:
-            _say(f"  profile: {self.profile_note}")
-        _say(f"  model    {seg.describe()}")
+            say(f"  profile: {self.profile_note}")
+        say(f"  model    {seg.describe()}")
         if seg.is_placeholder:
-            _say("           WARNING: this is the randomly initialised placeholder model "
+            say("           WARNING: this is the randomly initialised placeholder model "
                  "(the reference model is not installed): the masks are meaningless")
-        _say(f"  backend  {seg.backend.describe()}")
+        say(f"  backend  {seg.backend.describe()}")
         mode = ("newest frame only" if self.source.newest_only else "every frame") + (
             f", every {o.every}th" if o.every > 1 else "")
-        _say(f"  source   {self.source.description} ({mode})")
+        say(f"  source   {self.source.description} ({mode})")
         outputs = [f"view {o.view}, alpha {o.alpha:g}"]
         outputs.append(f"save {self.sink.describe()}" if self.sink else "no --save")
         outputs.append("window" if self.window else "headless")
-        _say(f"  output   {', '.join(outputs)}")
+        say(f"  output   {', '.join(outputs)}")
         if self.drift:
-            _say(f"  drift    vs {self.drift.path.name} every {o.check_every} frames, "
+            say(f"  drift    vs {self.drift.path.name} every {o.check_every} frames, "
                  f"warn below {o.min_agreement:.2f} (windows of {o.agreement_window} checks)")
         if self.reporter:
-            _say(f"  report   {self.reporter.describe()}")
+            say(f"  report   {self.reporter.describe()}")
         if self.server:
-            _say(f"  serve    {self.server.describe()}")
+            say(f"  serve    {self.server.describe()}")
 
     def loop(self) -> None:
         """capture -> process -> overlay/render, until the source ends or we are stopped."""
@@ -342,7 +345,7 @@ class Run:
                 self.state.stopped_by = self.state.stopped_by or "--max-frames"
             if not o.quiet and t2 >= next_progress:
                 next_progress = t2 + PROGRESS_EVERY_S
-                _say(f"  frame {self.state.frames}: {self.renderer.fps:.1f} FPS, "
+                say(f"  frame {self.state.frames}: {self.renderer.fps:.1f} FPS, "
                      f"infer {self.times.stages['infer'].recent:.1f} ms")
 
     def finish(self) -> None:
@@ -362,7 +365,7 @@ class Run:
                 if output:
                     self.failure = self.failure or e
                 else:
-                    _warn(f"warning: {e}")
+                    warn(f"warning: {e}")
         self.state.t_end = time.perf_counter()
         if self.sink is not None:
             self.times.stages["encode"] = self.sink.encode
@@ -400,41 +403,41 @@ class Run:
     @staticmethod
     def print_summary(s: dict) -> None:
         fps = f"{s['fps']:.1f} FPS" if s["fps"] else "-"
-        _say(f"edge-seg run: {s['frames']} frames in {s['wall_s']:.1f} s = {fps} "
+        say(f"edge-seg run: {s['frames']} frames in {s['wall_s']:.1f} s = {fps} "
              f"(stopped by {s['stopped_by']})")
         src = s["source"]
-        _say(f"  frames dropped {s['dropped_frames']}, corrupt skipped {s['corrupt_frames']}, "
+        say(f"  frames dropped {s['dropped_frames']}, corrupt skipped {s['corrupt_frames']}, "
              f"source lost {src.get('disconnects', 0)}x / back {src.get('reconnects', 0)}x "
              f"({src.get('offline_s', 0):.1f} s offline)")
-        _say(f"  {'latency ms':<24}{'p50':>8}{'p99':>8}{'mean':>8}")
+        say(f"  {'latency ms':<24}{'p50':>8}{'p99':>8}{'mean':>8}")
         labels = {"frame": "frame (capture->shown)"}
         for stage in STAGES:
             v = s["latency_ms"].get(stage)
             if v and v.get("n"):
-                _say(f"    {labels.get(stage, stage):<22}{v['p50']:>8.1f}{v['p99']:>8.1f}{v['mean']:>8.1f}")
+                say(f"    {labels.get(stage, stage):<22}{v['p50']:>8.1f}{v['p99']:>8.1f}{v['mean']:>8.1f}")
         if s.get("backend"):
             fb = f" (fell back from {s['delegate_requested']}: {s['fallback']})" if s.get("fallback") else ""
-            _say(f"  backend {s['backend']}, delegate {s['delegate']}, threads {s['threads']}{fb}")
+            say(f"  backend {s['backend']}, delegate {s['delegate']}, threads {s['threads']}{fb}")
         a = s.get("agreement")
         if a:
             if a["checks"]:
                 cats = ", ".join(f"{k} {v:.2f}" for k, v in (a["per_category_iou"] or {}).items()
                                  if v is not None)
-                _say(f"  drift vs {Path(a['float_model']).name}: {a['checks']} checks "
+                say(f"  drift vs {Path(a['float_model']).name}: {a['checks']} checks "
                      f"({a['skipped_busy']} skipped while busy), agreement mIoU(7) "
                      f"{_fmt(a['agreement_miou7'])}, pixels {_fmt(a['pixel_agreement'])}, "
                      f"worst window {_fmt((a['worst_window'] or {}).get('miou7'))}, "
                      f"{a['windows_below']}/{a['windows']} windows below {a['min_agreement']:.2f}")
-                _say(f"    per category: {cats}")
+                say(f"    per category: {cats}")
             else:
-                _say(f"  drift vs {Path(a['float_model']).name}: no check completed")
+                say(f"  drift vs {Path(a['float_model']).name}: no check completed")
         saved = s.get("saved")
         if saved and saved.get("published", True):
-            _say(f"  saved {saved['frames']} frames to {saved['path']}")
+            say(f"  saved {saved['frames']} frames to {saved['path']}")
         elif saved and s.get("error"):
-            _say(f"  NOT saved to {saved['path']}: see the error below")
+            say(f"  NOT saved to {saved['path']}: see the error below")
         elif saved:
-            _say(f"  nothing saved to {saved['path']} (no frame was rendered)")
+            say(f"  nothing saved to {saved['path']} (no frame was rendered)")
 
 
 def _fmt(value) -> str:

@@ -1,7 +1,7 @@
 """Model metadata: input size, normalisation, categories and colours, variant and
 quantisation, provenance hashes: everything the runtime needs to run a model.
 
-It travels inside the model file (edge.embedded_meta: a flatbuffer metadata entry of the
+It travels inside the model file (edge_seg.backends.embedded: a flatbuffer metadata entry of the
 .tflite, a ``metadata_props`` entry of the .onnx) and, as a copy for people and tools, in
 the sidecar ``model-int8.json`` beside ``model-int8.tflite``. Converters write both
 (atomically). The runtime reads the sidecar when there is one and checks it: the right
@@ -18,12 +18,11 @@ from pathlib import Path
 
 import click
 
-from . import embedded_meta
-from .errors import UserError
-from .labels import CATEGORIES
-from .outputs import _jsonable
-from .outputs import atomic_write_bytes, atomic_write_json  # noqa: F401  (their home; imported from here too)
-from .preprocess import NORMALIZATION
+from edge_seg.backends import embedded
+from edge_seg.errors import UserError
+from edge_seg.labels import CATEGORIES
+from edge_seg.io.publish import atomic_write_bytes, atomic_write_json, jsonable
+from edge_seg.preprocess import NORMALIZATION
 
 FORMAT = "edge-seg/1"
 
@@ -56,7 +55,7 @@ def make_meta(input_size: tuple[int, int], variant: str, **extra) -> dict:
 def model_sha256(model_path: str | os.PathLike) -> str:
     """The model's identity: sha256 of the file without its embedded metadata (for a file
     without embedded metadata, the file's own sha256), so embedding does not change it."""
-    return embedded_meta.model_sha256(model_path)
+    return embedded.model_sha256(model_path)
 
 
 def write_meta(model_path: str | os.PathLike, meta: dict) -> Path:
@@ -70,8 +69,8 @@ def write_meta(model_path: str | os.PathLike, meta: dict) -> Path:
 def publish_model(model_path: str | os.PathLike, content: bytes, meta: dict) -> dict:
     """Write ``content`` (.tflite or .onnx bytes) with ``meta`` embedded, then its sidecar,
     each atomically; returns the metadata as recorded (with ``model_sha256``)."""
-    meta = dict(meta, model_sha256=hashlib.sha256(embedded_meta.original_bytes(content)).hexdigest())
-    atomic_write_bytes(model_path, embedded_meta.embed(content, _as_json(meta)))
+    meta = dict(meta, model_sha256=hashlib.sha256(embedded.original_bytes(content)).hexdigest())
+    atomic_write_bytes(model_path, embedded.embed(content, _as_json(meta)))
     atomic_write_json(sidecar_path(model_path), meta)
     return meta
 
@@ -87,10 +86,10 @@ def embed_sidecar(model_path: str | os.PathLike) -> dict:
     _check_hash(model_path, meta, side, trust=False, warn=None)
     try:
         data = model_path.read_bytes()
-        content = embedded_meta.embed(data, meta)
+        content = embedded.embed(data, meta)
     except OSError as e:
         raise UserError(f"{model_path}: cannot read it ({e.strerror})") from None
-    except embedded_meta.EmbedError as e:
+    except embedded.EmbedError as e:
         raise UserError(f"{model_path}: {e}") from None
     if content != data:
         atomic_write_bytes(model_path, content)
@@ -99,7 +98,7 @@ def embed_sidecar(model_path: str | os.PathLike) -> dict:
 
 def _as_json(meta: dict) -> dict:
     # what the sidecar holds once read back: tuples as lists, numpy values as numbers
-    return json.loads(json.dumps(meta, default=_jsonable))
+    return json.loads(json.dumps(meta, default=jsonable))
 
 
 def read_meta(model_path: str | os.PathLike, trust_sidecar: bool = False, warn=None) -> dict:
@@ -117,7 +116,7 @@ def read_meta(model_path: str | os.PathLike, trust_sidecar: bool = False, warn=N
             keys = sorted(k for k in set(meta) | set(embedded) if meta.get(k) != embedded.get(k))
             message = (f"{side} disagrees with the metadata embedded in {model_path.name} "
                        f"({', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''}); re-embed it with "
-                       f"'python -m converters.embed {model_path}' or remove the sidecar")
+                       f"'python -m edge_seg.converters.embed {model_path}' or remove the sidecar")
             if not trust_sidecar:
                 raise UserError(message + " (--trust-sidecar uses the sidecar)")
             _warn(warn, f"warning: {message}; using the sidecar (--trust-sidecar)")
@@ -137,8 +136,8 @@ def read_embedded(model_path: str | os.PathLike) -> dict | None:
     except OSError as e:
         raise UserError(f"model {model_path}: cannot read it ({e.strerror})") from None
     try:
-        raw = embedded_meta.read_embedded(data)
-    except embedded_meta.EmbedError:
+        raw = embedded.read_embedded(data)
+    except embedded.EmbedError:
         return None  # not a model this reader understands: the interpreter says why
     if raw is None:
         return None

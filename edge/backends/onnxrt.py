@@ -1,6 +1,6 @@
 """ONNX Runtime backend for ``.onnx`` models (the Jetson path; ``edge-seg convert --onnx``).
 
-    from edge.backends_onnx import load_onnx
+    from edge_seg.backends.onnxrt import load_onnx
     model = load_onnx("model.onnx", threads=4)          # delegate="auto"
     logits = model.run(x)                               # x (1, H, W, 3) float32 -> (1, h, w, C)
 
@@ -18,10 +18,10 @@ Execution providers (``delegate``):
 The CPU provider is always appended as the fallback for nodes a GPU provider does not take.
 A requested provider that is missing, or that the session silently dropped (onnxruntime-gpu
 without the CUDA/TensorRT libraries), never stops the run: one line through ``log`` says
-the model runs on the CPU instead, as with the TFLite delegates (edge.backends).
+the model runs on the CPU instead, as with the TFLite delegates (edge_seg.backends.litert).
 
 The loaded model offers both ``run(x)`` and the slice of the TFLite interpreter interface
-edge.segmenter uses (``get_input_details``, ``get_output_details``, ``set_tensor``,
+edge_seg.segmenter uses (``get_input_details``, ``get_output_details``, ``set_tensor``,
 ``invoke``, ``get_tensor``), in NHWC terms whatever the graph's layout: an NCHW graph
 (``export_onnx(nchw=True)``) is transposed in and out here. onnxruntime is imported only
 when a model is loaded; without it: UserError naming the package to install.
@@ -35,8 +35,8 @@ from typing import Callable
 
 import numpy as np
 
-from .backends import BackendInfo
-from .errors import UserError
+from edge_seg.backends.litert import BackendInfo
+from edge_seg.errors import UserError
 
 PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -50,7 +50,7 @@ _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
 
 
 class OnnxBackendInfo(BackendInfo):
-    """What actually runs: edge.backends.BackendInfo, with execution providers."""
+    """What actually runs: edge_seg.backends.litert.BackendInfo, with execution providers."""
     accelerator = "provider"
 
 
@@ -196,7 +196,7 @@ class OnnxModel:
 
     __call__ = run
 
-    # -- the slice of the TFLite interpreter interface edge.segmenter uses -----------
+    # -- the slice of the TFLite interpreter interface edge_seg.segmenter uses -----------
     def get_input_details(self) -> list[dict]:
         w, h = self.input_size
         return [{"name": self.input_name, "index": 0, "shape": np.array([1, h, w, 3], np.int32),
@@ -234,7 +234,7 @@ def load_onnx(model_path, threads: int | None = None, delegate: str = "auto",
               fp16: bool = False) -> OnnxModel:
     """Load ``model_path`` into ONNX Runtime; ``.info`` says which provider really runs.
 
-    ``meta``: the model's sidecar metadata (edge.model_meta.read_meta), for the input size
+    ``meta``: the model's sidecar metadata (edge_seg.backends.metadata.read_meta), for the input size
     and layout when the graph leaves them open. ``fp16``: let TensorRT run in half precision.
     Bad file -> UserError; missing provider -> CPU with one line through ``log``.
     """

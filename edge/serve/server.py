@@ -4,7 +4,7 @@ browser, curl or Prometheus, on a device without a screen.
     /             the page: live overlay, legend, figures (plain HTML/JS from the package)
     /stream.mjpg  the rendered frames as MJPEG (multipart/x-mixed-replace)
     /snapshot.jpg the newest rendered frame
-    /stats.json   the figures of edge.telemetry.live_stats
+    /stats.json   the figures of edge_seg.run.stats.live_stats
     /metrics      the same figures in the Prometheus text format (prometheus_client)
 
 The loop never waits for a viewer: the render thread only drops a reference to each new
@@ -33,8 +33,8 @@ from typing import Callable
 
 import cv2
 
-from .errors import UserError
-from .serve_http import _Handler, _HTTPServer
+from edge_seg.errors import UserError
+from edge_seg.serve.http import _Handler, _HTTPServer
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_MAX_CLIENTS = 4
@@ -251,7 +251,7 @@ class Server:
         self._warned = False
         self._lock = threading.Lock()
         self._connections: set = set()
-        self.page = resources.files("edge").joinpath("web/index.html").read_bytes()
+        self.page = resources.files("edge_seg.serve").joinpath("web/index.html").read_bytes()
         from prometheus_client import CollectorRegistry
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StatsCollector(stats, times))

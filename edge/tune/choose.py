@@ -31,7 +31,7 @@ BASIS_NAME = {"recorded": "recorded", "agreement": "agreement with the float ref
 
 def agreement_drop(agreement) -> float:
     """100 * (1 - agreement) in points; infinite when there is no agreement to speak of."""
-    from .metrics import drop_points
+    from edge_seg.iou import drop_points
     drop = drop_points(1.0, agreement if agreement is not None else math.nan)
     return math.inf if math.isnan(drop) else drop
 

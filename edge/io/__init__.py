@@ -1,0 +1,3 @@
+"""Frames in and results out: sources (cameras, files, streams, the demo clip; ``sources``,
+``readers``), sinks (video files, PNG folders; ``sinks``) and atomic publishing of every file
+the project writes (``publish``)."""
