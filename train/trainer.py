@@ -25,23 +25,18 @@ size, weight and share.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
-import random
-import shutil
 import sys
-import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import numpy as np
-
 from edge_seg.errors import UserError
+from edge_seg.io.publish import atomic_write_json
 from edge_seg.labels import CATEGORY_NAMES
-from edge_seg.io.publish import atomic_write_bytes, atomic_write_json
+
+from .epochs import EpochLoop, Progress, find_last, log, set_rng_state
 
 CONFIG_VERSION = 1
 # options a --resume may change (given explicitly on its command line); the rest of the
@@ -101,10 +96,6 @@ class TrainConfig:
         return [str(p) for p in self.data] if isinstance(self.data, (list, tuple)) else [str(self.data)]
 
 
-class TrainingDiverged(UserError):
-    pass
-
-
 # ------------------------------------------------------------------ helpers
 
 def make_strategy(kind: str):
@@ -157,56 +148,6 @@ def atomic_save_keras(model, path: Path):
         if tmp.exists():
             tmp.unlink()
 
-
-def _rng_state() -> dict:
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    return {"numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-            "python": [py_state[0], list(py_state[1]), py_state[2]]}
-
-
-def _set_rng_state(state: dict):
-    s = state["numpy"]
-    np.random.set_state((s[0], np.array(s[1], np.uint32), *s[2:]))
-    p = state["python"]
-    random.setstate((p[0], tuple(p[1]), p[2]))
-
-
-def find_last(run_dir: Path) -> Path | None:
-    """The newest complete last/ checkpoint (last.old/ if a swap was interrupted)."""
-    for name in ("last", "last.old"):
-        d = run_dir / name
-        if (d / "state.json").is_file():
-            return d
-    return None
-
-
-HISTORY_FIELDS = ["epoch", "steps", "loss", "lr", "val_miou7", "val_miou8", "val_pixel_accuracy",
-                  *[f"val_iou_{c}" for c in CATEGORY_NAMES[1:]], "epoch_seconds", "wall_seconds"]
-
-
-def _other_val_columns(name: str, result: dict) -> dict:
-    """history.csv columns of another dataset's val split: mIoU(7), per-category IoU and,
-    with coarse labels, the mean IoU over the categories with exact labels and the share
-    of set pixels predicted inside their set."""
-    cols = {f"val_miou7_{name}": result["miou7"],
-            **{f"val_iou_{c}_{name}": result["iou"][c] for c in CATEGORY_NAMES[1:]}}
-    if "set_labels" in result:
-        cols[f"val_miou_exact_{name}"] = result["set_labels"]["miou_exact_categories"]
-        cols[f"val_set_inside_{name}"] = result["set_labels"]["inside"]
-    return cols
-
-
-def write_history(path: Path, rows: list[dict]):
-    buf = io.StringIO()
-    extra = [k for k in (rows[0] if rows else {}) if k not in HISTORY_FIELDS]  # mixed datasets' val
-    writer = csv.DictWriter(buf, HISTORY_FIELDS[:-2] + extra + HISTORY_FIELDS[-2:], extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    atomic_write_bytes(path, buf.getvalue().encode())
-
-
 def _require_mlflow():
     try:
         import mlflow
@@ -255,10 +196,6 @@ def _tb_scalars(writer, row: dict, step: int):
             if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v):
                 tf.summary.write(k, tf.constant(float(v), tf.float32), metadata=meta)
     writer.flush()
-
-
-def _log(msg: str):
-    print(msg, file=sys.stderr, flush=True)
 
 
 def warm_start(model, source) -> str:
@@ -325,38 +262,61 @@ def data_mix(cfg: TrainConfig) -> list[dict]:
     return mix
 
 
-# ------------------------------------------------------------------ the loop
+# ------------------------------------------------------------------ the steps of a run
 
-def train_model(cfg: TrainConfig, resume: bool = False, overrides: dict | None = None,
-                progress: bool = True) -> dict:
-    """Train per ``cfg``; returns the final summary (also written to eval.json)."""
+@dataclass
+class RunStart:
+    """What a run starts from: its configuration and, when it resumes, the saved
+    config.json, the newest complete checkpoint and the progress recorded there."""
+    run_dir: Path                  # as given: a resumed run may have moved since it began
+    cfg: TrainConfig
+    saved: dict | None = None      # the run's config.json (resumes only)
+    last: Path | None = None       # the checkpoint folder it continues from (resumes only)
+    progress: Progress = field(default_factory=Progress)
+    rng: dict | None = None
+
+    @property
+    def resumed(self) -> bool:
+        return self.last is not None
+
+
+def resolve_run(cfg: TrainConfig, resume: bool = False, overrides: dict | None = None) -> RunStart:
+    """The run to train: a new one (its folder must not hold a run yet), or with ``resume``
+    the one in ``cfg.run_dir``, configured by its config.json except ``overrides``
+    (``RESUME_OVERRIDABLE`` options given explicitly), continuing after its last epoch."""
     run_dir = Path(cfg.run_dir)
     last = find_last(run_dir) if run_dir.exists() else None
-    if resume:
-        if last is None:
-            raise UserError(f"{run_dir}: nothing to resume (no last/ checkpoint); "
-                            "start without --resume")
+    if not resume:
+        if last is not None:
+            raise UserError(f"{run_dir} already holds a run (last epoch in {last.name}/); "
+                            "continue it with --resume or choose another --run-dir")
+        return RunStart(run_dir, cfg)
+    if last is None:
+        raise UserError(f"{run_dir}: nothing to resume (no last/ checkpoint); start without --resume")
+    try:
         saved = json.loads((run_dir / "config.json").read_text())
-        cfg = TrainConfig.from_dict({**saved, **(overrides or {})})
-        resolved = saved.get("data_resolved")
-        if resolved and not all(Path(p).exists() for p in cfg.data_roots):
-            cfg.data = resolved  # resumed from another working directory
-    elif last is not None:
-        raise UserError(f"{run_dir} already holds a run (last epoch in {last.name}/); "
-                        "continue it with --resume or choose another --run-dir")
+    except (OSError, ValueError) as e:
+        raise UserError(f"{run_dir}/config.json: cannot be read to resume the run "
+                        f"({type(e).__name__}: {e})") from None
+    cfg = TrainConfig.from_dict({**saved, **(overrides or {})})
+    resolved = saved.get("data_resolved")
+    if resolved and not all(Path(p).exists() for p in cfg.data_roots):
+        cfg.data = resolved  # resumed from another working directory
+    progress, rng = Progress.read(last)
+    log(f"resuming {run_dir} after epoch {progress.epoch} (best val mIoU(7) {progress.best_miou7:.4f})")
+    if progress.epoch >= cfg.epochs:
+        log("the run already finished all its epochs")
+    return RunStart(run_dir, cfg, saved, last, progress, rng)
+
+
+def check_options(cfg: TrainConfig) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Fail on options that cannot work before any data is read; the model's input size
+    and the training crop (the input size without --crop). Fills in the default alpha."""
+    from .losses import LOSSES
+    from .models import check_arch_alpha, check_input_size
 
     if cfg.mlflow:
         _require_mlflow()
-    import tensorflow as tf
-    import tf_keras as keras
-    from tqdm import tqdm
-
-    from .datasets import load_split
-    from .evaluate import CachedValSet, keras_predictor
-    from .losses import LOSSES, make_loss, median_frequency_weights
-    from .models import build_model, check_arch_alpha, check_input_size, count_macs
-    from .pipeline import Augment, make_dataset
-
     cfg.alpha = check_arch_alpha(cfg.arch, cfg.alpha)
     size = check_input_size(cfg.input_size)
     crop = check_input_size(cfg.crop) if cfg.crop else size
@@ -369,201 +329,234 @@ def train_model(cfg: TrainConfig, resume: bool = False, overrides: dict | None =
                         "choose none, median-freq or sqrt-median-freq")
     if cfg.epochs < 1 or cfg.batch < 1 or not cfg.lr > 0:
         raise UserError("--epochs and --batch must be >= 1 and --lr > 0")
+    return size, crop
+
+
+@dataclass
+class RunData:
+    """The run's frames: the mix record per dataset, training and validation frames per
+    dataset (the first dataset's val split selects checkpoints)."""
+    mix: list[dict]
+    train_groups: list[list]
+    val_groups: list[list]
+
+    @property
+    def train_samples(self) -> list:
+        return [s for g in self.train_groups for s in g]
+
+    @property
+    def val_samples(self) -> list:
+        return self.val_groups[0]
+
+    @property
+    def other_val(self) -> dict:
+        return {m["name"]: g for m, g in zip(self.mix[1:], self.val_groups[1:])}
+
+
+def load_data(cfg: TrainConfig) -> RunData:
+    from .datasets import load_split
 
     mix = data_mix(cfg)
     train_groups = [m.pop("samples") for m in mix]
-    train_samples = [s for g in train_groups for s in g]
     val_groups = [load_split(root, cfg.format, cfg.val_split) for root in cfg.data_roots]
     if cfg.max_val_samples:
         val_groups = [g[:cfg.max_val_samples] for g in val_groups]
-    val_samples = val_groups[0]
-    run_dir.mkdir(parents=True, exist_ok=True)
+    return RunData(mix, train_groups, val_groups)
 
-    strategy = make_strategy(cfg.distribute)
-    replicas = strategy.num_replicas_in_sync
+
+@dataclass
+class StepPlan:
+    replicas: int
+    steps: int          # per epoch
+    total_steps: int
+    warmup: int         # steps of learning-rate warm-up
+
+
+def plan_steps(cfg: TrainConfig, replicas: int, train_frames: int) -> StepPlan:
     if cfg.batch % replicas:
         raise UserError(f"--batch {cfg.batch} must be a multiple of the {replicas} replicas")
-    steps = cfg.steps_per_epoch or max(1, len(train_samples) // cfg.batch)
-    total_steps = steps * cfg.epochs
-    warmup = int(round(cfg.warmup_epochs * steps))
+    steps = cfg.steps_per_epoch or max(1, train_frames // cfg.batch)
+    return StepPlan(replicas, steps, steps * cfg.epochs, int(round(cfg.warmup_epochs * steps)))
 
-    # class weights: computed once, stored in config.json (so a resume never recomputes)
-    weights = None
-    if cfg.class_weights != "none":
-        same = resume and all(saved.get(k) == getattr(cfg, k) for k in ("class_weights", "max_class_weight"))
-        saved_w = saved.get("class_weight_values") if same else None
-        if saved_w is None:
-            from .datasets import read_mask
-            _log(f"computing {cfg.class_weights} class weights over {len(train_samples)} training masks")
-            saved_w = median_frequency_weights((read_mask(s) for s in train_samples), cfg.max_class_weight,
-                                               power=0.5 if cfg.class_weights.startswith("sqrt") else 1.0
-                                               ).tolist()
-        weights = saved_w
 
-    start_epoch, best, bad_epochs, history, wall_before = 0, -1.0, 0, [], 0.0
-    state = None
-    if resume:
-        state = json.loads((last / "state.json").read_text())
-        start_epoch, best = state["epoch"], state["best_miou7"]
-        bad_epochs, history = state["bad_epochs"], state["history"]
-        wall_before = state.get("wall_seconds", 0.0)
-        _log(f"resuming {run_dir} after epoch {start_epoch} (best val mIoU(7) {best:.4f})")
-        if start_epoch >= cfg.epochs:
-            _log("the run already finished all its epochs")
-    keras.utils.set_random_seed(cfg.seed + 7919 * start_epoch)
+def class_weights(start: RunStart, train_samples: list) -> list | None:
+    """The loss's class weights: computed once and stored in config.json, so that a resume
+    with the same class-weight options never recomputes them."""
+    cfg, saved = start.cfg, start.saved or {}
+    if cfg.class_weights == "none":
+        return None
+    same = start.resumed and all(saved.get(k) == getattr(cfg, k) for k in ("class_weights", "max_class_weight"))
+    if same and saved.get("class_weight_values") is not None:
+        return saved["class_weight_values"]
+    from .datasets import read_mask
+    from .losses import median_frequency_weights
 
+    log(f"computing {cfg.class_weights} class weights over {len(train_samples)} training masks")
+    return median_frequency_weights((read_mask(s) for s in train_samples), cfg.max_class_weight,
+                                    power=0.5 if cfg.class_weights.startswith("sqrt") else 1.0).tolist()
+
+
+@dataclass
+class Net:
+    model: object       # at the input size: validated and saved
+    fit_model: object   # the one trained: the model itself, or its twin at the crop size
+    optimizer: object
+    schedule: object
+    ckpt: object        # model + optimizer, written into last/
+
+
+def build_net(start: RunStart, size, crop, strategy, plan: StepPlan) -> Net:
+    """Model and optimizer, seeded per (seed, start epoch); warm-started by --init-from, or
+    restored from the checkpoint a resume continues from."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from .models import build_model
+
+    cfg = start.cfg
+    keras.utils.set_random_seed(cfg.seed + 7919 * start.progress.epoch)
     with strategy.scope():
         model = build_model(cfg.arch, size, cfg.alpha, cfg.backbone_weights, bn_momentum=cfg.bn_momentum)
         # crops train a twin built at the crop size (same weights, no size-dependent ones);
         # the model at --input-size gets its weights before every validation and save
         fit_model = model if crop == size else build_model(cfg.arch, crop, cfg.alpha, cfg.backbone_weights,
                                                             bn_momentum=cfg.bn_momentum)
-        schedule = warmup_cosine(cfg.lr, total_steps, warmup, cfg.min_lr_ratio)
+        schedule = warmup_cosine(cfg.lr, plan.total_steps, plan.warmup, cfg.min_lr_ratio)
         optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay)
         optimizer.exclude_from_weight_decay(var_names=["bn", "BN", "bias", "beta", "gamma"])
         optimizer.build(fit_model.trainable_variables)
     ckpt = tf.train.Checkpoint(model=fit_model, optimizer=optimizer)
-    if cfg.init_from and not resume:
-        _log(warm_start(fit_model, cfg.init_from))
-    if resume:
-        ckpt.read(str(last / "ckpt")).assert_existing_objects_matched().expect_partial()
-        _set_rng_state(state["rng"])
+    if start.resumed:
+        ckpt.read(str(start.last / "ckpt")).assert_existing_objects_matched().expect_partial()
+        set_rng_state(start.rng)
+    elif cfg.init_from:
+        log(warm_start(fit_model, cfg.init_from))
+    return Net(model, fit_model, optimizer, schedule, ckpt)
 
-    macs, params = count_macs(model), model.count_params()
-    config_dict = asdict(cfg)
+
+def write_run_config(start: RunStart, data: RunData, plan: StepPlan, net: Net, weights,
+                     overrides: dict | None) -> dict:
+    """config.json: every option plus what the run derived from them (the data mix, class
+    weights, steps, model size, versions) and the command; a resume keeps the first
+    command and appends its own to ``resumed``."""
+    import tensorflow as tf
+
+    from .models import count_macs
+
+    cfg = start.cfg
+    config = asdict(cfg)
     resolved = [str(Path(p).resolve()) for p in cfg.data_roots]
-    config_dict.update(data_resolved=resolved if isinstance(cfg.data, (list, tuple)) else resolved[0],
-                       data_mix=mix, class_weight_values=weights, steps_per_epoch_effective=steps,
-                       total_steps=total_steps, warmup_steps=warmup, replicas=replicas,
-                       train_samples=len(train_samples), val_samples=len(val_samples),
-                       params=params, macs=macs, tensorflow=tf.__version__,
-                       command=" ".join(sys.argv))
-    if resume:  # keep the original command; record each resume
-        config_dict["command"] = saved.get("command")
-        config_dict["resumed"] = saved.get("resumed", []) + [
-            {"after_epoch": start_epoch, "command": " ".join(sys.argv), "overrides": overrides or {}}]
-    atomic_write_json(run_dir / "config.json", config_dict)
-    if len(mix) > 1:
-        _log("mixing " + ", ".join(f"{m['name']} ({m['train_frames']} {m['train_split']} frames, "
-                                   f"{m['frame_size'][0]}x{m['frame_size'][1]}, {100 * m['share']:.0f}%)"
-                                   for m in mix))
-    _log(f"{cfg.arch} alpha {cfg.alpha:g} at {size[0]}x{size[1]}: {params / 1e6:.2f} M params, "
-         f"{macs / 1e9:.3f} GMAC; {len(train_samples)} train / {len(val_samples)} val frames, "
-         f"{steps} steps/epoch x {cfg.epochs} epochs, {replicas} replica(s)")
-    if weights is not None:
-        _log("class weights: " + ", ".join(f"{n} {w:.2f}" for n, w in zip(CATEGORY_NAMES, weights)))
+    config.update(data_resolved=resolved if isinstance(cfg.data, (list, tuple)) else resolved[0],
+                  data_mix=data.mix, class_weight_values=weights, steps_per_epoch_effective=plan.steps,
+                  total_steps=plan.total_steps, warmup_steps=plan.warmup, replicas=plan.replicas,
+                  train_samples=len(data.train_samples), val_samples=len(data.val_samples),
+                  params=net.model.count_params(), macs=count_macs(net.model), tensorflow=tf.__version__,
+                  command=" ".join(sys.argv))
+    if start.resumed:
+        config["command"] = start.saved.get("command")
+        config["resumed"] = start.saved.get("resumed", []) + [
+            {"after_epoch": start.progress.epoch, "command": " ".join(sys.argv), "overrides": overrides or {}}]
+    atomic_write_json(start.run_dir / "config.json", config)
+    return config
 
-    # data: a fresh deterministic stream per (seed, start epoch)
-    ds = make_dataset(train_groups, size=size, batch=cfg.batch, training=True,
-                      seed=cfg.seed + 7919 * start_epoch, augment=Augment() if cfg.augment else None,
-                      crop=None if crop == size else crop, mix_weights=[m["weight"] for m in mix])
-    dist_ds = strategy.experimental_distribute_dataset(ds)
-    data_iter = iter(dist_ds)
-    val_set = CachedValSet(val_samples, size)
-    other_val = {m["name"]: CachedValSet(g, size) for m, g in zip(mix[1:], val_groups[1:])}
-    predict = keras_predictor(model, batch=cfg.batch)
-    loss_fn = make_loss(cfg.loss, weights, cfg.dice_weight)
+
+def describe_run(cfg: TrainConfig, data: RunData, plan: StepPlan, config: dict, size):
+    mix = data.mix
+    if len(mix) > 1:
+        log("mixing " + ", ".join(f"{m['name']} ({m['train_frames']} {m['train_split']} frames, "
+                                  f"{m['frame_size'][0]}x{m['frame_size'][1]}, {100 * m['share']:.0f}%)"
+                                  for m in mix))
+    log(f"{cfg.arch} alpha {cfg.alpha:g} at {size[0]}x{size[1]}: {config['params'] / 1e6:.2f} M params, "
+        f"{config['macs'] / 1e9:.3f} GMAC; {len(data.train_samples)} train / {len(data.val_samples)} val "
+        f"frames, {plan.steps} steps/epoch x {cfg.epochs} epochs, {plan.replicas} replica(s)")
+    if config["class_weight_values"] is not None:
+        log("class weights: " + ", ".join(f"{n} {w:.2f}"
+                                          for n, w in zip(CATEGORY_NAMES, config["class_weight_values"])))
+
+
+class KerasTrainee:
+    """The epoch loop's ``Trainee`` for a tf_keras model under a tf.distribute strategy."""
+
+    def __init__(self, cfg: TrainConfig, net: Net, strategy, data: RunData, size, crop, weights,
+                 start_epoch: int):
+        from .evaluate import CachedValSet, keras_predictor
+        from .losses import make_loss
+        from .pipeline import Augment, make_dataset
+
+        self.net, self.ckpt, self.batch = net, net.ckpt, cfg.batch
+        # a fresh deterministic stream per (seed, start epoch)
+        ds = make_dataset(data.train_groups, size=size, batch=cfg.batch, training=True,
+                          seed=cfg.seed + 7919 * start_epoch, augment=Augment() if cfg.augment else None,
+                          crop=None if crop == size else crop, mix_weights=[m["weight"] for m in data.mix])
+        self._batches = iter(strategy.experimental_distribute_dataset(ds))
+        self._val = CachedValSet(data.val_samples, size)
+        self._other_val = {name: CachedValSet(g, size) for name, g in data.other_val.items()}
+        self._predict = keras_predictor(net.model, batch=cfg.batch)
+        self._train_step = _train_step(strategy, net, make_loss(cfg.loss, weights, cfg.dice_weight))
+
+    def step(self) -> float:
+        return float(self._train_step(next(self._batches)))
+
+    def lr(self) -> float:
+        return float(self.net.schedule(self.net.optimizer.iterations))
+
+    def validate(self) -> tuple[dict, dict]:
+        if self.net.fit_model is not self.net.model:
+            self.net.model.set_weights(self.net.fit_model.get_weights())
+        m = self._val.score(self._predict, self.batch).result()
+        return m, {name: v.score(self._predict, self.batch).result() for name, v in self._other_val.items()}
+
+    def save_best(self, path: Path):
+        atomic_save_keras(self.net.model, path)
+
+
+def _train_step(strategy, net: Net, loss_fn):
+    """One optimizer step over a distributed batch; the loss averaged over the replicas."""
+    import tensorflow as tf
+
+    model, optimizer, replicas = net.fit_model, net.optimizer, strategy.num_replicas_in_sync
 
     @tf.function
     def train_step(batch):
         def step_fn(x, y):
             with tf.GradientTape() as tape:
-                logits = fit_model(x, training=True)
-                loss = loss_fn(y, logits)
+                loss = loss_fn(y, model(x, training=True))
                 scaled = loss / replicas
-            grads = tape.gradient(scaled, fit_model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, fit_model.trainable_variables))
+            grads = tape.gradient(scaled, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
             return loss
         per_replica = strategy.run(step_fn, args=batch)
         return strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
 
+    return train_step
+
+
+def train_model(cfg: TrainConfig, resume: bool = False, overrides: dict | None = None,
+                progress: bool = True) -> dict:
+    """Train per ``cfg``; returns the final summary (also written to eval.json)."""
+    import tensorflow as tf
+
+    start = resolve_run(cfg, resume, overrides)
+    cfg, run_dir = start.cfg, start.run_dir
+    size, crop = check_options(cfg)
+    data = load_data(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    strategy = make_strategy(cfg.distribute)
+    plan = plan_steps(cfg, strategy.num_replicas_in_sync, len(data.train_samples))
+    weights = class_weights(start, data.train_samples)
+    net = build_net(start, size, crop, strategy, plan)
+    describe_run(cfg, data, plan, write_run_config(start, data, plan, net, weights, overrides), size)
+    trainee = KerasTrainee(cfg, net, strategy, data, size, crop, weights, start.progress.epoch)
+
     writer = tf.summary.create_file_writer(str(run_dir / "tb"))
     tracker = _MLflow(cfg, run_dir)
-    t_start = time.time()
-    stopped = None
-    last_val = history[-1]["val_miou7"] if history else float("nan")
-
-    for epoch in range(start_epoch, cfg.epochs):
-        t_epoch = time.time()
-        losses = []
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
-                   dynamic_ncols=True, file=sys.stderr, mininterval=2.0)
-        for step in range(steps):
-            loss = float(train_step(next(data_iter)))
-            if not math.isfinite(loss):
-                bar.close()
-                if history:
-                    kept = (f"The last good checkpoint {run_dir}/last/ (epoch {history[-1]['epoch']}) "
-                            f"and best.keras are kept")
-                else:
-                    kept = "No epoch had finished, so no checkpoint was written"
-                raise TrainingDiverged(
-                    f"loss became {loss} at epoch {epoch + 1} step {step + 1}; training stopped. "
-                    f"{kept}; lower --lr (now {cfg.lr:g}) and start a new run")
-            losses.append(loss)
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", val_miou7=f"{last_val:.4f}")
-            bar.update(1)
-            if cfg.time_budget and wall_before + time.time() - t_start > cfg.time_budget:
-                stopped = f"time budget of {cfg.time_budget:g} s reached"
-                break
-        bar.close()
-        lr_now = float(schedule(optimizer.iterations))
-        if fit_model is not model:
-            model.set_weights(fit_model.get_weights())
-
-        m = val_set.score(predict, cfg.batch).result()
-        others = {name: v.score(predict, cfg.batch).result() for name, v in other_val.items()}
-        last_val = m["miou7"]
-        epoch_seconds = time.time() - t_epoch
-        row = {"epoch": epoch + 1, "steps": len(losses), "loss": float(np.mean(losses)), "lr": lr_now,
-               "val_miou7": m["miou7"], "val_miou8": m["miou8"],
-               "val_pixel_accuracy": m["pixel_accuracy"],
-               **{f"val_iou_{c}": m["iou"][c] for c in CATEGORY_NAMES[1:]},
-               **{k: v for name, r in others.items() for k, v in _other_val_columns(name, r).items()},
-               "epoch_seconds": epoch_seconds, "wall_seconds": wall_before + time.time() - t_start}
-        history.append(row)
-        improved = m["miou7"] > best
-        if improved:
-            best, bad_epochs = m["miou7"], 0
-            atomic_save_keras(model, run_dir / "best.keras")
-        else:
-            bad_epochs += 1
-        _log(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}  val mIoU(7) {m['miou7']:.4f}"
-             f"{' (best)' if improved else ''}  " +
-             " ".join(f"{c[:5]} {m['iou'][c]:.3f}" for c in CATEGORY_NAMES[1:]) +
-             "".join(f"  [{name} mIoU(7) {r['miou7']:.4f}]" for name, r in others.items()) +
-             f"  lr {lr_now:.2e}  {epoch_seconds:.0f} s")
-        _tb_scalars(writer, row, epoch + 1)
-        tracker.log_epoch(row, epoch + 1)
-
-        _save_last(run_dir, ckpt, {"epoch": epoch + 1, "best_miou7": best, "bad_epochs": bad_epochs,
-                                   "history": history, "rng": _rng_state(),
-                                   "wall_seconds": row["wall_seconds"]})
-        write_history(run_dir / "history.csv", history)
-
-        if cfg.patience and bad_epochs >= cfg.patience:
-            stopped = f"early stopping: no val mIoU(7) gain in {cfg.patience} epochs"
-        if stopped:
-            _log(stopped)
-            break
-
-    summary = finish_run(run_dir, cfg, size, val_samples, history, stopped,
-                         others={m["name"]: g for m, g in zip(mix[1:], val_groups[1:])})
+    loggers = (lambda row, epoch: _tb_scalars(writer, row, epoch), tracker.log_epoch)
+    stopped = EpochLoop(trainee, cfg, run_dir, plan.steps, start.progress, loggers=loggers,
+                        show_bar=progress).run()
+    summary = finish_run(run_dir, cfg, size, data.val_samples, start.progress.history, stopped,
+                         others=data.other_val)
     tracker.finish(run_dir)
     return summary
-
-
-def _save_last(run_dir: Path, ckpt, state: dict):
-    tmp, last, old = run_dir / "last.tmp", run_dir / "last", run_dir / "last.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    ckpt.write(str(tmp / "ckpt"))
-    atomic_write_json(tmp / "state.json", state)
-    shutil.rmtree(old, ignore_errors=True)
-    if last.exists():
-        os.replace(last, old)
-    os.replace(tmp, last)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def finish_run(run_dir: Path, cfg: TrainConfig, size, val_samples, history, stopped,
@@ -594,6 +587,6 @@ def finish_run(run_dir: Path, cfg: TrainConfig, size, val_samples, history, stop
     if other_val:
         summary["other_val"] = other_val
     atomic_write_json(run_dir / "eval.json", summary)
-    _log(f"best epoch {summary['best_epoch']}: val mIoU(7) {result['miou7']:.4f}  " +
+    log(f"best epoch {summary['best_epoch']}: val mIoU(7) {result['miou7']:.4f}  " +
          " ".join(f"{c} {result['iou'][c]:.3f}" for c in CATEGORY_NAMES[1:]))
     return summary
