@@ -78,14 +78,32 @@ class _World(_Camera, _Street, _StreetPainter, _ObjectPainter, _CarPainter):
             raise ValueError(f"size must be (width, height) of at least 16x16, got {size!r}")
         self.seed, self.w, self.h, self.flat = int(seed), w, h, flat
         r = _Rand(self.seed)
-        # camera
+        # the draws happen in this order: a seed's street depends on it
+        self._init_camera(r)
+        self._init_road(r)
+        self._init_sides(r)
+        self._init_appearance(r)
+        self._init_hood(r)
+        self._init_traffic(r)
+        self._init_lit_colours(r)
+        self._init_near_people(r)
+        self.skyline = self._make_skyline(r)
+        self._sky_img = None if flat else self._make_sky(r)
+        self._chunks: dict[int, dict] = {}
+        self._cars: dict[tuple, dict] = {}
+
+    def _init_camera(self, r: _Rand):
+        """Focal length, principal point, horizon and height of the camera; road curvature and ego speed."""
+        w, h = self.w, self.h
         self.f = w * r.uniform(0.78, 1.02)
         self.cx = w * r.uniform(0.45, 0.55)
         self.horizon = h * r.uniform(0.40, 0.49)
         self.cam_h = r.uniform(1.25, 1.6)
         self.curv = 0.0 if r.random() < 0.4 else r.uniform(-1.0e-3, 1.0e-3) * _pick(r, (1, 2))
         self.v_ego = r.uniform(6.0, 12.0)
-        # road
+
+    def _init_road(self, r: _Rand):
+        """Lanes, parking strips, road edges and lane markings."""
         self.lane_w = lw = r.uniform(3.0, 3.6)
         n_same = _pick(r, (1, 1, 2))
         n_opp = _pick(r, (0, 1, 1, 1, 2)) if n_same == 2 else _pick(r, (1, 1, 2))
@@ -111,7 +129,9 @@ class _World(_Camera, _Street, _StreetPainter, _ObjectPainter, _CarPainter):
         self.edge_lines = r.random() < 0.7
         self.dash_len, self.dash_period = r.uniform(2.5, 4.5), r.uniform(8.0, 13.0)
         self.dash_phase = r.uniform(0, self.dash_period)
-        # the two sides of the street
+
+    def _init_sides(self, r: _Rand):
+        """Verge, sidewalk, building style and street lamps of each side."""
         self.side = {}
         for side in (+1, -1):
             verge = r.uniform(1.0, 2.5) if r.random() < 0.25 else 0.0
@@ -122,7 +142,9 @@ class _World(_Camera, _Street, _StreetPainter, _ObjectPainter, _CarPainter):
                 setback=r.uniform(0, 1.2), lamp_sp=r.uniform(22, 36), lamp_ph=r.uniform(0, 36),
                 lamp_h=r.uniform(7, 9.5), lamp_arm=r.uniform(1.0, 2.2),
                 lamp_col=_pick(r, ((110, 112, 115), (60, 75, 60), (70, 70, 72))))
-        # appearance
+
+    def _init_appearance(self, r: _Rand):
+        """Sky, light and the surface colours."""
         self.sky_kind = _pick(r, ("clear", "clear", "hazy", "overcast", "dusk"))
         top, hor = _SKIES[self.sky_kind]
         self.sky_top, self.sky_hor = _jit(r, top, 6, (0.95, 1.05)), _jit(r, hor, 5, (0.97, 1.03))
@@ -146,12 +168,17 @@ class _World(_Camera, _Street, _StreetPainter, _ObjectPainter, _CarPainter):
         self.crossings = r.uniform(0.08, 0.2)
         self.exposure = (r.uniform(0.8, 1.2), r.uniform(-25, 20))  # contrast, brightness
         self.post_offset = (r.integers(_POST_MARGIN), r.integers(_POST_MARGIN))
-        # ego vehicle hood
+
+    def _init_hood(self, r: _Rand):
+        """The ego vehicle's hood at the bottom of the frame, in most scenes."""
+        w, h = self.w, self.h
         self.hood = None
         if r.random() < 0.75:
             self.hood = dict(h=h * r.uniform(0.06, 0.12), bulge=r.uniform(0.25, 0.6), xc=w * r.uniform(0.45, 0.55),
                              col=_jit(r, _pick(r, ((35, 35, 38), (60, 60, 62), (90, 40, 20), (150, 150, 150))), 6))
-        # traffic: each lane is an endless row of slots moving at the lane's speed
+
+    def _init_traffic(self, r: _Rand):
+        """Traffic: each lane an endless row of slots moving at its speed; maybe a lead car."""
         self.traffic = []
         for li, (d, direction, is_ego) in enumerate(self.lanes):
             if is_ego:
@@ -166,7 +193,9 @@ class _World(_Camera, _Street, _StreetPainter, _ObjectPainter, _CarPainter):
         if r.random() < 0.7:
             self.lead = dict(d0=r.uniform(9, 30), amp=r.uniform(0, 5), period=r.uniform(8, 20),
                              ph=r.uniform(0, 2 * math.pi), car=self._car_params(r))
-        # lit colours used every frame
+
+    def _init_lit_colours(self, r: _Rand):
+        """The colours every frame uses, lit once."""
         self.c = {name: self._tint(col) for name, col in (
             ("far", self.far_ground), ("pavement", self.pavement), ("grass", self.grass), ("curb", self.curb),
             ("asphalt", self.asphalt), ("track", self.asphalt_track), ("joint", _mul(self.pavement, 0.82)),
@@ -180,7 +209,9 @@ class _World(_Camera, _Street, _StreetPainter, _ObjectPainter, _CarPainter):
             sd = self.side[side]
             sd["lamp_c"] = self._tint(sd["lamp_col"])
             sd["zone_grass"] = self._tint(_jit(r, self.grass, 5, (0.93, 1.07)))
-        # a few pedestrians close ahead, so that most scenes show people at a useful size
+
+    def _init_near_people(self, r: _Rand):
+        """A few pedestrians close ahead, so that most scenes show people at a useful size."""
         self.near_people = []
         for _ in range(1 + r.integers(3)):
             side = _pick(r, (+1, -1))
@@ -188,10 +219,6 @@ class _World(_Camera, _Street, _StreetPainter, _ObjectPainter, _CarPainter):
             d = self.road_edge[side] + side * (0.25 + sd["verge"] + r.uniform(0.4, max(sd["sw"] - 0.4, 0.5)))
             v = 0.0 if r.random() < 0.3 else _pick(r, (-1, 1)) * r.uniform(0.9, 1.6)
             self.near_people.append((r.uniform(7, 40), "person", self._person_params(r, d, v)))
-        self.skyline = self._make_skyline(r)
-        self._sky_img = None if flat else self._make_sky(r)
-        self._chunks: dict[int, dict] = {}
-        self._cars: dict[tuple, dict] = {}
 
     # ------------------------------------------------------------------ rendering
     def render(self, i: int) -> Scene:
