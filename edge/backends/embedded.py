@@ -164,11 +164,9 @@ class _Prefix:
         struct.pack_into("<I", self.b, at, target - at)
 
 
-def embed_tflite(data: bytes, meta_json: bytes) -> bytes:
-    """``data`` (a .tflite, with or without embedded metadata) with ``meta_json`` embedded."""
-    orig = original_bytes(data)
-    if orig[4:8] != b"TFL3":
-        raise EmbedError("not a TFLite model (no TFL3 identifier)")
+def _model_tables(orig: bytes) -> tuple[dict, list[int], list[int]]:
+    """The root Model table's fields by index, its buffers and its metadata entries other
+    than ours; refuses models whose parts a prefix could not point at."""
     try:
         model = _u32(orig, 0)
         vtable = model - struct.unpack_from("<i", orig, model)[0]
@@ -187,6 +185,15 @@ def embed_tflite(data: bytes, meta_json: bytes) -> bytes:
                                         for i in range(_MODEL_FIELDS, n_fields)):
         raise EmbedError("the model uses a newer TFLite schema than this tool knows; "
                          "use a sidecar .json instead")
+    return fields, buffers, metadata
+
+
+def embed_tflite(data: bytes, meta_json: bytes) -> bytes:
+    """``data`` (a .tflite, with or without embedded metadata) with ``meta_json`` embedded."""
+    orig = original_bytes(data)
+    if orig[4:8] != b"TFL3":
+        raise EmbedError("not a TFLite model (no TFL3 identifier)")
+    fields, buffers, metadata = _model_tables(orig)
 
     # Sizes are fixed before the prefix is laid out, so the prefix length (where the
     # original starts) is computed in a first pass and the offsets written in a second.
