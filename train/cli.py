@@ -45,8 +45,8 @@ def train_options(f):
         click.option("--format", "fmt", type=FORMAT_CHOICE, default="auto", show_default=True),
         click.option("--arch", type=click.Choice(ARCH_CHOICES), default="unet-mobilenetv2", show_default=True),
         click.option("--alpha", type=float, default=None,
-                     help="width multiplier (MobileNetV2: 0.35 0.5 0.75 1.0 1.3 1.4) [default: 1.0 "
-                          "for unet-mobilenetv2, 0.94 GMAC at 512x256]"),
+                     help="width multiplier (MobileNetV2: 0.35 0.5 0.75 1.0 1.3 1.4; each one's cost "
+                          "in docs/training.md) [default: 1.0 for unet-mobilenetv2]"),
         click.option("--input-size", default="512x256", show_default=True, callback=_size,
                      help="model input WIDTHxHEIGHT, multiples of 32"),
         click.option("--crop", default=None, metavar="WxH", callback=_size,

@@ -12,30 +12,24 @@ Architectures:
 * ``unet-mobilenetv2`` (default): MobileNetV2 encoder (width ``alpha``), skips at
   strides 2/4/8/16 and a light U-Net decoder of depthwise-separable
   DW3x3-BN-ReLU6 / PW1x1-BN-ReLU6 blocks, bilinear x2 upsampling and concatenation,
-  a 1x1 head at stride 2 and the logits upsampled x2 (bilinear). A full-resolution
-  refinement block (no stride-1 skip feeds it) cost 0.11 GMAC and a third of the
-  training step time on this CPU (4.15 vs 2.72 s per batch of 8): depthwise
-  back-propagation at 512x256 is slow in TensorFlow's CPU kernels.
+  a 1x1 head at stride 2 and the logits upsampled x2 (bilinear). There is no
+  full-resolution refinement block: no stride-1 skip would feed it, and depthwise
+  back-propagation at full resolution is slow in TensorFlow's CPU kernels
+  (docs/experiments.md has the step times).
 * ``lraspp-mobilenetv2``: the LR-ASPP head of MobileNetV3 (Howard et al. 2019) on the
   same backbone: stride-16 features gated by a global-pooled sigmoid branch, plus a
-  stride-8 skip, logits upsampled x8.
+  stride-8 skip, logits upsampled x8. tfmot's QAT rejects its Multiply gate, so it is
+  quantised post-training only.
 * ``deeplabv3plus-mobilenetv2``: DeepLabV3+-style head (Chen et al. 2018) on the same
   backbone: depthwise-separable ASPP (rates 3/6/9 at stride 16) + image pooling, stride-4
-  decoder, logits upsampled x4.
+  decoder, logits upsampled x4. Its dilated convolutions become SPACE_TO_BATCH_ND /
+  BATCH_TO_SPACE_ND in TFLite, which GPU delegates handle poorly.
 * ``unet-small``: a plain small U-Net (no backbone), 3x3 Conv-BN-ReLU6 blocks, max
   pooling, channel widths scaled by ``alpha``.
 
-Quantisation (measured with tfmot 0.8.1 / TF 2.21): ``unet-mobilenetv2``, ``unet-small``
-and ``deeplabv3plus-mobilenetv2`` pass ``tfmot.quantization.keras.quantize_model`` and
-convert to full-int8 TFLite; ``lraspp-mobilenetv2`` converts to int8 post-training but
-QAT rejects its Multiply gate. The DeepLabV3+ head's dilated convolutions become
-SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND in TFLite, which GPU delegates handle poorly; the
-U-Nets use only CONV_2D, DEPTHWISE_CONV_2D, ADD, CONCATENATION, RESIZE_BILINEAR (and
-MAX_POOL_2D).
-
-Cost at 512x256 (count_macs): unet-mobilenetv2 alpha 0.5/0.75/1.0 = 0.40/0.70/0.94 GMAC;
-lraspp-mobilenetv2 alpha 0.75/1.0 = 0.53/0.76; deeplabv3plus-mobilenetv2 alpha 0.75/1.0 =
-0.83/1.08; unet-small alpha 0.5/0.75/1.0 = 0.36/0.95/1.43.
+The U-Nets convert to TFLite as CONV_2D, DEPTHWISE_CONV_2D, ADD, CONCATENATION,
+RESIZE_BILINEAR (and MAX_POOL_2D) only. Each architecture's parameters and MACs per
+``alpha``, and which ones QAT accepts: docs/training.md.
 """
 from __future__ import annotations
 
@@ -52,7 +46,8 @@ DEFAULT_ALPHA = {"unet-mobilenetv2": 1.0, "lraspp-mobilenetv2": 1.0,
 
 # MobileNetV2 layers whose outputs are the skips, by stride: the last block output at
 # each stride (16/24/32/96 * alpha channels). The wider expand activations
-# (block_1_expand_relu...) cost ~2x the decoder MACs at stride 2 and 4 for no measured gain.
+# (block_1_expand_relu...) make the decoder at strides 2 and 4 much dearer and gained
+# nothing (docs/experiments.md).
 _MNV2_SKIPS = {2: "expanded_conv_project_BN", 4: "block_2_add", 8: "block_5_add",
                16: "block_12_add"}
 _MNV2_DEEP = "block_16_project_BN"  # stride 32, 320*alpha channels (skips the 1280-wide last conv)
