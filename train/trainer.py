@@ -14,6 +14,12 @@ categories), and a run folder that survives kill -9:
 
 A killed run resumes with ``--resume`` from its last finished epoch.
 
+``train_model`` is the sequence of the run's steps, each a function of its own so that
+each can be checked alone: ``resolve_run`` (a new run, or what a resume continues from),
+``check_options``, ``load_data``, ``plan_steps``, ``class_weights``, ``build_net`` (model
+and optimizer), ``write_run_config``, then the epoch loop of ``epochs.py``, which trains,
+validates and checkpoints through a ``Trainee`` (``KerasTrainee`` here).
+
 Several datasets (``data`` a list) train together: every training frame is drawn from
 dataset i with probability ``data_weights[i] / sum`` (default: in proportion to the
 datasets' training frames, as if concatenated), each resized to the model input by the
