@@ -407,7 +407,8 @@ REACHED_BY = {
     "edge/io/publish.py": ["run", "eval", "calibrate", "data preview"],  # the --overwrite advice
     "train/datasets.py": ["data check", "data preview", "train", "eval", "calibrate", "compare", "convert"],
     "train/data_cli.py": ["data check", "data preview"],
-    "train/eval_cli.py": ["eval"], "train/trainer.py": ["train"], "train/models.py": ["train"],
+    "train/eval_cli.py": ["eval"], "train/trainer.py": ["train"], "train/epochs.py": ["train"],
+    "train/models.py": ["train"],
     # the eval command's own messages live in eval_cli.py; cli.py's advice is train's --data parsing
     "train/cli.py": ["train"],
     # select.py's messages naming options are its manifest reader's, which convert uses
