@@ -231,7 +231,8 @@ class Run:
                             "without GUI such as opencv-python-headless); use --headless")
         self.source = sources.open_source(spec, realtime=o.realtime, every=o.every,
                                           reconnect_timeout=o.reconnect_timeout,
-                                          capture_size=o.capture_size, log=warn)
+                                          capture_size=o.capture_size, log=warn,
+                                          max_frames=o.max_frames)
         self.segmenter = Segmenter(model_path, threads=threads, delegate=delegate, log=warn,
                                    trust_sidecar=o.trust_sidecar)
         self.overlay = Overlay.from_meta(self.segmenter.meta, alpha=o.alpha, view=o.view,
