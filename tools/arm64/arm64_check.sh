@@ -262,7 +262,7 @@ rm -rf "$ROOT$WORK"; mkdir -p "$ROOT$WORK"
 echo "x86_64 host: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); SIMD: $(grep -m1 -o -w -E 'avx512f|avx512_vnni|avx512vnni|avx_vnni|avx2|fma' /proc/cpuinfo | sort -u | tr '\n' ' ')" \
     | tee -a "$OUT/summary.txt"
 if [ ${#MODELS[@]} -eq 0 ]; then
-    [ -f "$REPO/models/random-init-int8.tflite" ] && MODELS+=("$REPO/models/random-init-int8.tflite")
+    MODELS+=("$REPO/models/unet-mobilenetv2-camvid-idd-int8.tflite")
     "$HOST_PY" "$REPO/tools/arm64/arm64_mask.py" make-models "$OUT/models" >/dev/null 2>"$OUT/make-models.log" \
         || { cat "$OUT/make-models.log"; die "could not build the tiny test models (needs TensorFlow on the host)"; }
     MODELS+=("$OUT/models/tiny-fp32.tflite" "$OUT/models/tiny-int8.tflite")
