@@ -14,9 +14,8 @@ is shared and its speed drifts):
 3. a 10,000-frame soak on the demo source keeps RSS growth < 10 MB after warm-up.
 
 The video is the synthetic demo clip rendered to an .mp4 (or --video). Without
---float-model, the float twin of the placeholder model is built with
-benchmarks/make_placeholder_model.py (needs TensorFlow); for another model without a float
-twin the drift target is skipped.
+--float-model, the drift check compares with the fp16 variant beside the int8 model (the
+bundled one has it); for a model without such a twin the drift target is skipped.
 """
 from __future__ import annotations
 
@@ -26,7 +25,6 @@ import io
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -74,19 +72,11 @@ def make_video(path: Path, frames: int, size=(1024, 512), seed: int = 11) -> Pat
     return path
 
 
-def placeholder_float_twin(model: Path, out_dir: Path) -> Path | None:
-    """The fp32 conversion of the same randomly initialised net (same seed and widths)."""
-    meta = read_meta(model)
-    if not bundled.is_placeholder(meta):
-        return None
-    cmd = [sys.executable, "-m", "benchmarks.make_placeholder_model", "--out", str(out_dir),
-           "--kinds", "fp32", "--seed", str(meta.get("seed", 0)),
-           "--size", "x".join(map(str, meta["input_size"]))]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    if done.returncode:
-        print(f"  (no float twin: {done.stderr.strip().splitlines()[-1:]})")
-        return None
-    return out_dir / f"{bundled.PLACEHOLDER_VARIANT}-fp32.tflite"
+def float_twin(model: Path) -> Path | None:
+    """The fp16 variant beside an int8 model (``X-int8.tflite`` -> ``X-fp16.tflite``): float
+    maths, so it serves as the drift check's reference."""
+    twin = model.with_name(model.name.replace("-int8.tflite", "-fp16.tflite"))
+    return twin if twin != model and twin.is_file() else None
 
 
 _SEGMENTERS: dict = {}
@@ -192,7 +182,7 @@ def main(argv=None) -> int:
     model_size = "x".join(map(str, read_meta(model)["input_size"]))
     header = print_header([int(t) for t in args.threads.split(",")],
                           f"video {frame.shape[1]}x{frame.shape[0]} -> model {model_size}", model)
-    float_model = (args.float_model or placeholder_float_twin(model, tmp)) if args.rounds > 0 else None
+    float_model = (args.float_model or float_twin(model)) if args.rounds > 0 else None
     results = {"machine": header, "model": str(model), "float_model": str(float_model) if float_model else None,
                "video": {"path": str(video), "size": [frame.shape[1], frame.shape[0]], "frames": n_video},
                "load_average_start": load_average(), "by_threads": {}}

@@ -93,10 +93,6 @@ class Segmenter:
         return str(self.meta.get("variant", "?"))
 
     @property
-    def is_placeholder(self) -> bool:
-        return bundled.is_placeholder(self.meta)
-
-    @property
     def quantized(self) -> bool:
         return self.input_dtype != np.float32 or self.output_dtype != np.float32
 

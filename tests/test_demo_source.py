@@ -15,8 +15,9 @@ def test_the_demo_renderer_is_the_scene_package():
     assert readers.demo_renderer() is scenes
 
 
-def test_demo_frames_are_the_renderers_clip():
-    reader = sources.open_reader("demo", demo_size=(256, 128))
+def test_demo_frames_are_the_renderers_clip(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGE_SEG_CACHE", str(tmp_path))
+    reader = sources.open_reader("demo", demo_size=(256, 128), demo_frames=2)
     expected = scenes.render_clip(0, 2, size=(256, 128))
     for want in expected:
         assert np.array_equal(reader.read(), want.image)

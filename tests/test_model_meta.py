@@ -209,3 +209,13 @@ def test_committed_models_carry_their_sidecar(path):
     from edge_seg.backends.metadata import read_embedded, read_meta
     assert read_embedded(path) is not None, f"run: python -m edge_seg.converters.embed {path.relative_to(REPO)}"
     assert read_meta(path) == read_embedded(path)
+
+
+def test_the_hash_command_prints_the_recorded_model_hash_not_the_files(model):
+    # the README's hashes: the one the sidecar records, unlike sha256sum's
+    recorded = json.loads(model.with_suffix(".json").read_text())["model_sha256"]
+    done = subprocess.run([sys.executable, "-m", "edge_seg.backends.metadata", str(model)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{recorded}  {model}\n"
+    assert recorded != hashlib.sha256(model.read_bytes()).hexdigest()

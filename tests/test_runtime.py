@@ -12,7 +12,6 @@ from edge_seg.backends import litert
 from edge_seg.backends import bundled
 from edge_seg.errors import UserError
 from edge_seg.labels import NUM_CATEGORIES, colors_bgr
-from edge_seg.backends.metadata import read_meta
 from edge_seg.overlay import Overlay, colorize, hud_lines
 from edge_seg.segmenter import Result, Segmenter
 from edge_seg.timing import LatencyStats
@@ -176,33 +175,15 @@ def test_default_model_prefers_the_reference(monkeypatch):
     path = bundled.default_model()
     assert path.is_file() and path.with_suffix(".json").is_file()
     assert path.name in bundled.PREFERENCE
-    # only the product's models ship: no randomly initialised placeholder among them
+    # only the product's models ship: every bundled model is a variant of the reference
     models = bundled.bundled_models()
     assert path in models
-    assert not [p for p in models if "random-init" in p.name or bundled.is_placeholder(read_meta(p))]
-    assert not any("random-init" in name for name in bundled.PREFERENCE)
+    assert all(p.name.startswith("unet-mobilenetv2-camvid-idd-") for p in models)
     monkeypatch.setattr(bundled, "PREFERENCE", ("no-such-model.tflite", path.name))
     assert bundled.default_model() == path
     monkeypatch.setattr(bundled, "PREFERENCE", ("no-such-model.tflite",))
     with pytest.raises(UserError, match="no bundled model"):
         bundled.default_model()
-
-
-def test_a_placeholder_model_runs_and_says_so(tiny_models, tmp_path, capsys):
-    # a model whose metadata calls it randomly initialised: the banner warns
-    from edge_seg.backends.metadata import make_meta, write_meta
-    from edge_seg.run.command import RunOptions, run_pipeline
-    model = tmp_path / "random-init-int8.tflite"
-    shutil.copy(tiny_models["int8"], model)
-    write_meta(model, make_meta(RUNTIME_MODEL_SIZE, bundled.PLACEHOLDER_VARIANT))
-    seg = Segmenter(model, threads=1)
-    assert seg.is_placeholder and seg.input_size == RUNTIME_MODEL_SIZE
-    assert not Segmenter(tiny_models["int8"], threads=1).is_placeholder
-    result = seg(np.zeros((64, 128, 3), np.uint8))
-    assert result.mask.shape == (64, 128)
-    run_pipeline(RunOptions(source="demo", model=str(model), show=False, max_frames=2))
-    out = capsys.readouterr().out
-    assert "WARNING: this is the randomly initialised placeholder model" in out
 
 
 def test_overlay_views_colours_legend_hud():

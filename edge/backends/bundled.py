@@ -2,9 +2,7 @@
 
 The models ship inside the package ``edge_seg.models`` (the top-level ``models/`` folder,
 see pyproject.toml), each ``X.tflite`` with its sidecar ``X.json``. The first file of
-``PREFERENCE`` that is installed is the default. A model whose metadata calls it a
-randomly initialised placeholder (``is_placeholder``) still runs, and the banner says
-loudly that its masks mean nothing.
+``PREFERENCE`` that is installed is the default.
 """
 from __future__ import annotations
 
@@ -18,7 +16,6 @@ PACKAGE = "edge_seg.models"
 PREFERENCE = (
     "unet-mobilenetv2-camvid-idd-int8.tflite",  # the reference int8 model
 )
-PLACEHOLDER_VARIANT = "random-init"
 
 
 def bundled_models() -> list[Path]:
@@ -56,6 +53,3 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
         raise UserError(f"model {model}: no such file")
     return path
 
-
-def is_placeholder(meta: dict) -> bool:
-    return meta.get("variant") == PLACEHOLDER_VARIANT

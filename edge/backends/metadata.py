@@ -226,3 +226,21 @@ trust_sidecar_option = click.option(
     "--trust-sidecar", is_flag=True,
     help="Use a model's sidecar .json even when it records another model's sha256 or "
          "disagrees with the metadata embedded in the model (a warning, not an error).")
+
+
+@click.command(help="Print each model's sha256 as the docs, sidecars and run banner give it: of "
+                    "the model without its embedded metadata, so not what sha256sum prints.")
+@click.argument("models", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def main(models) -> None:
+    for model in models:
+        try:
+            digest = model_sha256(model)
+        except (OSError, ValueError, UserError) as e:
+            click.echo(f"error: {model}: {e}", err=True)
+            raise SystemExit(2) from None
+        click.echo(f"{digest}  {model}")
+
+
+if __name__ == "__main__":
+    main()

@@ -28,7 +28,6 @@ when a model is loaded; without it: UserError naming the package to install.
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -37,6 +36,7 @@ import numpy as np
 
 from edge_seg.backends.litert import BackendInfo
 from edge_seg.errors import UserError
+from edge_seg.io.publish import cache_dir
 
 PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -44,7 +44,6 @@ PROVIDERS = {
     "cpu": "CPUExecutionProvider",
 }
 DELEGATES = ("auto", "tensorrt", "cuda", "gpu", "cpu")
-CACHE_ENV = "EDGE_SEG_CACHE"
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
               "tensor(int8)": np.int8, "tensor(uint8)": np.uint8}
 
@@ -99,9 +98,7 @@ def choose_providers(delegate: str, available_providers: list[str]) -> tuple[lis
 
 
 def tensorrt_cache_dir() -> Path:
-    base = os.environ.get(CACHE_ENV) or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edge-seg")
-    return Path(base) / "tensorrt"
+    return cache_dir("tensorrt")
 
 
 def _provider_options(providers: list[str], fp16: bool) -> list[dict]:

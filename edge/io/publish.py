@@ -41,6 +41,17 @@ _CAUSES = {
 }
 
 
+CACHE_ENV = "EDGE_SEG_CACHE"
+
+
+def cache_dir(*parts: str) -> Path:
+    """The user's cache folder for edge-seg (``$EDGE_SEG_CACHE``, else the XDG cache home):
+    things that are costly to make and safe to lose, such as the rendered demo clip."""
+    base = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edge-seg")
+    return Path(base, *parts)
+
+
 def cause(error: OSError) -> str:
     """An OSError in words, without Python's decoration."""
     return _CAUSES.get(error.errno) or (error.strerror or str(error)).lower()

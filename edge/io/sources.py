@@ -30,7 +30,8 @@ import cv2
 import numpy as np
 
 from edge_seg.errors import SourceLostError, UserError
-from edge_seg.io.readers import (DEMO, DEMO_SIZE, IMAGE_SUFFIXES, PICAMERA2, CaptureReader, DemoReader,
+from edge_seg.io import demo
+from edge_seg.io.readers import (DEMO, DEMO_SIZE, IMAGE_SUFFIXES, PICAMERA2, CaptureReader,
                              ImagesReader, Reader, _camera_reader, _picamera2_index,
                              _picamera2_reader, valid_frame)
 
@@ -97,14 +98,16 @@ def kind_of(spec: str) -> str:
     return "video"
 
 
-def open_reader(spec: str, capture_size=None, demo_size=DEMO_SIZE, log=None) -> Reader:
-    """Open and check ``spec``; UserError with one line when it cannot be used."""
+def open_reader(spec: str, capture_size=None, demo_size=DEMO_SIZE, log=None,
+                demo_frames: int | None = None) -> Reader:
+    """Open and check ``spec``; UserError with one line when it cannot be used.
+    ``demo_frames``: at most how many frames a run reads from the demo (None: endless)."""
     spec = str(spec).strip()
     kind = kind_of(spec)
     if kind == "camera":
         return _camera_reader(int(spec), capture_size, log)
     if kind == "demo":
-        return DemoReader(demo_size)
+        return demo.open_demo(demo_size, frames=demo_frames, log=log)
     if kind == "picamera2":
         return _picamera2_reader(_picamera2_index(spec), capture_size)
     if kind == "url":
@@ -347,7 +350,9 @@ _RETRY = _Retry()
 
 
 def open_source(spec: str, realtime: bool = False, every: int = 1, reconnect_timeout: float = 0.0,
-                capture_size=None, log=None) -> Source:
-    """Open ``spec`` (checked now, in this thread); call ``start()`` to begin capturing."""
-    reader = open_reader(spec, capture_size=capture_size, log=log)
+                capture_size=None, log=None, max_frames: int | None = None) -> Source:
+    """Open ``spec`` (checked now, in this thread); call ``start()`` to begin capturing.
+    ``max_frames``: the run stops after that many (None or 0: no limit)."""
+    reader = open_reader(spec, capture_size=capture_size, log=log,
+                         demo_frames=max_frames * max(1, every) if max_frames else None)
     return Source(reader, realtime=realtime, every=every, reconnect_timeout=reconnect_timeout, log=log)

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 
 import click
 
-from edge_seg.errors import (EXIT_INTERNAL, EXIT_OK, EXIT_OUTPUT_FAILED, EXIT_SOURCE_LOST, EXIT_USAGE,
-                     OutputError, SourceLostError, UserError)
+from edge_seg.errors import OutputError, SourceLostError, UserError, exit_codes_help
 from edge_seg.backends.metadata import trust_sidecar_option
 from edge_seg.overlay import VIEWS
 from edge_seg.run.loop import Run, say, warn
@@ -144,17 +143,7 @@ def _size(ctx, param, value):
     return w, h
 
 
-EXIT_CODES_HELP = f"""\b
-Exit codes (for systemd and scripts):
-  {EXIT_OK}  the source ended, --max-frames was reached, or Ctrl-C / SIGTERM / SIGHUP stopped
-     the run (outputs finalised)
-  {EXIT_INTERNAL}  an internal error (a bug: the traceback is printed)
-  {EXIT_USAGE}  bad input or options, or the --serve port is in use (nothing was run)
-  {EXIT_SOURCE_LOST}  the live camera/stream was lost for longer than --reconnect-timeout (the
-     summary is printed first): restarting may help
-  {EXIT_OUTPUT_FAILED}  an output could not be written (no space, permission denied): the summary
-     is printed first, nothing partial is published
-"""
+EXIT_CODES_HELP = exit_codes_help()
 
 
 @click.command("run", context_settings={"help_option_names": ["-h", "--help"]},

@@ -35,11 +35,10 @@ class Renderer:
     """The render thread: post-process, offer to the drift check, draw, hand to the sinks."""
 
     def __init__(self, segmenter, overlay: Overlay, times: StageTimes, sink=None, window=None,
-                 drift=None, placeholder: bool = False, hub=None):
+                 drift=None, hub=None):
         self.segmenter, self.overlay, self.times = segmenter, overlay, times
         self.sink, self.window, self.drift = sink, window, drift
         self.hub = hub  # --serve: the viewers' newest-frame slot (never blocks)
-        self.placeholder = placeholder
         self.frames = 0
         self.t_first = self.t_last = None
         self._fps = math.nan
@@ -74,9 +73,7 @@ class Renderer:
 
     def _hud(self) -> list[str]:
         extra = None
-        if self.placeholder:
-            extra = "placeholder model: random weights"
-        elif self.drift is not None and self.drift.per_check:
+        if self.drift is not None and self.drift.per_check:
             extra = f"float agreement {self.drift.per_check[-1]:.2f}"
         return hud_lines(self._fps, self.times.recent(), extra)
 
@@ -231,7 +228,8 @@ class Run:
                             "without GUI such as opencv-python-headless); use --headless")
         self.source = sources.open_source(spec, realtime=o.realtime, every=o.every,
                                           reconnect_timeout=o.reconnect_timeout,
-                                          capture_size=o.capture_size, log=warn)
+                                          capture_size=o.capture_size, log=warn,
+                                          max_frames=o.max_frames)
         self.segmenter = Segmenter(model_path, threads=threads, delegate=delegate, log=warn,
                                    trust_sidecar=o.trust_sidecar)
         self.overlay = Overlay.from_meta(self.segmenter.meta, alpha=o.alpha, view=o.view,
@@ -297,9 +295,6 @@ class Run:
         elif self.profile_note:
             say(f"  profile: {self.profile_note}")
         say(f"  model    {seg.describe()}")
-        if seg.is_placeholder:
-            say("           WARNING: this is the randomly initialised placeholder model "
-                 "(the reference model is not installed): the masks are meaningless")
         say(f"  backend  {seg.backend.describe()}")
         mode = ("newest frame only" if self.source.newest_only else "every frame") + (
             f", every {o.every}th" if o.every > 1 else "")
@@ -320,7 +315,6 @@ class Run:
         """capture -> process -> overlay/render, until the source ends or we are stopped."""
         o, seg = self.opts, self.segmenter
         self.renderer = Renderer(seg, self.overlay, self.times, self.sink, self.window, self.drift,
-                                 placeholder=seg.is_placeholder,
                                  hub=self.server.hub if self.server else None)
         next_progress = time.perf_counter() + PROGRESS_EVERY_S
         self.state.t_start = time.perf_counter()
@@ -386,7 +380,6 @@ class Run:
             "source": {"spec": self.opts.source_spec(), "description": src.description if src else None,
                        **(src.stats.as_dict() if src else {})},
             "model": {"path": str(self.segmenter.path), "variant": self.segmenter.variant,
-                      "placeholder": self.segmenter.is_placeholder,
                       "input_size": list(self.segmenter.input_size)} if self.segmenter else None,
             **(self.segmenter.backend.as_dict() if self.segmenter else {}),
             "latency_ms": self.times.summary(),

@@ -61,8 +61,7 @@ def live_stats(run) -> dict:
             "description": src.description, "live": src.live, "newest_only": src.newest_only,
             **src.stats.as_dict()},
         "model": None if seg is None else {
-            "name": seg.path.name, "variant": seg.variant, "description": seg.describe(),
-            "placeholder": seg.is_placeholder},
+            "name": seg.path.name, "variant": seg.variant, "description": seg.describe()},
         "backend": None if seg is None else seg.backend.as_dict(),
         "categories": [] if getattr(run, "overlay", None) is None else [
             {"id": i, "name": name, "color": [int(c) for c in color]}

@@ -1,4 +1,4 @@
-"""Helper for benchmarks/arm64_check.sh: one fixed frame -> one category mask, so the mask
+"""Helper for tools/arm64/arm64_check.sh: one fixed frame -> one category mask, so the mask
 computed on arm64 (under emulation) can be compared with the x86 one.
 
 Runtime-only: the ``frame``, ``mask`` and ``compare`` commands need numpy, OpenCV and a
@@ -6,13 +6,13 @@ TFLite interpreter (ai-edge-litert) -- what ``pip install edge-seg`` brings -- n
 TensorFlow. Only ``make-models`` (host side, used when no bundled model exists) needs
 TensorFlow, imported inside it (likewise ``make-op-models``).
 
-    python benchmarks/arm64_mask.py frame OUT.png
-    python benchmarks/arm64_mask.py mask --model M.tflite --frame F.png --out MASK.png [--raw R.npy]
-    python benchmarks/arm64_mask.py compare A.png B.png [--raw A.npy B.npy]
-    python benchmarks/arm64_mask.py make-models OUTDIR      # needs TensorFlow (host only)
-    python benchmarks/arm64_mask.py make-op-models OUTDIR   # needs TensorFlow (host only)
-    python benchmarks/arm64_mask.py run-ops --dir OUTDIR --out RESULTS [--kernels K]
-    python benchmarks/arm64_mask.py compare-ops REFERENCE_RESULTS OTHER_RESULTS...
+    python tools/arm64/arm64_mask.py frame OUT.png
+    python tools/arm64/arm64_mask.py mask --model M.tflite --frame F.png --out MASK.png [--raw R.npy]
+    python tools/arm64/arm64_mask.py compare A.png B.png [--raw A.npy B.npy]
+    python tools/arm64/arm64_mask.py make-models OUTDIR      # needs TensorFlow (host only)
+    python tools/arm64/arm64_mask.py make-op-models OUTDIR   # needs TensorFlow (host only)
+    python tools/arm64/arm64_mask.py run-ops --dir OUTDIR --out RESULTS [--kernels K]
+    python tools/arm64/arm64_mask.py compare-ops REFERENCE_RESULTS OTHER_RESULTS...
 
 The mask is the model-resolution argmax (uint8 category ids), written as PNG; ``--raw`` also
 keeps the raw output tensor (int8 or float32) for a finer comparison.
@@ -192,7 +192,7 @@ def make_models(outdir: Path, seed: int = 7) -> list[Path]:
             conv.inference_output_type = tf.int8
         path = outdir / f"tiny-{variant}.tflite"
         atomic_write_bytes(path, conv.convert())
-        write_meta(path, make_meta((w, h), variant, source="benchmarks/arm64_mask.py make-models",
+        write_meta(path, make_meta((w, h), variant, source="tools/arm64/arm64_mask.py make-models",
                                    seed=seed))
         written.append(path)
     return written

@@ -1,6 +1,6 @@
 """Where a model's object IoU goes on CamVid: pole vs sign, and pole recall by width.
 
-    python -m benchmarks.camvid_object_recall MODEL.keras --data ../shared/datasets/camvid --split val
+    python -m tools.research.camvid_object_recall MODEL.keras --data ../shared/datasets/camvid --split val
 
 A diagnosis, not a test. The category object is the union of CamVid's Pole (id 2) and
 SignSymbol (id 6); this reads the raw CamVid ids to split the object recall between them,

@@ -3,12 +3,12 @@
 # through qemu-user emulation, compute the mask of a fixed frame with fixed .tflite models
 # there, and compare it with the mask computed natively on this (x86_64) machine.
 #
-#   sudo benchmarks/arm64_check.sh [--root DIR] [--out DIR] [--model M.tflite]... [--engine E]
+#   sudo tools/arm64/arm64_check.sh [--root DIR] [--out DIR] [--model M.tflite]... [--engine E]
 #                                  [--profiles "pi4 pi5 max"] [--ops] [--no-reference] [--fresh]
 #
 # Needs root (debootstrap, chroot, mounts) and a Debian/Ubuntu host with apt. Emulated speed
 # means nothing: the point is that the install and the code work on the Pi's architecture.
-# Results and what each step did: benchmarks/ARM64.md.
+# Results and what each step did: tools/arm64/README.md.
 #
 # Steps:
 #   1. host packages: qemu-user-static debootstrap binfmt-support (apt-get, if missing)
@@ -19,14 +19,14 @@
 #   4. python3 + python3-venv in the root; a venv; the project's wheel (built on the host
 #      from the working tree) pip-installed there WITHOUT extras, pinned by constraints.txt
 #      (numpy, opencv-python-headless, ai-edge-litert, click)
-#   5. the same fixed frame and models through benchmarks/arm64_mask.py on both sides,
+#   5. the same fixed frame and models through tools/arm64/arm64_mask.py on both sides,
 #      then compare the masks (exact) and the raw outputs, once per emulated CPU profile:
 #      pi4 = QEMU_CPU=cortex-a72 (Raspberry Pi 4: NEON, no dot product),
 #      pi5 = QEMU_CPU=cortex-a76 (Raspberry Pi 5: NEON + dot product, fp16 arithmetic);
 #      also available: max = qemu's default CPU, every feature qemu emulates (SVE2, SME,
 #      i8mm...), which no Pi has. Under qemu 7.2 its int8 convolutions come out wrong
 #      (XNNPACK picks SME kernels, which qemu 7.2 mis-emulates; qemu 10.0 runs them right:
-#      see ARM64.md) -- why the profiles pin the CPU model
+#      see README.md) -- why the profiles pin the CPU model
 #   6. the same models with LiteRT's portable reference kernels on both sides (int8
 #      arithmetic as specified: should be bit-exact), and with --ops the single-op int8
 #      models (which kernel differs, if any)
@@ -34,13 +34,13 @@
 # /proc/cpuinfo: qemu-user 7.2 (Debian bookworm) does not emulate it for aarch64, so the
 # guest reads the host's x86 one; with /sys mounted, the cpuinfo library inside LiteRT /
 # XNNPACK then crashes (SIGSEGV in Interpreter() or invoke(), with or without XNNPACK).
-# A Pi-like /proc/cpuinfo is bind-mounted over it for each profile (see ARM64.md).
+# A Pi-like /proc/cpuinfo is bind-mounted over it for each profile (see README.md).
 #
 # The root is kept (default /work/arm64-root, never inside the repo) so a rerun skips
 # steps 1-3; --fresh deletes it first.
 set -euo pipefail
 
-REPO="$(cd "$(dirname "$0")/.." && pwd)"
+REPO="$(cd "$(dirname "$0")/../.." && pwd)"
 ROOT=/work/arm64-root
 OUT=/tmp/arm64-check
 SUITE=bookworm
@@ -258,12 +258,12 @@ fi
 log "5. fixed frame and models"
 WORK=/opt/arm64-check
 rm -rf "$ROOT$WORK"; mkdir -p "$ROOT$WORK"
-"$HOST_PY" "$REPO/benchmarks/arm64_mask.py" frame "$OUT/frame.png"
+"$HOST_PY" "$REPO/tools/arm64/arm64_mask.py" frame "$OUT/frame.png"
 echo "x86_64 host: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); SIMD: $(grep -m1 -o -w -E 'avx512f|avx512_vnni|avx512vnni|avx_vnni|avx2|fma' /proc/cpuinfo | sort -u | tr '\n' ' ')" \
     | tee -a "$OUT/summary.txt"
 if [ ${#MODELS[@]} -eq 0 ]; then
-    [ -f "$REPO/models/random-init-int8.tflite" ] && MODELS+=("$REPO/models/random-init-int8.tflite")
-    "$HOST_PY" "$REPO/benchmarks/arm64_mask.py" make-models "$OUT/models" >/dev/null 2>"$OUT/make-models.log" \
+    MODELS+=("$REPO/models/unet-mobilenetv2-camvid-idd-int8.tflite")
+    "$HOST_PY" "$REPO/tools/arm64/arm64_mask.py" make-models "$OUT/models" >/dev/null 2>"$OUT/make-models.log" \
         || { cat "$OUT/make-models.log"; die "could not build the tiny test models (needs TensorFlow on the host)"; }
     MODELS+=("$OUT/models/tiny-fp32.tflite" "$OUT/models/tiny-int8.tflite")
 fi
@@ -275,7 +275,7 @@ for model in "${MODELS[@]}"; do
     cp "$model" "$ROOT$WORK/"
     [ -f "${model%.tflite}.json" ] && cp "${model%.tflite}.json" "$ROOT$WORK/"
     log "5. $name: x86_64 (native)"
-    "$HOST_PY" "$REPO/benchmarks/arm64_mask.py" mask --engine "$ENGINE" --model "$model" \
+    "$HOST_PY" "$REPO/tools/arm64/arm64_mask.py" mask --engine "$ENGINE" --model "$model" \
         --frame "$OUT/frame.png" --out "$OUT/$name-x86_64.png" --raw "$OUT/$name-x86_64.npy"
 done
 for profile in $PROFILES; do
@@ -285,14 +285,14 @@ for profile in $PROFILES; do
         name="$(basename "$model" .tflite)"
         log "5. $name: aarch64 $profile (emulated)"
         tag="$name-aarch64-$profile"
-        if ! in_root /bin/sh -c "cd /tmp && /opt/venv/bin/python $SRC/benchmarks/arm64_mask.py mask --engine $ENGINE \
+        if ! in_root /bin/sh -c "cd /tmp && /opt/venv/bin/python $SRC/tools/arm64/arm64_mask.py mask --engine $ENGINE \
                 --model $WORK/$name.tflite --frame $WORK/frame.png --out $WORK/$tag.png --raw $WORK/$tag.npy"; then
             echo "$name x86_64 vs aarch64 ($profile): the aarch64 run FAILED" | tee -a "$OUT/summary.txt"
             status=1
             continue
         fi
         cp "$ROOT$WORK/$tag.png" "$ROOT$WORK/$tag.npy" "$OUT/"
-        "$HOST_PY" "$REPO/benchmarks/arm64_mask.py" compare --label "$name x86_64 vs aarch64 ($profile)" \
+        "$HOST_PY" "$REPO/tools/arm64/arm64_mask.py" compare --label "$name x86_64 vs aarch64 ($profile)" \
             "$OUT/$name-x86_64.png" "$OUT/$tag.png" \
             --raw "$OUT/$name-x86_64.npy" "$OUT/$tag.npy" | tee -a "$OUT/summary.txt" || status=1
     done
@@ -302,31 +302,31 @@ if [ "$REFERENCE" = 1 ]; then
     for model in "${MODELS[@]}"; do
         name="$(basename "$model" .tflite)"
         log "6. $name: reference kernels, x86_64 and aarch64 ${PROFILES%% *}"
-        "$HOST_PY" "$REPO/benchmarks/arm64_mask.py" mask --kernels reference --model "$model" \
+        "$HOST_PY" "$REPO/tools/arm64/arm64_mask.py" mask --kernels reference --model "$model" \
             --frame "$OUT/frame.png" --out "$OUT/$name-x86_64-ref.png" --raw "$OUT/$name-x86_64-ref.npy"
         tag="$name-aarch64-ref"
-        in_root /bin/sh -c "cd /tmp && /opt/venv/bin/python $SRC/benchmarks/arm64_mask.py mask --kernels reference \
+        in_root /bin/sh -c "cd /tmp && /opt/venv/bin/python $SRC/tools/arm64/arm64_mask.py mask --kernels reference \
             --model $WORK/$name.tflite --frame $WORK/frame.png --out $WORK/$tag.png --raw $WORK/$tag.npy" || status=1
         cp "$ROOT$WORK/$tag.png" "$ROOT$WORK/$tag.npy" "$OUT/" 2>/dev/null || true
-        "$HOST_PY" "$REPO/benchmarks/arm64_mask.py" compare --label "$name reference kernels x86_64 vs aarch64" \
+        "$HOST_PY" "$REPO/tools/arm64/arm64_mask.py" compare --label "$name reference kernels x86_64 vs aarch64" \
             "$OUT/$name-x86_64-ref.png" "$OUT/$tag.png" \
             --raw "$OUT/$name-x86_64-ref.npy" "$OUT/$tag.npy" | tee -a "$OUT/summary.txt" || status=1
     done
 fi
 if [ "$OPS" = 1 ]; then
     log "6. single-op int8 models: x86_64 reference vs x86_64 XNNPACK vs aarch64 XNNPACK per profile"
-    "$HOST_PY" "$REPO/benchmarks/arm64_mask.py" make-op-models "$OUT/ops" >/dev/null 2>>"$OUT/make-models.log"
+    "$HOST_PY" "$REPO/tools/arm64/arm64_mask.py" make-op-models "$OUT/ops" >/dev/null 2>>"$OUT/make-models.log"
     rm -rf "$ROOT$WORK/ops"; cp -r "$OUT/ops" "$ROOT$WORK/ops"
-    "$HOST_PY" "$REPO/benchmarks/arm64_mask.py" run-ops --dir "$OUT/ops" --kernels reference --out "$OUT/ops-out/x86-reference"
-    "$HOST_PY" "$REPO/benchmarks/arm64_mask.py" run-ops --dir "$OUT/ops" --out "$OUT/ops-out/x86-xnnpack"
+    "$HOST_PY" "$REPO/tools/arm64/arm64_mask.py" run-ops --dir "$OUT/ops" --kernels reference --out "$OUT/ops-out/x86-reference"
+    "$HOST_PY" "$REPO/tools/arm64/arm64_mask.py" run-ops --dir "$OUT/ops" --out "$OUT/ops-out/x86-xnnpack"
     dirs=("$OUT/ops-out/x86-reference" "$OUT/ops-out/x86-xnnpack")
     for profile in $PROFILES; do
         use_profile "$profile"
-        in_root /opt/venv/bin/python "$SRC/benchmarks/arm64_mask.py" run-ops --dir "$WORK/ops" --out "$WORK/ops-out/arm-$profile-xnnpack"
+        in_root /opt/venv/bin/python "$SRC/tools/arm64/arm64_mask.py" run-ops --dir "$WORK/ops" --out "$WORK/ops-out/arm-$profile-xnnpack"
         cp -r "$ROOT$WORK/ops-out/arm-$profile-xnnpack" "$OUT/ops-out/"
         dirs+=("$OUT/ops-out/arm-$profile-xnnpack")
     done
-    "$HOST_PY" "$REPO/benchmarks/arm64_mask.py" compare-ops "${dirs[@]}" | tee -a "$OUT/summary.txt" || status=1
+    "$HOST_PY" "$REPO/tools/arm64/arm64_mask.py" compare-ops "${dirs[@]}" | tee -a "$OUT/summary.txt" || status=1
 fi
 log "summary ($OUT/summary.txt)"
 cat "$OUT/summary.txt"

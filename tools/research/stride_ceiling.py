@@ -1,6 +1,6 @@
 """How much IoU a head at output stride s can reach at all -- a design measurement, not a test.
 
-    python -m benchmarks.stride_ceiling --data ../shared/datasets/camvid --split val --strides 2,4,8
+    python -m tools.research.stride_ceiling --data ../shared/datasets/camvid --split val --strides 2,4,8
 
 The ground truth itself, at model size, goes through what a stride-s head does to its logits:
 one-hot masks area-averaged down by s (the best a stride-s logit map can hold), bilinearly
