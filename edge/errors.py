@@ -12,6 +12,8 @@ Exit codes of every ``edge-seg`` command:
     ``--reconnect-timeout``: restarting may help
 4   an output could not be written (no space, permission denied, ...): the results
     computed so far were printed, the partial file was not published
+5   a second Ctrl-C / SIGTERM / SIGHUP came while the first one's stop was under way:
+    the run stopped at once, unfinished outputs were removed, none was published half
 ==  =====================================================================================
 """
 
@@ -20,6 +22,7 @@ EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_SOURCE_LOST = 3
 EXIT_OUTPUT_FAILED = 4
+EXIT_ABANDONED = 5
 
 
 class UserError(Exception):
@@ -38,3 +41,9 @@ class OutputError(UserError):
     """An output (video, frames folder, report, model file) could not be written."""
 
     exit_code = EXIT_OUTPUT_FAILED
+
+
+class RunAbandoned(UserError):
+    """A second stop signal: the outputs not yet finalised were removed, not published."""
+
+    exit_code = EXIT_ABANDONED
