@@ -56,9 +56,10 @@ def _check_one(sample):
               help="dataset layout; auto-detected from the folder structure")
 @folder_options
 @click.option("--limit", type=int, default=0, help="read at most N pairs per split (0 = all)")
-@click.option("--splits", default=",".join(TRAINING_SPLITS), show_default=True, metavar="A,B",
-              help="the splits that must be there and are read: train,val for a training set, "
-                   "test (or drive-val) for a set meant only for evaluation")
+@click.option("--splits", metavar="A,B",
+              help="the splits that must be there, and the only ones read: test (or drive-val) "
+                   "for a set meant only for evaluation [default: train and val must be there, "
+                   "every split present is read]")
 def check(root, fmt, limit, splits, **folder):
     """Validate a dataset at ROOT: pairs per split and what each split is for, images
     without masks and masks without images, unreadable files, unknown label values, size
@@ -67,15 +68,16 @@ def check(root, fmt, limit, splits, **folder):
     from tqdm import tqdm
 
     from .datasets import scan
-    wanted = _wanted_splits(splits)
+    wanted = _wanted_splits(splits) if splits else list(TRAINING_SPLITS)
     layout = scan(root, fmt, **folder)
     click.echo(f"{root}: {layout.fmt} dataset")
     problems = _missing_splits(root, fmt, layout, wanted, folder)
+    read = wanted if splits else list(layout.splits)
     problems += [f"image without mask: {p}" for p in layout.orphan_images]
     problems += [f"mask without image: {p}" for p in layout.orphan_masks]
     shares = {}
     with ThreadPoolExecutor(4) as pool:
-        for split in wanted:
+        for split in read:
             samples = layout.splits.get(split) or layout.derived.get(split)
             if not samples:
                 continue
