@@ -15,6 +15,7 @@ EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_SOURCE_LOST = 3
 EXIT_OUTPUT_FAILED = 4
+EXIT_ABANDONED = 5
 
 
 class ExitCode(NamedTuple):
@@ -47,6 +48,10 @@ EXIT_CODES = (
              "an output could not be written (no space, permission denied, read-only): the "
              "results so far were printed, the partial file was not published",
              "do not restart: free space or fix permissions first", False),
+    ExitCode(str(EXIT_ABANDONED), "EXIT_ABANDONED",
+             "`run`: a second Ctrl-C / SIGTERM / SIGHUP came while the first one's stop was "
+             "under way: stopped at once, unfinished outputs removed, none published half",
+             "nothing: whoever sent the second signal wanted the run gone", False),
     ExitCode("128+N", "(signal)",
              "`convert` stopped by signal N before it finished (130 Ctrl-C, 143 SIGTERM, "
              "129 SIGHUP); no half-written variant is left",
@@ -87,6 +92,12 @@ class OutputError(UserError):
     """An output (video, frames folder, report, model file) could not be written."""
 
     exit_code = EXIT_OUTPUT_FAILED
+
+
+class RunAbandoned(UserError):
+    """A second stop signal: the outputs not yet finalised were removed, not published."""
+
+    exit_code = EXIT_ABANDONED
 
 
 if __name__ == "__main__":

@@ -166,7 +166,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, tiny_models, street_video):
         (("--source", str(text)), "not a video"),
         (("--source", str(street_video), "--model", str(truncated)), "cut.tflite"),
         (("--source", str(street_video), "--model", str(no_meta)), "no lonely.json beside it"),
-        (("--source", "rtsp://127.0.0.1:9/none"), "no answer"),
+        (("--source", "rtsp://127.0.0.1:9/none"), "cannot open the stream"),
         ((), "no input"),
     ]
     if Path("/dev/video57").exists():

@@ -42,7 +42,7 @@ def test_bad_sources_are_one_line_user_errors(tmp_path):
     if not __import__("pathlib").Path("/dev/video57").exists():
         with pytest.raises(UserError, match="no camera at index 57"):
             sources.open_reader("57")
-    with pytest.raises(UserError, match="no answer"):
+    with pytest.raises(UserError, match="cannot open the stream"):
         sources.open_reader("rtsp://127.0.0.1:9/none")  # nothing listens on the discard port
 
 

@@ -11,7 +11,20 @@ from edge_seg import labels
 from edge_seg.errors import UserError
 
 FORMAT_CHOICE = click.Choice(["auto", "cityscapes", "camvid", "folder"])
-REQUIRED_SPLITS = ("train", "val")
+TRAINING_SPLITS = ("train", "val")
+# what each split is for, said beside its count: a set meant only for evaluation then reads
+# as such instead of as a training set with its splits missing
+PURPOSE = {
+    "train": "training ('edge-seg train')",
+    "val": "choosing epochs while training ('edge-seg train')",
+    "test": "evaluation only ('edge-seg eval --split test')",
+    "drive-train": "training, drive-disjoint from drive-val",
+    "drive-val": "evaluation on unseen drives ('edge-seg eval --split drive-val')",
+}
+# where a split comes from when it is not the folder of the same name
+SOURCE = {"cityscapes": {"train": "official train/, minus every sixth city",
+                         "val": "every sixth city of the official train/",
+                         "test": "the official val/ folder"}}
 
 
 def folder_options(f):
@@ -43,29 +56,29 @@ def _check_one(sample):
               help="dataset layout; auto-detected from the folder structure")
 @folder_options
 @click.option("--limit", type=int, default=0, help="read at most N pairs per split (0 = all)")
-def check(root, fmt, limit, **folder):
-    """Validate a dataset at ROOT: pairs per split, images without masks and masks
-    without images, unreadable files, unknown label values, size mismatches, and the
-    per-category pixel share of each split, set-valued (coarse) labels per set and in
-    total. Exits 1 when it finds problems."""
+@click.option("--splits", metavar="A,B",
+              help="the splits that must be there, and the only ones read: test (or drive-val) "
+                   "for a set meant only for evaluation [default: train and val must be there, "
+                   "every split present is read]")
+def check(root, fmt, limit, splits, **folder):
+    """Validate a dataset at ROOT: pairs per split and what each split is for, images
+    without masks and masks without images, unreadable files, unknown label values, size
+    mismatches, and the per-category pixel share of each split checked, set-valued
+    (coarse) labels per set and in total. Exits 1 when it finds problems."""
     from tqdm import tqdm
 
-    from .datasets import load_split, scan
+    from .datasets import scan
+    wanted = _wanted_splits(splits) if splits else list(TRAINING_SPLITS)
     layout = scan(root, fmt, **folder)
     click.echo(f"{root}: {layout.fmt} dataset")
-    problems = []
-    # the splits 'edge-seg train' reads (and 'edge-seg eval' by default), through the same
-    # function, so a dataset this command passes is one they accept
-    for split in REQUIRED_SPLITS:
-        try:
-            load_split(root, fmt, split, **folder)
-        except UserError as e:
-            problems.append(str(e))
+    problems = _missing_splits(root, fmt, layout, wanted, folder)
+    read = wanted if splits else list(layout.splits)
     problems += [f"image without mask: {p}" for p in layout.orphan_images]
     problems += [f"mask without image: {p}" for p in layout.orphan_masks]
     shares = {}
     with ThreadPoolExecutor(4) as pool:
-        for split, samples in layout.splits.items():
+        for split in read:
+            samples = layout.splits.get(split) or layout.derived.get(split)
             if not samples:
                 continue
             samples = samples[:limit] if limit else samples
@@ -92,9 +105,40 @@ def check(root, fmt, limit, **folder):
     click.echo("\nno problems found")
 
 
+def _wanted_splits(text: str) -> list[str]:
+    from .datasets import DRIVE_SPLITS, SPLITS
+    wanted = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in wanted if s not in SPLITS + DRIVE_SPLITS]
+    if not wanted or unknown:
+        raise UserError(f"--splits {text}: expected a comma-separated list of "
+                        f"{', '.join(SPLITS + DRIVE_SPLITS)}")
+    return wanted
+
+
+def _missing_splits(root, fmt, layout, wanted, folder) -> list[str]:
+    """A problem line per asked split without pairs, read through the same function as
+    'edge-seg train' and 'eval', so a dataset this command passes is one they accept. Where
+    a split is not the folder of its name (Cityscapes), the message says which folder it is."""
+    from .datasets import load_split
+    problems = []
+    for split in wanted:
+        try:
+            load_split(root, fmt, split, **folder)
+        except UserError as e:
+            origin = SOURCE.get(layout.fmt, {})
+            have = [s for s in layout.splits if layout.splits[s] and s not in wanted]
+            said = [f"'{s}' is {origin[s]}" for s in [split] + have if s in origin]
+            hint = f"to check only {', '.join(have)}, pass --splits {','.join(have)}" if have else ""
+            problems.append(": ".join([str(e)] + ["; ".join(said)] * bool(said) + [hint] * bool(hint)))
+    return problems
+
+
 def _counts_table(layout) -> str:
-    rows = [f"{'split':<8}{'pairs':>8}"]
-    rows += [f"{split:<8}{len(samples):>8}" for split, samples in layout.splits.items()]
+    origin = SOURCE.get(layout.fmt, {})
+    rows = [f"{'split':<8}{'pairs':>8}  for"]
+    rows += [f"{split:<8}{len(samples):>8}  {PURPOSE.get(split, '')}"
+             + (f"; {origin[split]}" if split in origin else "")
+             for split, samples in layout.splits.items()]
     rows += _derived_counts(layout)
     rows.append(f"images without masks: {len(layout.orphan_images)}, "
                 f"masks without images: {len(layout.orphan_masks)}")

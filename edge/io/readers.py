@@ -40,12 +40,39 @@ def valid_frame(image) -> np.ndarray | None:
     return image
 
 
+def shown(path) -> str:
+    """A file name as it can be printed: bytes that are not UTF-8 as \\xNN."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def opencv_name(path, label: str | None = None) -> str:
+    """``path`` for an OpenCV call that takes a file name. OpenCV cannot take a name that
+    is not valid UTF-8 (some builds crash on one): a UserError naming it instead."""
+    name = str(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(f"{label + ' ' if label else ''}{shown(name)}: the name is not valid "
+                        "UTF-8, which OpenCV cannot open or write; rename it") from None
+    return name
+
+
+def read_image_file(path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
+    """An image file decoded from its bytes (any file name works); None when unreadable."""
+    try:
+        data = np.fromfile(os.fsencode(str(path)), np.uint8)
+    except (OSError, ValueError):
+        return None
+    return cv2.imdecode(data, flags) if data.size else None
+
+
 # -- readers: one frame at a time, no threads ---------------------------------------
 class Reader:
     """``read()`` -> image, None for a bad frame (skipped), or raises EOFError at the end."""
     live = False
     fps: float | None = None
     description = "?"
+    ended_early: str | None = None  # set when a file stops before its announced end
 
     def read(self) -> np.ndarray | None:
         raise NotImplementedError
@@ -62,7 +89,7 @@ class Reader:
         pass
 
 
-def _quiet_opencv():
+def quiet_opencv():
     """OpenCV's own WARN lines would break the one-line error promise."""
     try:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
@@ -86,7 +113,7 @@ class CaptureReader(Reader):
         self.frame_count = 0
 
     def open(self) -> bool:
-        _quiet_opencv()
+        quiet_opencv()
         cap = self._opener(self.target, self.api, self.params) if self.params else self._opener(self.target, self.api)
         if not cap.isOpened():
             cap.release()
@@ -117,8 +144,11 @@ class CaptureReader(Reader):
         # a file: the end, or a frame the decoder could not read?
         pos = int(self.cap.get(cv2.CAP_PROP_POS_FRAMES) or 0)
         self._bad_run += 1
-        if self.frame_count and pos < self.frame_count - 1 and self._bad_run < MAX_CONSECUTIVE_BAD:
-            return None
+        if self.frame_count and pos < self.frame_count - 1:
+            if self._bad_run < MAX_CONSECUTIVE_BAD:
+                return None
+            # not its end: a truncated or damaged file, which must not read as a clean end
+            self.ended_early = f"at frame {pos} of {self.frame_count}"
         raise EOFError
 
     def skip(self):
@@ -155,7 +185,7 @@ class ImagesReader(Reader):
             raise EOFError
         path = self.paths[self.position]
         self.position += 1
-        return cv2.imread(str(path), cv2.IMREAD_COLOR)
+        return read_image_file(path)
 
     def skip(self):
         if self.position >= len(self.paths):

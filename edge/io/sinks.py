@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from edge_seg.errors import OutputError, UserError
+from edge_seg.io.readers import opencv_name, quiet_opencv
 from edge_seg.io.publish import cause, check_output, discard, output_error, partial_path, publish, publish_folder
 from edge_seg.timing import LatencyStats
 
@@ -30,6 +31,7 @@ MIN_MPEG4_SIDE = 2
 # of 1024x512 video): less is a full disk
 VIDEO_HEADROOM = 1 << 20
 FRAME_FILE = "frame_{:06d}.png"
+ABANDON_WAIT_S = 2.0  # for the writer thread to finish its frame when an output is given up
 
 
 def is_video_path(path: str | os.PathLike) -> bool:
@@ -45,6 +47,7 @@ def check_save_target(path: str | os.PathLike, inputs=(), overwrite: bool = Fals
     an old recording (without ``--overwrite``) or files that are not old frames."""
     path = Path(path).expanduser()
     if is_video_path(path):
+        opencv_name(path, "--save")  # the encoder takes a file name
         return check_output(path, "--save", inputs=inputs, overwrite=overwrite, need=VIDEO_HEADROOM)
     if path.suffix and not path.is_dir():
         raise UserError(f"--save {path}: unknown video type {path.suffix!r}; use "
@@ -102,6 +105,7 @@ class FrameSink:
         self._size = None
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._error: BaseException | None = None
+        self._abandoned = False
         try:
             self.partial.parent.mkdir(parents=True, exist_ok=True)
             if not self.video:
@@ -138,8 +142,25 @@ class FrameSink:
                 publish_folder(self.partial, self.path, "--save")
             self.published = True
         except BaseException:
-            discard(self.partial)
+            self.abandon()
             raise
+
+    def abandon(self) -> None:
+        """Give up the output: the writer thread stops at its next frame (waited for
+        briefly, so no frame lands in a folder being removed) and the partial file goes."""
+        self._abandoned = True
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        try:
+            self._queue.put_nowait(None)  # wakes a writer waiting for a frame
+        except queue.Full:
+            pass
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=ABANDON_WAIT_S)
+        discard(self.partial)
 
     def _label(self) -> str:
         return f"--save {self.path}"
@@ -177,6 +198,7 @@ class FrameSink:
             raise UserError(f"{self._label()}: the frames are {w}x{h} pixels; MPEG-4 video needs "
                             f"at least {MIN_MPEG4_SIDE}x{MIN_MPEG4_SIDE}: save to .avi or a folder "
                             f"of PNGs instead, or use a larger source")
+        quiet_opencv()  # its own "[ WARN ]" line on a full disk would precede ours
         writer = cv2.VideoWriter(str(self.partial), fourcc, float(self.fps), (w, h))
         if not writer.isOpened():
             if self._no_space():
@@ -199,7 +221,7 @@ class FrameSink:
         try:
             while True:
                 image = self._queue.get()
-                if image is None:
+                if image is None or self._abandoned:
                     break
                 t0 = time.perf_counter()
                 if self.video:

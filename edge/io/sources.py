@@ -19,6 +19,7 @@ import glob
 import os
 import queue
 import re
+import stat
 import sys
 import threading
 import time
@@ -33,10 +34,12 @@ from edge_seg.errors import SourceLostError, UserError
 from edge_seg.io import demo
 from edge_seg.io.readers import (DEMO, DEMO_SIZE, IMAGE_SUFFIXES, PICAMERA2, CaptureReader,
                              ImagesReader, Reader, _camera_reader, _picamera2_index,
-                             _picamera2_reader, valid_frame)
+                             _picamera2_reader, opencv_name, read_image_file, shown, valid_frame)
 
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
-OPEN_TIMEOUT_MS = 5000
+OPEN_TIMEOUT_S = 10.0
+OPEN_GRACE_S = 2.0  # beyond a stream's own open timeout, before the opening is given up
+READ_TIMEOUT_MS = 5000  # a stream silent this long is lost (and reconnected)
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 8.0
 
 
@@ -56,6 +59,7 @@ class SourceStats:
     disconnects: int = 0   # live source lost
     reconnects: int = 0    # ... and back
     offline_s: float = 0.0  # time spent waiting for it to come back
+    warning: str | None = None  # a file that ended early or had frames it could not decode
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -71,11 +75,26 @@ def _image_paths(spec: str) -> list[Path] | None:
     """A folder or a glob pattern -> sorted image files; None when ``spec`` is neither."""
     path = Path(spec).expanduser()
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if any(c in spec for c in "*?["):
-        return sorted(Path(p) for p in glob.glob(os.path.expanduser(spec), recursive=True)
-                      if Path(p).suffix.lower() in IMAGE_SUFFIXES)
-    return None
+        found = path.iterdir()
+    elif any(c in spec for c in "*?["):
+        found = (Path(p) for p in glob.glob(os.path.expanduser(spec), recursive=True))
+    else:
+        return None
+    # a folder named like an image ("x.png") is no image
+    return sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
+
+
+def redact_url(spec: str) -> str:
+    """A stream URL with its password hidden (``rtsp://user:***@host/``), for banners,
+    messages and reports; anything else unchanged."""
+    text = str(spec)
+    if not text.lower().startswith(URL_SCHEMES):
+        return text
+    scheme, _, rest = text.partition("://")
+    auth, at, host = rest.partition("@")
+    if not at or ":" not in auth or "/" in auth:
+        return text
+    return f"{scheme}://{auth.partition(':')[0]}:***@{host}"
 
 
 def kind_of(spec: str) -> str:
@@ -98,8 +117,25 @@ def kind_of(spec: str) -> str:
     return "video"
 
 
+def _url_reader(spec: str, timeout_s: float) -> CaptureReader:
+    params = (cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS)
+    if timeout_s:  # else FFmpeg's own default
+        params += (cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(timeout_s * 1000))
+    reader = CaptureReader(opencv_name(spec, "--source"), cv2.CAP_FFMPEG, True, redact_url(spec),
+                           params=params)
+    t0 = time.monotonic()
+    if not reader.open():
+        took = time.monotonic() - t0
+        if timeout_s and took >= 0.9 * timeout_s:
+            raise UserError(f"{redact_url(spec)}: no answer within {timeout_s:g} s "
+                            "(--open-timeout), or not a video stream")
+        raise UserError(f"{redact_url(spec)}: cannot open the stream (it failed after "
+                        f"{took:.1f} s: connection refused, no such stream, or not video)")
+    return reader
+
+
 def open_reader(spec: str, capture_size=None, demo_size=DEMO_SIZE, log=None,
-                demo_frames: int | None = None) -> Reader:
+                timeout_s: float = OPEN_TIMEOUT_S, demo_frames: int | None = None) -> Reader:
     """Open and check ``spec``; UserError with one line when it cannot be used.
     ``demo_frames``: at most how many frames a run reads from the demo (None: endless)."""
     spec = str(spec).strip()
@@ -111,13 +147,7 @@ def open_reader(spec: str, capture_size=None, demo_size=DEMO_SIZE, log=None,
     if kind == "picamera2":
         return _picamera2_reader(_picamera2_index(spec), capture_size)
     if kind == "url":
-        reader = CaptureReader(spec, cv2.CAP_FFMPEG, True, spec,
-                               params=(cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS,
-                                       cv2.CAP_PROP_READ_TIMEOUT_MSEC, OPEN_TIMEOUT_MS))
-        if not reader.open():
-            raise UserError(f"{spec}: no answer or not a video stream "
-                            f"(gave up after {OPEN_TIMEOUT_MS / 1000:g} s)")
-        return reader
+        return _url_reader(spec, timeout_s)
     if kind == "gstreamer":
         if not _has_gstreamer():
             raise UserError("this OpenCV build has no GStreamer support (opencv-python wheels "
@@ -136,19 +166,68 @@ def open_reader(spec: str, capture_size=None, demo_size=DEMO_SIZE, log=None,
         raise UserError(f"{spec}: no such file (expected a camera index, video, image, folder, "
                         "glob, URL, GStreamer pipeline, 'picamera2' or 'demo')")
     if kind == "image":
-        if cv2.imread(str(path), cv2.IMREAD_UNCHANGED) is None:
-            raise UserError(f"{spec}: not an image OpenCV can read")
-        return ImagesReader([path], str(path))
-    reader = CaptureReader(str(path), cv2.CAP_ANY, False, str(path))
+        if read_image_file(path, cv2.IMREAD_UNCHANGED) is None:
+            raise UserError(f"{shown(spec)}: not an image OpenCV can read")
+        return ImagesReader([path], shown(path))
+    reader = CaptureReader(opencv_name(path, "--source"), cv2.CAP_ANY, False, str(path))
     if not reader.open():
         raise UserError(f"{spec}: not a video OpenCV can read")
     ok, image = reader.cap.read()
     if not ok or valid_frame(image) is None:
         reader.close()
         raise UserError(f"{spec}: not a video OpenCV can read (no decodable frame)")
-    reader.close()
-    reader.open()  # back to the first frame
+    reader._pending = image  # delivered first: a pipe cannot be reopened to read it again
     return reader
+
+
+def _unblock_fifo(spec: str) -> None:
+    """A named pipe's reader waits in open() for a writer: becoming one, and leaving at
+    once, ends that wait (the reader sees an empty pipe)."""
+    try:
+        path = Path(spec).expanduser()
+        if stat.S_ISFIFO(path.stat().st_mode):
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        pass  # no reader waits any more
+
+
+def open_within(spec: str, timeout_s: float, stopped: Callable[[], bool], **kw) -> Reader | None:
+    """``open_reader`` in a helper thread, waited for here: a stop signal (``stopped()``)
+    ends the wait (None), and so does ``timeout_s`` (UserError), even when the opening
+    itself hangs in a library call (a named pipe nobody writes to, a camera that does
+    not answer). An opening given up is closed when it finishes."""
+    lock, done = threading.Lock(), threading.Event()
+    box: dict = {}
+
+    def target():
+        try:
+            got = open_reader(spec, timeout_s=timeout_s, **kw)
+        except BaseException as e:  # noqa: BLE001 -- handed to the waiting thread
+            got, box["error"] = None, e
+        with lock:
+            box["reader"] = got
+            if box.get("abandoned") and got is not None:
+                got.close()
+        done.set()
+
+    threading.Thread(target=target, name="open-source", daemon=True).start()
+    # a stream has its own open timeout, which says more when it fires first
+    limit = timeout_s + (OPEN_GRACE_S if kind_of(spec) == "url" else 0.0) if timeout_s else None
+    t0 = time.monotonic()
+    while not done.wait(0.05):
+        late = limit is not None and time.monotonic() - t0 > limit
+        if stopped() or late:
+            with lock:
+                box["abandoned"] = True
+            _unblock_fifo(spec)
+            if not late:
+                return None
+            raise UserError(f"{shown(redact_url(spec))}: did not open within {timeout_s:g} s "
+                            "(a camera or stream that does not answer, or a named pipe nobody "
+                            "writes to); see --open-timeout")
+    if "error" in box:
+        raise box["error"]
+    return box["reader"]
 
 
 # -- the capture thread ---------------------------------------------------------------
@@ -271,6 +350,7 @@ class Source:
                 try:
                     image = self._read_one()
                 except EOFError:
+                    self._note_damage()
                     break
                 t1 = time.perf_counter()
                 if image is _RETRY:
@@ -296,6 +376,18 @@ class Source:
             self._error = e
         finally:
             self._deliver(_END)
+
+    def _note_damage(self) -> None:
+        """At the end of a file: say so when it ended before its announced length or had
+        frames that could not be decoded (a clean end otherwise reads the same)."""
+        parts = []
+        if self.reader.ended_early:
+            parts.append(f"the source ended early, {self.reader.ended_early} (truncated or damaged)")
+        if self.stats.corrupt:
+            parts.append(f"{self.stats.corrupt} frame(s) of the source could not be decoded")
+        if parts and not self.live:
+            self.stats.warning = "; ".join(parts)
+            self.log(f"warning: {self.description}: {self.stats.warning}")
 
     def _skip(self) -> bool:
         """Pass over one frame (--every); False at the end of the source."""
@@ -350,9 +442,15 @@ _RETRY = _Retry()
 
 
 def open_source(spec: str, realtime: bool = False, every: int = 1, reconnect_timeout: float = 0.0,
-                capture_size=None, log=None, max_frames: int | None = None) -> Source:
-    """Open ``spec`` (checked now, in this thread); call ``start()`` to begin capturing.
+                capture_size=None, log=None, open_timeout: float = OPEN_TIMEOUT_S,
+                stopped: Callable[[], bool] | None = None,
+                max_frames: int | None = None) -> Source | None:
+    """Open and check ``spec`` now, waiting at most ``open_timeout`` seconds (0: no limit);
+    None when ``stopped()`` turns true first. Call ``start()`` to begin capturing.
     ``max_frames``: the run stops after that many (None or 0: no limit)."""
-    reader = open_reader(spec, capture_size=capture_size, log=log,
+    reader = open_within(spec, open_timeout, stopped or (lambda: False),
+                         capture_size=capture_size, log=log,
                          demo_frames=max_frames * max(1, every) if max_frames else None)
+    if reader is None:
+        return None
     return Source(reader, realtime=realtime, every=every, reconnect_timeout=reconnect_timeout, log=log)

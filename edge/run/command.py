@@ -15,14 +15,17 @@ so the pipeline runs at about the speed of the model alone. All options live in
 """
 from __future__ import annotations
 
+import os
+import signal
+import sys
 from dataclasses import dataclass
 
 import click
 
-from edge_seg.errors import OutputError, SourceLostError, UserError, exit_codes_help
+from edge_seg.errors import OutputError, RunAbandoned, SourceLostError, UserError, exit_codes_help
 from edge_seg.backends.metadata import trust_sidecar_option
 from edge_seg.overlay import VIEWS
-from edge_seg.run.loop import Run, say, warn
+from edge_seg.run.loop import STOP_SIGNALS, Abandoned, Run, say, warn
 
 
 @dataclass
@@ -58,6 +61,7 @@ class RunOptions:
     serve_max_clients: int = 4
     report_every: float = 0.0   # seconds between live JSON lines (0: none)
     report_lines: str | None = None  # where they go (None: stdout)
+    open_timeout: float = 10.0  # seconds the source may take to open (0: no limit)
     trust_sidecar: bool = False
 
     def source_spec(self) -> str:
@@ -71,28 +75,47 @@ class RunOptions:
         return self.source
 
 
-def run_pipeline(opts: RunOptions, on_start=None) -> dict:
+def run_pipeline(opts: RunOptions, on_start=None, keep_signals: bool = False) -> dict:
     """Open, run and close; returns the summary (also the Python entry point).
-    ``on_start(run)`` is called just before the loop (benchmarks watch ``run.renderer``)."""
+    ``on_start(run)`` is called just before the loop (benchmarks watch ``run.renderer``).
+    ``keep_signals``: leave the run's signal handlers in place afterwards (the command
+    does, so a signal while the process exits cannot kill it with outputs published)."""
     r = Run(opts)
     r.install_signals()
+    try:
+        summary = _run(r, opts, on_start)
+        r.completed = True
+        return summary
+    except Abandoned as e:
+        raise r.abandon(e.signame) from None
+    finally:
+        if not keep_signals:
+            r.restore_signals()
+
+
+def _start_and_loop(r: Run, opts: RunOptions, on_start) -> None:
+    if not opts.quiet:
+        r.banner()
+    elif r.server is not None:  # the address (and a generated token) is needed anyway
+        say(f"  serve    {r.server.describe()}")
+    r.source.start()
+    if r.drift:
+        r.drift.start()
+    if r.server:
+        r.server.start()
+    if r.reporter:
+        r.reporter.start()
+    if on_start is not None:
+        on_start(r)
+    r.loop()
+
+
+def _run(r: Run, opts: RunOptions, on_start) -> dict:
     lost = None
     try:
         r.open()
-        if not opts.quiet:
-            r.banner()
-        elif r.server is not None:  # the address (and a generated token) is needed anyway
-            say(f"  serve    {r.server.describe()}")
-        r.source.start()
-        if r.drift:
-            r.drift.start()
-        if r.server:
-            r.server.start()
-        if r.reporter:
-            r.reporter.start()
-        if on_start is not None:
-            on_start(r)
-        r.loop()
+        if r.source is not None:  # None: stopped while the source was opening
+            _start_and_loop(r, opts, on_start)
     except KeyboardInterrupt:
         r.state.stopped_by = r.state.stopped_by or "SIGINT"
     except SourceLostError as e:  # summarised like any other end, then exit code 3
@@ -105,17 +128,19 @@ def run_pipeline(opts: RunOptions, on_start=None) -> dict:
         r.failure = e
         r.state.stopped_by = "output error"
     finally:
-        if r.segmenter is not None:
+        if r.abandoning:
+            pass  # a second signal: run_pipeline removes what is unfinished
+        elif r.segmenter is not None:
             r.finish()
         elif r.source is not None:
             r.source.close()
-        r.restore_signals()
     summary = r.summary()
     r.print_summary(summary)  # printed before any output error: the results are never lost
     if opts.report:
         from edge_seg.io.publish import atomic_write_json
         try:
             atomic_write_json(opts.report, summary, "--report")
+            r.report_written = True
             say(f"  report written to {opts.report}")
         except OutputError as e:
             if r.failure is None and lost is None:
@@ -212,6 +237,10 @@ EXIT_CODES_HELP = exit_codes_help()
                    "one of the inputs is refused either way.")
 @click.option("--capture-size", callback=_size, metavar="WxH",
               help="Ask the camera/stream for this resolution, e.g. 1280x720.")
+@click.option("--open-timeout", type=click.FloatRange(0), default=10.0, show_default=True,
+              metavar="S", help="Give up opening the source after S seconds, exit code 2 (a "
+                                "camera that does not answer, a stream, a named pipe nobody "
+                                "writes to; 0 = wait forever). A stop signal ends the wait.")
 @click.option("--reconnect-timeout", type=click.FloatRange(0), default=0.0, show_default=True,
               metavar="S", help="Give up on a lost camera/stream after S seconds, exit code 3 (0 = retry "
                                 "forever, with backoff).")
@@ -252,6 +281,21 @@ def run(**kwargs):
       edge-seg run --source 'frames/*.png' --save out/ --view side-by-side
 
     Prints an end-of-run summary (frames, dropped, FPS, latency p50/p99 per stage, drift
-    agreement); Ctrl-C or SIGTERM stops cleanly and finalises --save.
+    agreement); Ctrl-C or SIGTERM stops cleanly and finalises --save; a second one stops at
+    once and removes what was not finalised.
     """
-    run_pipeline(RunOptions(**kwargs))
+    try:
+        run_pipeline(RunOptions(**kwargs), keep_signals=True)
+    except RunAbandoned as e:
+        warn(f"error: {e}")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # worker threads may still be inside the encoder: the interpreter's teardown could
+        # abort there, and nothing is left to finalise
+        os._exit(e.exit_code)
+    finally:
+        # The outcome is settled and printed. Python puts default handlers back while it
+        # shuts down, so a late signal would kill the exit (143) after "saved" was
+        # printed: ignored instead, the exit code stays the run's.
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)

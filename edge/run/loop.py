@@ -18,6 +18,10 @@ from edge_seg.errors import UserError
 from edge_seg.overlay import Overlay, hud_lines
 from edge_seg.timing import StageTimes
 
+# SIGHUP (the terminal or ssh session closed) stops like SIGTERM: outputs finalised
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
+SECRET_SHOWN = "(set, not shown)"
 STAGES = ("capture", "pre", "infer", "post", "draw", "encode", "frame")
 PROGRESS_EVERY_S = 5.0
 
@@ -132,6 +136,15 @@ class RunState:
     notes: list[str] = field(default_factory=list)
 
 
+class Abandoned(BaseException):
+    """Raised in the main thread by a second stop signal. A BaseException, so that no
+    ``except Exception`` or ``except UserError`` on the way finalises anything."""
+
+    def __init__(self, signame: str):
+        super().__init__(signame)
+        self.signame = signame
+
+
 class Run:
     def __init__(self, opts: RunOptions):  # an edge_seg.run.command.RunOptions (not imported: no cycle)
         self.opts = opts
@@ -144,23 +157,54 @@ class Run:
         self._signals = 0
         self._old_handlers = {}
         self.failure: UserError | None = None  # an output that could not be written
+        self.abandoning = False  # a second signal: nothing more is finalised
+        self.completed = False   # every output published and the summary printed
+        self.report_written = False
 
-    # signals: the first one stops the loop cleanly, a second one interrupts hard
+    # Signals. The first one stops the run: the loop ends (or the source's opening is given
+    # up) and every output is finalised. A second one before that is complete abandons
+    # finalising (``Abandoned``): unfinished outputs are removed, exit code 5. Any later
+    # one, or one after completion, changes nothing.
     def _on_signal(self, signum, _frame):
+        if self.completed:
+            return
         self._signals += 1
-        if self._signals > 1:
-            raise KeyboardInterrupt
-        self.state.stopped_by = signal.Signals(signum).name
-        if self.source is not None:
-            self.source.stop()
+        name = signal.Signals(signum).name
+        if self._signals == 1:
+            self.state.stopped_by = self.state.stopped_by or name
+            if self.source is not None:
+                self.source.stop()
+        elif self._signals == 2:
+            self.abandoning = True
+            raise Abandoned(name)
+
+    def stop_requested(self) -> bool:
+        return self._signals > 0
+
+    def abandon(self, signame: str) -> UserError:
+        """After a second signal: stop what runs, remove what is not finalised; the error
+        says what was lost."""
+        from edge_seg.errors import RunAbandoned
+        lost = []
+        for step in (lambda: self.source and self.source.stop(),
+                     lambda: self.server and self.server.close()):
+            try:
+                step()
+            except Exception:  # noqa: BLE001 -- stopping at once: nothing may hold it up
+                pass
+        if self.sink is not None and not self.sink.published:
+            self.sink.abandon()
+            lost.append(f"--save {self.sink.path} not saved (its partial file was removed)")
+        if self.opts.report and not self.report_written:
+            lost.append(f"--report {self.opts.report} not written")
+        return RunAbandoned(f"a second {signame} while stopping: stopped at once; "
+                            + ("; ".join(lost) if lost else "every output was already complete"))
 
     def install_signals(self):
         if threading.current_thread() is not threading.main_thread():
             return
-        # SIGHUP (the terminal or ssh session closed) stops like SIGTERM: outputs finalised
-        for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-            if sig is not None:
-                self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+        for sig in STOP_SIGNALS:
+            self._old_handlers[sig] = signal.signal(sig, self._on_signal)
 
     def restore_signals(self):
         for sig, handler in self._old_handlers.items():
@@ -175,7 +219,15 @@ class Run:
         if o.no_profile:
             return o.model, o.threads, delegate
         path = Path(o.profile).expanduser() if o.profile else default_profile_path()
-        if not path.is_file():
+        try:  # a service user's HOME may be unreadable: that is no reason not to run
+            exists = path.is_file()
+        except OSError as e:
+            from edge_seg.io.publish import cause
+            warn(f"warning: profile {path} cannot be read ({cause(e)}); ignored, starting with "
+                 f"the default model")
+            self.profile_note = f"{path} unreadable, default model"
+            return o.model, o.threads, delegate
+        if not exists:
             if o.profile:
                 warn(f"warning: profile {path} does not exist; ignored")
             return o.model, o.threads, delegate
@@ -229,7 +281,10 @@ class Run:
         self.source = sources.open_source(spec, realtime=o.realtime, every=o.every,
                                           reconnect_timeout=o.reconnect_timeout,
                                           capture_size=o.capture_size, log=warn,
+                                          open_timeout=o.open_timeout, stopped=self.stop_requested,
                                           max_frames=o.max_frames)
+        if self.source is None:  # a stop signal while the source was opening
+            return
         self.segmenter = Segmenter(model_path, threads=threads, delegate=delegate, log=warn,
                                    trust_sidecar=o.trust_sidecar)
         self.overlay = Overlay.from_meta(self.segmenter.meta, alpha=o.alpha, view=o.view,
@@ -366,6 +421,7 @@ class Run:
 
     # -- the end-of-run summary ---------------------------------------------------------
     def summary(self) -> dict:
+        from edge_seg.io.sources import redact_url
         st, src = self.state, self.source
         rendered = self.renderer.frames if self.renderer else 0
         wall = (self.renderer.t_last - self.state.t_start) if self.renderer and self.renderer.t_last else 0.0
@@ -377,7 +433,7 @@ class Run:
             "fps": rendered / wall if wall > 0 else None,
             "dropped_frames": src.stats.dropped if src else 0,
             "corrupt_frames": src.stats.corrupt if src else 0,
-            "source": {"spec": self.opts.source_spec(), "description": src.description if src else None,
+            "source": {"spec": redact_url(self.opts.source_spec()), "description": src.description if src else None,
                        **(src.stats.as_dict() if src else {})},
             "model": {"path": str(self.segmenter.path), "variant": self.segmenter.variant,
                       "input_size": list(self.segmenter.input_size)} if self.segmenter else None,
@@ -389,8 +445,19 @@ class Run:
             "agreement": self.drift.summary() if self.drift else None,
             "profile": {"path": str(self.profile.path), "created": self.profile.created}
             if self.profile is not None else ({"note": self.profile_note} if self.profile_note else None),
-            "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.opts).items()},
+            "options": self._options(),
         }
+        return out
+
+    def _options(self) -> dict:
+        """The options as given, for the report: a token never lands in a file (reports
+        are shared and world-readable); whether one was set is kept."""
+        from edge_seg.io.sources import redact_url
+        out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.opts).items()}
+        if out.get("serve_token") is not None:
+            out["serve_token"] = SECRET_SHOWN
+        if out.get("source"):
+            out["source"] = redact_url(out["source"])
         return out
 
     @staticmethod
@@ -402,6 +469,8 @@ class Run:
         say(f"  frames dropped {s['dropped_frames']}, corrupt skipped {s['corrupt_frames']}, "
              f"source lost {src.get('disconnects', 0)}x / back {src.get('reconnects', 0)}x "
              f"({src.get('offline_s', 0):.1f} s offline)")
+        if src.get("warning"):
+            say(f"  warning: {src['warning']}")
         say(f"  {'latency ms':<24}{'p50':>8}{'p99':>8}{'mean':>8}")
         labels = {"frame": "frame (capture->shown)"}
         for stage in STAGES:

@@ -21,6 +21,10 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True  # a restarted run can bind while old sockets linger in TIME_WAIT
 
+    def service_actions(self):
+        # runs between polls of the listening socket: the headers deadline needs no thread
+        self.owner.close_late()
+
     def handle_error(self, request, client_address):
         # a viewer going away mid-frame is normal; anything else is noted once, never raised
         error = sys.exc_info()[1]
@@ -42,6 +46,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._tracked = self.owner.track(self.connection, True)
         if not self._tracked:  # too many connections at once: closed without a word
             raise ConnectionRefusedError("connection limit")
+
+    def handle_one_request(self):
+        # every request, keep-alive ones included, gets the whole headers deadline afresh;
+        # an idle keep-alive connection waits under the same deadline
+        self.owner.awaiting_headers(self.connection, True)
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        self.owner.awaiting_headers(self.connection, False)
+        return ok
 
     def finish(self):
         try:
@@ -71,10 +86,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         url = urlsplit(self.path)
-        query_token = (parse_qs(url.query).get("token") or [None])[0]
+        # the request line arrives decoded as ISO-8859-1, and percent-escapes decoded the
+        # same way keep their bytes: a UTF-8 token, raw or percent-encoded, compares as sent
+        query_token = (parse_qs(url.query, encoding="latin-1").get("token") or [None])[0]
+        if query_token is not None:
+            query_token = query_token.encode("latin-1", "replace")
         if not self.owner.authorized(self.headers.get("Authorization"), query_token):
             with self.owner._lock:
                 self.owner.unauthorized += 1
+            self.close_connection = True  # no slot is held without the token
             self._send(401, b"401 unauthorized\n", headers={"WWW-Authenticate": 'Bearer realm="edge-seg"'})
             return
         route = {"/": self._page, "/index.html": self._page, "/stream.mjpg": self._stream,

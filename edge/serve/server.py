@@ -27,6 +27,7 @@ import secrets
 import socket
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from importlib import resources
 from typing import Callable
@@ -42,6 +43,9 @@ TOKEN_ENV = "EDGE_SEG_SERVE_TOKEN"
 JPEG_QUALITY = 80
 CLIENT_TIMEOUT_S = 10.0  # a viewer that accepts no data for this long is dropped
 SPARE_CONNECTIONS = 16   # page, stats and metrics requests beside the viewers
+# a request's line and headers must arrive within this many seconds in total: a client
+# that trickles them a byte at a time cannot hold a connection for long
+HEADER_DEADLINE_S = 5.0
 # histogram buckets of the per-stage latencies in /metrics (milliseconds)
 LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
@@ -132,10 +136,13 @@ def is_loopback(host: str) -> bool:
 
 def choose_token(host: str, given: str | None) -> tuple[str | None, bool]:
     """(token, generated): the given one or $EDGE_SEG_SERVE_TOKEN; off loopback without
-    either, a new random one (the caller prints it once)."""
-    token = given or os.environ.get(TOKEN_ENV) or None
+    either, a new random one (the caller prints it once). An empty or blank token is refused,
+    never taken as "no token": that would serve without authentication."""
+    token, label = given, "--serve-token"
+    if token is None:
+        token, label = os.environ.get(TOKEN_ENV), f"${TOKEN_ENV}"
     if token is not None and not token.strip():
-        raise UserError("--serve-token: the token is empty")
+        raise UserError(f"{label}: the token is empty; give a token or leave it unset")
     if token is None and not is_loopback(host):
         return secrets.token_urlsafe(18), True
     return token, False
@@ -249,8 +256,10 @@ class Server:
         self.sent = 0           # MJPEG parts sent, all viewers
         self.errors = 0
         self._warned = False
+        self.header_deadline = HEADER_DEADLINE_S
+        self.evicted = 0        # connections closed for not finishing their headers in time
         self._lock = threading.Lock()
-        self._connections: set = set()
+        self._connections: dict = {}  # socket -> headers deadline (monotonic), None once read
         self.page = resources.files("edge_seg.serve").joinpath("web/index.html").read_bytes()
         from prometheus_client import CollectorRegistry
         self.registry = CollectorRegistry(auto_describe=False)
@@ -273,8 +282,17 @@ class Server:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
 
+    @property
+    def all_addresses(self) -> bool:
+        """Whether the socket listens on every address ('0', '0.0.0.0', '::', ...): read from
+        the bound socket, not from how the address was spelled."""
+        try:
+            return ipaddress.ip_address(self.httpd.server_address[0]).is_unspecified
+        except ValueError:
+            return False
+
     def describe(self) -> str:
-        where = self.url + (" (all addresses)" if self.host in ("0.0.0.0", "::") else "")
+        where = self.url + (" (all addresses)" if self.all_addresses else "")
         if self.token_generated:
             return f"{where}, token {self.token} (generated: open {self.url}?token={self.token})"
         if self.token:
@@ -299,10 +317,7 @@ class Server:
         with self._lock:  # wake viewers blocked in a send to a stalled client
             connections = list(self._connections)
         for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            _hang_up(conn)
 
     def note_error(self, error) -> None:
         with self._lock:
@@ -313,15 +328,18 @@ class Server:
         self.log(f"warning: web server: {type(error).__name__}: {error} (the run goes on)")
 
     # -- bookkeeping used by the handler
-    def authorized(self, header: str | None, query_token: str | None) -> bool:
+    def authorized(self, header: str | None, query_token: bytes | None) -> bool:
+        """``header`` as http.server decodes it (ISO-8859-1, so its bytes come back
+        unchanged), ``query_token`` as bytes after percent-decoding: both compared with
+        the token's UTF-8 bytes, so a non-ASCII token works in either place."""
         if self.token is None:
             return True
         given = query_token
         if header and header.lower().startswith("bearer "):
-            given = header[7:].strip()
+            given = header[7:].strip().encode("latin-1", "replace")
         if given is None:
             return False
-        return hmac.compare_digest(given.encode("utf-8", "replace"), self.token.encode("utf-8"))
+        return hmac.compare_digest(given, self.token.encode("utf-8"))
 
     @contextmanager
     def viewer_slot(self):
@@ -339,21 +357,59 @@ class Server:
                     self.viewers -= 1
 
     def track(self, conn, add: bool) -> bool:
+        """Count a connection in (False: none can be taken) or out. When all are taken, the
+        one that has waited longest for its headers is closed to make room: a client that
+        connects and sends nothing cannot lock out /metrics or /stats.json."""
+        victim = None
         with self._lock:
-            if add:
-                if len(self._connections) >= self.max_clients + SPARE_CONNECTIONS:
+            if not add:
+                self._connections.pop(conn, None)
+                return True
+            if len(self._connections) >= self.max_clients + SPARE_CONNECTIONS:
+                waiting = [(t, c) for c, t in self._connections.items() if t is not None]
+                if not waiting:
                     return False
-                self._connections.add(conn)
-            else:
-                self._connections.discard(conn)
+                victim = min(waiting, key=lambda item: item[0])[1]
+                self._connections.pop(victim)
+                self.evicted += 1
+            self._connections[conn] = time.monotonic() + self.header_deadline
+        _hang_up(victim)
         return True
+
+    def awaiting_headers(self, conn, waiting: bool) -> None:
+        """A request starts (its headers are due within ``header_deadline``) or its
+        headers are in (it holds its connection for as long as it is answered)."""
+        with self._lock:
+            if conn in self._connections:
+                self._connections[conn] = time.monotonic() + self.header_deadline if waiting else None
+
+    def close_late(self) -> None:
+        """Close every connection whose headers are overdue (from the serving thread)."""
+        now = time.monotonic()
+        with self._lock:
+            late = [c for c, t in self._connections.items() if t is not None and t <= now]
+            for conn in late:
+                self._connections.pop(conn)
+            self.evicted += len(late)
+        for conn in late:
+            _hang_up(conn)
 
     def figures(self) -> dict:
         return {"url": self.url, "token_required": self.token is not None,
                 "viewers": self.viewers, "max_viewers": self.max_clients,
                 "frames_encoded": self.hub.encoded, "parts_sent": self.sent,
                 "refused": self.refused, "unauthorized": self.unauthorized,
-                "stalled_dropped": self.stalled, "errors": self.errors}
+                "stalled_dropped": self.stalled, "evicted": self.evicted, "errors": self.errors}
+
+
+def _hang_up(conn) -> None:
+    """Wake the thread blocked on ``conn`` (its read or send returns) and end the connection."""
+    if conn is None:
+        return
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def open_server(address: str, stats: Callable[[], dict], token: str | None = None,
