@@ -151,7 +151,7 @@ class FrameSink:
         what = f"{self.encoder}, {self.format.container}" if self.video else self.encoder
         if self.segment_frames:
             caps = [f"at most {self.max_files} files"] if self.max_files else []
-            caps += [f"at most {self.max_bytes / 1e6:g} MB"] if self.max_bytes else []
+            caps += [f"at most {_in_units(self.max_bytes)}"] if self.max_bytes else []
             what += f", segments of {self.segment_frames / self.fps:g} s" + "".join(f", {c}" for c in caps)
         return f"{self.path} ({what})"
 
@@ -327,6 +327,13 @@ class FrameSink:
                 self._release()
             except OutputError as e:
                 self._error = self._error or e
+
+
+def _in_units(size: int) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.3g} {unit}"
+    return f"{size} bytes"
 
 
 SEGMENTS_LISTED = 10  # the summary names the newest segments kept; the report has them all
