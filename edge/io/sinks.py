@@ -1,17 +1,20 @@
 """Where rendered frames go: a video file or a folder of PNGs (encoded in a writer thread
 so encoding overlaps inference), and an on-screen window.
 
-``--save out.mp4`` (.mp4 .m4v .mov .mkv: MPEG-4 Part 2; .avi: MJPEG) or ``--save DIR``
-(frame_000000.png, ...). Both grow under a hidden partial name beside the final one
-(``edge_seg.io.publish.partial_path``) and are published by ``close()`` once complete and checked,
-which the run calls on every exit path (Ctrl-C, SIGTERM and SIGHUP included). A killed run
-leaves the final name as it was. Every frame the encoder takes is checked, and the finished
-video's container structure before it is published: a full disk is an error, never "saved".
+``--save out.mp4`` or ``--save DIR`` (frame_000000.png, ...): the writer, codec and container
+of each extension are the table in ``edge_seg.io.video``. Both grow under a hidden partial
+name beside the final one (``edge_seg.io.publish.partial_path``) and are published by
+``close()`` once complete and checked, which the run calls on every exit path (Ctrl-C, SIGTERM
+and SIGHUP included). A killed run leaves the final name as it was. Every frame the encoder
+takes is checked, and the finished video's container structure before it is published: a full
+disk is an error, never "saved". With ``segment_s`` a video is cut into segments, each
+published as it is finished, the oldest removed beyond ``max_files`` / ``max_bytes``.
 """
 from __future__ import annotations
 
 import os
 import queue
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,21 +24,22 @@ import numpy as np
 
 from edge_seg.errors import OutputError, UserError
 from edge_seg.io.readers import opencv_name, quiet_opencv
+from edge_seg.io import video
 from edge_seg.io.publish import cause, check_output, discard, output_error, partial_path, publish, publish_folder
 from edge_seg.timing import LatencyStats
 
-VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
-# MPEG-4 Part 2 cannot encode a frame narrower or shorter than this (MJPEG can)
+# MPEG-4 Part 2 cannot encode a frame narrower or shorter than this (MJPEG and H.264 can)
 MIN_MPEG4_SIDE = 2
 # free space asked of the folder before a video or frames folder starts (about a second
 # of 1024x512 video): less is a full disk
 VIDEO_HEADROOM = 1 << 20
 FRAME_FILE = "frame_{:06d}.png"
 ABANDON_WAIT_S = 2.0  # for the writer thread to finish its frame when an output is given up
+_FALLBACK_SAID = []  # the OpenCV fallback is announced once a process
 
 
 def is_video_path(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in VIDEO_CODECS
+    return Path(path).suffix.lower() in video.VIDEO_FORMATS
 
 
 def _is_frame_file(name: str) -> bool:
@@ -51,7 +55,7 @@ def check_save_target(path: str | os.PathLike, inputs=(), overwrite: bool = Fals
         return check_output(path, "--save", inputs=inputs, overwrite=overwrite, need=VIDEO_HEADROOM)
     if path.suffix and not path.is_dir():
         raise UserError(f"--save {path}: unknown video type {path.suffix!r}; use "
-                        f"{', '.join(VIDEO_CODECS)} or a folder for PNG frames")
+                        f"{', '.join(video.VIDEO_FORMATS)} or a folder for PNG frames")
     check_output(path, "--save", inputs=inputs, overwrite=overwrite, folder=True, need=VIDEO_HEADROOM)
     if path.is_dir():
         others = [p.name for p in path.iterdir() if not _is_frame_file(p.name)]
@@ -90,15 +94,31 @@ def container_complete(path: Path) -> bool:
 
 class FrameSink:
     """Writes frames in its own thread; ``write`` blocks only when ``queue_size`` are pending.
-    ``path`` is published by ``close()``; until then frames go to ``self.partial``."""
+    ``path`` is published by ``close()``; until then frames go to ``self.partial``.
+
+    ``segment_s`` cuts a video every so many seconds of video (frames / fps, so where it is
+    cut does not depend on how fast frames come) into ``video.segment_path`` names, each
+    published when it is finished; then the oldest segments of ``path`` beyond ``max_files``
+    or ``max_bytes`` (earlier runs' included) are removed."""
 
     def __init__(self, path: str | os.PathLike, fps: float = 30.0, queue_size: int = 8,
-                 inputs=(), overwrite: bool = False):
+                 inputs=(), overwrite: bool = False, segment_s: float | None = None,
+                 max_files: int | None = None, max_bytes: int | None = None, log=None):
         self.path = check_save_target(path, inputs, overwrite)
         self.video = is_video_path(self.path)
-        self.partial = partial_path(self.path)
+        _check_segment_options(self.path, self.video, segment_s, max_files, max_bytes)
         self.fps = fps if fps and fps > 0 else 30.0
+        self.segment_frames = max(1, round(segment_s * self.fps)) if segment_s else None
+        self.max_files, self.max_bytes = max_files, max_bytes
+        self.segments: list[dict] = []  # published segments: path, frames, removed (by a cap)
+        self._log = log or (lambda message: print(message, file=sys.stderr))
+        self.format = video.VIDEO_FORMATS[self.path.suffix.lower()] if self.video else None
+        self.pyav = self.video and video.uses_pyav(self.path.suffix.lower())
+        self.encoder = self._expected_encoder()
+        self._target = self.path  # the name the partial file is published under
+        self.partial = None if self.segment_frames else partial_path(self.path)
         self.frames = 0
+        self._in_segment = 0
         self.published = False
         self.encode = LatencyStats()
         self._writer = None
@@ -107,7 +127,7 @@ class FrameSink:
         self._error: BaseException | None = None
         self._abandoned = False
         try:
-            self.partial.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             if not self.video:
                 self.partial.mkdir()
         except OSError as e:
@@ -115,8 +135,35 @@ class FrameSink:
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
         self._thread.start()
 
+    def _expected_encoder(self) -> str:
+        """The encoder as the banner names it, before a frame size is known."""
+        if not self.video:
+            return "PNG frames"
+        if self.pyav:
+            name = video.pick_encoder(fps=float(self.fps))
+            return f"H.264 {name}" if name else "H.264 (no encoder opens here)"
+        fourcc = self.format.fallback or self.format.codec
+        if self.format.fallback and not _FALLBACK_SAID:
+            _FALLBACK_SAID.append(True)
+            self._log(f"warning: PyAV is not installed (pip install av): {self.path.suffix} videos "
+                      f"are written as MPEG-4 Part 2 through OpenCV, which browsers do not play"
+                      + ("" if self.format.fallback_survives_kill else
+                         " and which plays nothing when the run is killed"))
+        return f"{video.CODEC_NAMES[fourcc]} (OpenCV {fourcc})"
+
     def describe(self) -> str:
-        return f"{self.path} ({'video' if self.video else 'PNG frames'})"
+        what = f"{self.encoder}, {self.format.container}" if self.video else self.encoder
+        if self.segment_frames:
+            caps = [f"at most {self.max_files} files"] if self.max_files else []
+            caps += [f"at most {_in_units(self.max_bytes)}"] if self.max_bytes else []
+            what += f", segments of {self.segment_frames / self.fps:g} s" + "".join(f", {c}" for c in caps)
+        return f"{self.path} ({what})"
+
+    def summary(self) -> dict:
+        """What the run report says about the recording."""
+        path = self.path.with_name(f"{self.path.stem}-*{self.path.suffix}") if self.segment_frames else self.path
+        return {"path": str(path), "frames": self.frames, "published": self.published,
+                "encoder": self.encoder, "segments": self.segments if self.segment_frames else None}
 
     def write(self, image: np.ndarray) -> None:
         if self._error is not None:
@@ -132,15 +179,13 @@ class FrameSink:
                 self._thread.join()
             if self._error is not None:
                 raise self._error
-            if self.frames == 0:  # nothing to publish: the final name stays as it was
-                discard(self.partial)
-                return
-            if self.video:
-                self._verify_video()
-                publish(self.partial, self.path, "--save")
-            else:
+            if self.video and self._in_segment:
+                self._finish_segment()
+            elif not self.video and self.frames:
                 publish_folder(self.partial, self.path, "--save")
-            self.published = True
+            else:  # nothing (more) to publish: the final name stays as it was
+                discard(self.partial)
+            self.published = self.frames > 0
         except BaseException:
             self.abandon()
             raise
@@ -167,7 +212,7 @@ class FrameSink:
 
     def _no_space(self) -> bool:
         try:
-            st = os.statvfs(self.partial.parent)
+            st = os.statvfs(self.path.parent)
         except OSError:
             return False
         return st.f_bavail * st.f_frsize < 64 << 10
@@ -190,16 +235,64 @@ class FrameSink:
             raise self._encoder_failed("the finished video is incomplete (the encoder could "
                                        "not finalise it)")
 
+    def _finish_segment(self) -> None:
+        """Finalise, check and publish the video written so far (the whole recording, or one
+        segment), then keep the segments under their caps."""
+        self._release()
+        self._verify_video()
+        publish(self.partial, self._target, "--save")
+        self.partial = None
+        if self.segment_frames:
+            self.segments.append({"path": str(self._target), "frames": self._in_segment,
+                                  "removed": False})
+            self._apply_caps()
+        self._in_segment = 0
+
+    def _apply_caps(self) -> None:
+        if self.max_files is None and self.max_bytes is None:
+            return
+        for old in video.over_cap(video.segment_files(self.path), self.max_files, self.max_bytes):
+            try:
+                old.unlink()
+            except OSError as e:
+                self._log(f"warning: {self._label()}: cannot remove the old segment {old.name} "
+                          f"({cause(e)})")
+                return
+            for segment in self.segments:
+                segment["removed"] = segment["removed"] or Path(segment["path"]).name == old.name
+
+    def _release(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        try:
+            writer.release()
+        except video.EncoderError as e:
+            raise self._encoder_failed(str(e)) from None
+
     def _open(self, image: np.ndarray) -> None:
         h, w = image.shape[:2]
+        if self.segment_frames:
+            self._target = video.segment_path(self.path, time.time(), len(self.segments) + 1)
+            self.partial = partial_path(self._target)
+        if self.pyav:
+            try:
+                self._writer = video.PyAVWriter(self.partial, self.fps, (w, h))
+            except video.EncoderError as e:
+                discard(self.partial)
+                if self._no_space():
+                    raise self._encoder_failed("cannot start the video") from None
+                raise OutputError(f"{self._label()}: {e}; try .avi or a folder") from None
+            self._size, self.encoder = (w, h), self._writer.describe()
+            return
         suffix = self.path.suffix.lower()
-        fourcc = cv2.VideoWriter.fourcc(*VIDEO_CODECS[suffix])
-        if VIDEO_CODECS[suffix] == "mp4v" and min(w, h) < MIN_MPEG4_SIDE:
+        codec = self.format.fallback or self.format.codec
+        if codec == "mp4v" and min(w, h) < MIN_MPEG4_SIDE:
             raise UserError(f"{self._label()}: the frames are {w}x{h} pixels; MPEG-4 video needs "
                             f"at least {MIN_MPEG4_SIDE}x{MIN_MPEG4_SIDE}: save to .avi or a folder "
                             f"of PNGs instead, or use a larger source")
         quiet_opencv()  # its own "[ WARN ]" line on a full disk would precede ours
-        writer = cv2.VideoWriter(str(self.partial), fourcc, float(self.fps), (w, h))
+        writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter.fourcc(*codec), float(self.fps), (w, h))
         if not writer.isOpened():
             if self._no_space():
                 raise self._encoder_failed("cannot start the video")
@@ -217,6 +310,19 @@ class FrameSink:
         except OSError as e:
             raise OutputError(f"{self._label()}: cannot write frame {self.frames} ({cause(e)})") from None
 
+    def _write_video(self, image: np.ndarray) -> None:
+        if self._writer is None:
+            self._open(image)
+        if (image.shape[1], image.shape[0]) != self._size:
+            image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
+        # OpenCV >= 4.x returns False when the frame was not written (a full disk, a write
+        # error); older versions return None
+        if self._writer.write(image) is False:
+            raise self._encoder_failed("the video encoder could not write a frame")
+        self._in_segment += 1
+        if self.segment_frames and self._in_segment >= self.segment_frames:
+            self._finish_segment()
+
     def _run(self) -> None:
         try:
             while True:
@@ -225,14 +331,7 @@ class FrameSink:
                     break
                 t0 = time.perf_counter()
                 if self.video:
-                    if self._writer is None:
-                        self._open(image)
-                    if (image.shape[1], image.shape[0]) != self._size:
-                        image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
-                    # OpenCV >= 4.x returns False when the frame was not written (a full
-                    # disk, a write error); older versions return None
-                    if self._writer.write(image) is False:
-                        raise self._encoder_failed("the video encoder could not write a frame")
+                    self._write_video(image)
                 else:
                     self._write_png(image)
                 self.frames += 1
@@ -246,8 +345,50 @@ class FrameSink:
                 except queue.Empty:
                     break
         finally:
-            if self._writer is not None:
-                self._writer.release()
+            try:
+                self._release()
+            except OutputError as e:
+                self._error = self._error or e
+
+
+def _in_units(size: int) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.3g} {unit}"
+    return f"{size} bytes"
+
+
+SEGMENTS_LISTED = 10  # the summary names the newest segments kept; the report has them all
+
+
+def segment_lines(saved: dict | None) -> list[str]:
+    """The summary's lines about the segments of a recording (none for a single file)."""
+    segments = (saved or {}).get("segments")
+    if not segments:
+        return []
+    kept = [s for s in segments if not s["removed"]]
+    removed = len(segments) - len(kept)
+    lines = [f"  {len(segments)} segments written, {len(kept)} kept"
+             + (f", {removed} removed (the oldest, beyond --save-max-files / --save-max-bytes)"
+                if removed else "")]
+    if len(kept) > SEGMENTS_LISTED:
+        lines.append(f"    ... {len(kept) - SEGMENTS_LISTED} earlier ones")
+    lines += [f"    {s['path']} ({s['frames']} frames)" for s in kept[-SEGMENTS_LISTED:]]
+    return lines
+
+
+def _check_segment_options(path: Path, is_video: bool, segment_s, max_files, max_bytes) -> None:
+    if segment_s is None:
+        if max_files is not None or max_bytes is not None:
+            raise UserError(f"--save-max-{'files' if max_files is not None else 'bytes'}: caps the "
+                            f"segments of a recording, and needs --save-segment")
+        return
+    if not is_video:
+        raise UserError(f"--save-segment: {path} is a folder of PNG frames; segments are videos "
+                        f"(.mp4, .mkv)")
+    if segment_s <= 0 or (max_files is not None and max_files < 1) or \
+            (max_bytes is not None and max_bytes < 1):
+        raise UserError("--save-segment, --save-max-files and --save-max-bytes must be positive")
 
 
 def gui_available() -> bool:

@@ -16,6 +16,7 @@ so the pipeline runs at about the speed of the model alone. All options live in
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from dataclasses import dataclass
@@ -42,6 +43,9 @@ class RunOptions:
     hud: bool = True
     show: bool | None = None  # None: a window when a display is available
     save: str | None = None
+    save_segment: float | None = None   # seconds of video a segment (None: one file)
+    save_max_files: int | None = None
+    save_max_bytes: int | None = None
     max_frames: int = 0
     every: int = 1
     realtime: bool = False
@@ -168,6 +172,30 @@ def _size(ctx, param, value):
     return w, h
 
 
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
+# decimal, as disks are sold: 32G is 32e9 bytes
+SIZE_UNITS = {unit + b: 1000 ** i for i, unit in enumerate(("", "k", "m", "g", "t")) for b in ("", "b")}
+
+
+def _amount(value: str | None, units: dict, example: str) -> float | None:
+    """'10m' -> 600.0 with DURATION_UNITS, '2G' -> 2e9 with SIZE_UNITS."""
+    if value is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", value.lower())
+    if not match or match.group(2) not in units or float(match.group(1)) <= 0:
+        raise click.BadParameter(f"{value!r}: expected a positive amount such as {example}")
+    return float(match.group(1)) * units[match.group(2)]
+
+
+def _duration(ctx, param, value):
+    return _amount(value, DURATION_UNITS, "90s, 10m or 1h")
+
+
+def _bytes(ctx, param, value):
+    size = _amount(value, SIZE_UNITS, "500M or 32G")
+    return None if size is None else int(size)
+
+
 EXIT_CODES_HELP = exit_codes_help()
 
 
@@ -207,10 +235,19 @@ EXIT_CODES_HELP = exit_codes_help()
               help="--show opens a window (q or Esc quits); --headless never does, for devices "
                    "without a screen. Default: a window when a display is available.")
 @click.option("--save", metavar="OUT.mp4|DIR",
-              help="Write the rendered frames to a video (.mp4 .mkv .mov .m4v, .avi) or to a "
-                   "folder of PNGs, under a hidden partial name until complete; finalised on "
-                   "Ctrl-C / SIGTERM / SIGHUP too. For long live recordings prefer .mkv: a "
-                   "killed recording's partial file still plays.")
+              help="Write the rendered frames to a video (.mp4 .mkv .mov .m4v: H.264; .avi: "
+                   "MJPEG) or to a folder of PNGs, under a hidden partial name until complete; "
+                   "finalised on Ctrl-C / SIGTERM / SIGHUP too. A killed or power-cut H.264 "
+                   "recording's partial file plays up to its last second.")
+@click.option("--save-segment", callback=_duration, metavar="LENGTH",
+              help="Cut the --save video into segments of LENGTH (s, m or h: 90s, 10m, 1h) of "
+                   "video, each published when finished as OUT-<UTC start>-<n>.mp4, so they sort "
+                   "by time; for recordings that run for days.")
+@click.option("--save-max-files", type=click.IntRange(1), metavar="N",
+              help="Keep at most N segments (earlier runs' included), removing the oldest first.")
+@click.option("--save-max-bytes", callback=_bytes, metavar="SIZE",
+              help="Keep the segments within SIZE in total (500M, 32G), removing the oldest "
+                   "first; leave room for one more segment beside it.")
 @click.option("--max-frames", type=int, default=0, metavar="N",
               help="Stop after N processed frames (0 = until the source ends or Ctrl-C).")
 @click.option("--every", type=int, default=1, show_default=True, metavar="N",

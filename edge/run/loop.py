@@ -296,7 +296,9 @@ class Run:
                                     window=o.agreement_window, log=warn)
         if o.save:
             self.sink = sinks.FrameSink(o.save, fps=self.source.fps or 30.0,
-                                        inputs=self._inputs(model_path), overwrite=o.overwrite)
+                                        inputs=self._inputs(model_path), overwrite=o.overwrite,
+                                        segment_s=o.save_segment, max_files=o.save_max_files,
+                                        max_bytes=o.save_max_bytes, log=warn)
         if show:
             self.window = sinks.Window()
         self._open_telemetry()
@@ -439,8 +441,7 @@ class Run:
                       "input_size": list(self.segmenter.input_size)} if self.segmenter else None,
             **(self.segmenter.backend.as_dict() if self.segmenter else {}),
             "latency_ms": self.times.summary(),
-            "saved": {"path": str(self.sink.path), "frames": self.sink.frames,
-                      "published": self.sink.published} if self.sink else None,
+            "saved": self.sink.summary() if self.sink else None,
             "error": str(self.failure) if self.failure else None,
             "agreement": self.drift.summary() if self.drift else None,
             "profile": {"path": str(self.profile.path), "created": self.profile.created}
@@ -500,6 +501,9 @@ class Run:
             say(f"  NOT saved to {saved['path']}: see the error below")
         elif saved:
             say(f"  nothing saved to {saved['path']} (no frame was rendered)")
+        from edge_seg.io.sinks import segment_lines
+        for line in segment_lines(saved):
+            say(line)
 
 
 def _fmt(value) -> str:
