@@ -76,6 +76,13 @@ def folder_with(tmp: Path) -> None:
     (tmp / "frames" / "dir.png").mkdir()  # a folder with an image's name is no image
 
 
+def truncated_model(tmp: Path) -> None:
+    """The bundled model (its metadata embedded, no sidecar copied) cut short by 1000 bytes,
+    as an interrupted copy leaves it."""
+    from edge_seg.backends.bundled import default_model
+    (tmp / "cut.tflite").write_bytes(default_model().read_bytes()[:-1000])
+
+
 def evaluation_only_cityscapes(tmp: Path) -> None:
     from edge_seg.train.synthetic_dataset import write_dataset
     root = write_dataset(tmp / "cs", "cityscapes", n_train=4, n_val=3, size=(64, 32), seed=2)
@@ -117,6 +124,9 @@ CASES = [
     Case("a truncated video warns that it ended early",
          ["run", "--source", "cut.avi", "--report", "r.json"], EXIT_OK,
          "warning: cut.avi: the source ended early, at frame", setup=truncated_avi, creates=("r.json",)),
+    Case("a truncated model without a sidecar is damaged, not without metadata",
+         ["run", "--source", "a.png", "--model", "cut.tflite"], EXIT_USAGE,
+         "model cut.tflite: damaged (truncated or corrupt", setup=lambda t: (png(t), truncated_model(t))),
     Case("data check on an evaluation-only Cityscapes folder, asked for test",
          ["data", "check", "cs", "--splits", "test"], EXIT_OK, "no problems found",
          setup=evaluation_only_cityscapes),
@@ -137,7 +147,9 @@ def test_hostile_case(case, tiny_models, tmp_path):
     before = snapshot(tmp_path)
     args = [a.format(model=tiny_models["int8"], tmp=tmp_path) for a in case.args]
     if args[0] == "run":
-        args += ["--model", str(tiny_models["int8"]), "--headless", "--threads", "1"]
+        args += ["--headless", "--threads", "1"]
+        if "--model" not in args:
+            args += ["--model", str(tiny_models["int8"])]
     env = {**os.environ, **case.env}
     if server.TOKEN_ENV not in case.env:
         env.pop(server.TOKEN_ENV, None)

@@ -81,16 +81,23 @@ def _string(b, p: int) -> str:
     return bytes(b[s + 4:s + 4 + _u32(b, s)]).decode("utf-8", "replace")
 
 
-def _buffer_bytes(b, buffer: int) -> bytes:
+def _buffer_span(b, buffer: int) -> tuple[int, int]:
+    """(start, end) of a buffer's bytes in the file; an end past the file's length means the
+    file was cut short (slicing alone would hide that)."""
     data = _field(b, buffer, 0)
     if data is not None:
         v = _deref(b, data)
-        return bytes(b[v + 4:v + 4 + _u32(b, v)])
+        return v + 4, v + 4 + _u32(b, v)
     offset, size = _field(b, buffer, 1), _field(b, buffer, 2)
     if offset is not None and size is not None:  # large models keep data after the flatbuffer
         start = struct.unpack_from("<Q", b, offset)[0]
-        return bytes(b[start:start + struct.unpack_from("<Q", b, size)[0]])
-    return b""
+        return start, start + struct.unpack_from("<Q", b, size)[0]
+    return 0, 0
+
+
+def _buffer_bytes(b, buffer: int) -> bytes:
+    start, end = _buffer_span(b, buffer)
+    return bytes(b[start:end])
 
 
 def tflite_metadata(data: bytes) -> dict[str, bytes]:
@@ -98,6 +105,9 @@ def tflite_metadata(data: bytes) -> dict[str, bytes]:
     try:
         model = _u32(data, 0)
         buffers = _tables(data, model, _BUFFERS)
+        end = max((_buffer_span(data, buffer)[1] for buffer in buffers), default=0)
+        if end > len(data):
+            raise EmbedError(f"truncated: its weights run to byte {end}, the file has {len(data)}")
         out = {}
         for entry in _tables(data, model, _METADATA):
             name = _field(data, entry, 0)
@@ -108,8 +118,9 @@ def tflite_metadata(data: bytes) -> dict[str, bytes]:
             if k < len(buffers):
                 out[_string(data, name)] = _buffer_bytes(data, buffers[k])
         return out
-    except (struct.error, IndexError) as e:
-        raise EmbedError(f"not a readable TFLite flatbuffer ({e})") from None
+    except (struct.error, IndexError):
+        raise EmbedError(f"truncated or corrupt: its tables point past the end of the file "
+                         f"({len(data)} bytes)") from None
 
 
 # -- identity --------------------------------------------------------------------------
@@ -179,8 +190,9 @@ def _model_tables(orig: bytes) -> tuple[dict, list[int], list[int]]:
             if _field(orig, buf, 1) is not None and struct.unpack_from("<Q", orig, _field(orig, buf, 1))[0]:
                 raise EmbedError("the model keeps its weights after the flatbuffer (over 2 GB); "
                                  "use a sidecar .json instead")
-    except (struct.error, IndexError) as e:
-        raise EmbedError(f"not a readable TFLite flatbuffer ({e})") from None
+    except (struct.error, IndexError):
+        raise EmbedError(f"truncated or corrupt: its tables point past the end of the file "
+                         f"({len(data)} bytes)") from None
     if n_fields > _MODEL_FIELDS and any(_u16(orig, vtable + 4 + 2 * i)
                                         for i in range(_MODEL_FIELDS, n_fields)):
         raise EmbedError("the model uses a newer TFLite schema than this tool knows; "

@@ -137,7 +137,10 @@ def read_embedded(model_path: str | os.PathLike) -> dict | None:
         raise UserError(f"model {model_path}: cannot read it ({e.strerror})") from None
     try:
         raw = embedded.read_embedded(data)
-    except embedded.EmbedError:
+    except embedded.EmbedError as e:
+        if data[4:8] == b"TFL3":  # a TFLite file whose own tables do not hold together
+            raise UserError(f"model {model_path}: damaged ({e}); copy it again or re-export it "
+                            "with 'edge-seg convert'") from None
         return None  # not a model this reader understands: the interpreter says why
     if raw is None:
         return None
