@@ -12,66 +12,96 @@ from pathlib import Path
 
 import click
 
+from edge_seg import formats
 from edge_seg.errors import UserError
 
 
-@click.command()
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--fp32", is_flag=True, help="plain float32 TFLite")
-@click.option("--fp16", is_flag=True, help="float16 weights (the GPU-delegate variant)")
-@click.option("--int8", is_flag=True, help="post-training full-integer int8 (needs --calibration)")
-@click.option("--dynamic", is_flag=True, help="dynamic-range int8 weights, float activations")
-@click.option("--qat", is_flag=True, help="quantisation-aware fine-tune, then full-integer int8")
-@click.option("--qat-epochs", default=1, show_default=True, type=int)
-@click.option("--qat-steps", default=None, type=int, help="steps per QAT epoch [default: one pass over train]")
-@click.option("--qat-lr", default=1e-5, show_default=True, type=float,
-              help="QAT learning rate; keep it low, so the fine-tune stays close to the float model")
-@click.option("--qat-batch", default=4, show_default=True, type=int)
-@click.option("--calibration", "calibration", default=None,
-              help="calibration manifest (.json from 'edge-seg calibrate') or a dataset root")
-@click.option("--calibration-root", default=None, type=click.Path(file_okay=False),
-              help="dataset root for a manifest whose recorded root is elsewhere")
-@click.option("--io", "io", type=click.Choice(["uint8", "int8", "float32"]), default="uint8", show_default=True,
-              help="input/output type of int8 models")
-@click.option("--per-channel", is_flag=True,
-              help="int8 weights with one scale per output channel (TFLite's usual scheme); the default "
-                   "is one scale per tensor, a smaller file (per channel stores a scale and a zero point "
-                   "for every output channel). --qat is always per channel: BatchNorm is folded into the "
-                   "kernel after fake quantisation, which one scale per tensor cannot absorb")
-@click.option("--onnx", "onnx", is_flag=True,
-              help="also export <model>.onnx (tf2onnx, opset 17) with its sidecar, for ONNX Runtime "
-                   "/ TensorRT on a Jetson (needs the [onnx] extra)")
-@click.option("--nchw", is_flag=True, help="with --onnx: NCHW input/output (TensorRT's layout)")
-@click.option("--sizes", default=None, metavar="WxH,...",
-              help="rebuild the (fully convolutional) model at each input size with the same weights "
-                   "and convert each, e.g. 512x256,384x192,256x128; file names then carry the size: "
-                   "<model>-384x192-int8.tflite")
-@click.option("-o", "--output-dir", default=None, type=click.Path(file_okay=False),
-              help="folder for the .tflite files [default: beside MODEL]")
-def convert(model, fp32, fp16, int8, dynamic, qat, qat_epochs, qat_steps, qat_lr, qat_batch,
-            calibration, calibration_root, io, per_channel, onnx, nchw, sizes, output_dir):
-    """Export MODEL (.keras) to TFLite variants <model>-fp32/-fp16/-int8/-dynamic/-qat-int8.tflite
-    (and <model>.onnx with --onnx). Each file carries its metadata inside (one file is enough
-    to run it); a copy is written beside it as <name>.json."""
-    wanted = [v for v, on in (("fp32", fp32), ("fp16", fp16), ("int8", int8), ("dynamic", dynamic),
-                              ("qat-int8", qat)) if on]
-    if not wanted and not onnx:
-        raise UserError("nothing to convert: pass one or more of --fp32 --fp16 --int8 --dynamic --qat --onnx")
-    if nchw and not onnx:
-        raise UserError("--nchw applies to the ONNX export: add --onnx")
-    log = lambda m: click.echo(m, err=True)  # noqa: E731
+def _format_help(fmt: formats.Format) -> str:
+    needs = " (needs --calibration)" if fmt.calibration else ""
+    return f"{fmt.help}{needs}: <model>{fmt.suffix}"
+
+
+def _format_flags(command):
+    """One flag per row of edge_seg.formats, in the table's order."""
+    for fmt in reversed(formats.FORMATS):
+        command = click.option(fmt.flag, _param(fmt), is_flag=True, help=_format_help(fmt))(command)
+    return command
+
+
+def _param(fmt: formats.Format) -> str:
+    return "format_" + fmt.name.replace("-", "_")
+
+
+def _convert_help() -> str:
+    files = ", ".join(f"<model>{fmt.suffix}" for fmt in formats.FORMATS)
+    return (f"Export MODEL (.keras) to the formats its flags pick ({files}; the table is "
+            "docs/quantisation.md's). Each file carries its metadata inside (one file is enough "
+            "to run it); a copy is written beside it as <name>.json.")
+
+
+def make_convert() -> click.Command:
+    """`edge-seg convert`, its format flags read from edge_seg.formats when called."""
+    @click.command("convert", help=_convert_help())
+    @click.argument("model", type=click.Path(dir_okay=False))
+    @_format_flags
+    @click.option("--qat-epochs", default=1, show_default=True, type=int)
+    @click.option("--qat-steps", default=None, type=int, help="steps per QAT epoch [default: one pass over train]")
+    @click.option("--qat-lr", default=1e-5, show_default=True, type=float,
+                  help="QAT learning rate; keep it low, so the fine-tune stays close to the float model")
+    @click.option("--qat-batch", default=4, show_default=True, type=int)
+    @click.option("--calibration", "calibration", default=None,
+                  help="calibration manifest (.json from 'edge-seg calibrate') or a dataset root")
+    @click.option("--calibration-root", default=None, type=click.Path(file_okay=False),
+                  help="dataset root for a manifest whose recorded root is elsewhere")
+    @click.option("--io", "io", type=click.Choice(formats.io_choices()), default=formats.io_choices()[0],
+                  show_default=True, help="input/output type of int8 models")
+    @click.option("--per-channel", is_flag=True,
+                  help="int8 weights with one scale per output channel (TFLite's usual scheme); the "
+                       "default is one scale per tensor, a smaller file (per channel stores a scale and "
+                       "a zero point for every output channel). --qat is always per channel: BatchNorm "
+                       "is folded into the kernel after fake quantisation, which one scale per tensor "
+                       "cannot absorb")
+    @click.option("--nchw", is_flag=True, help="with --onnx: NCHW input/output (TensorRT's layout)")
+    @click.option("--sizes", default=None, metavar="WxH,...",
+                  help="rebuild the (fully convolutional) model at each input size with the same weights "
+                       "and convert each, e.g. 512x256,384x192,256x128; file names then carry the size: "
+                       "<model>-384x192-int8.tflite")
+    @click.option("-o", "--output-dir", default=None, type=click.Path(file_okay=False),
+                  help="folder for the model files [default: beside MODEL]")
+    def convert(model, output_dir, sizes, nchw, **options):
+        wanted = [fmt.name for fmt in formats.FORMATS if options.pop(_param(fmt))]
+        _convert(model, wanted, output_dir, sizes, nchw, **options)
+    return convert
+
+
+def _convert(model, wanted, output_dir, sizes, nchw, calibration, calibration_root, io, per_channel,
+             qat_epochs, qat_steps, qat_lr, qat_batch):
     from edge_seg.io.publish import check_output
 
     from .sizes import parse_sizes
-    from .tflite_export import export
+    from .tflite_export import choose_formats, export
+
+    choose_formats(wanted)
+    _check_applies("--nchw", nchw, wanted)
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
 
     # each variant is at most about the size of the float model; checked before any conversion
-    need = (len(wanted) + onnx) * Path(model).stat().st_size if Path(model).is_file() else 1
+    need = len(wanted) * Path(model).stat().st_size if Path(model).is_file() else 1
     check_output(output_dir or Path(model).parent, "-o", folder=True, need=need)
     with _scratch_tempdir():
         export(model, wanted, output_dir, calibration, io, calibration_root, qat_epochs, qat_steps,
-               qat_lr, qat_batch, per_channel=per_channel, log=log, sizes=parse_sizes(sizes), onnx=onnx,
-               nchw=nchw)
+               qat_lr, qat_batch, per_channel=per_channel, log=log, sizes=parse_sizes(sizes), nchw=nchw)
+
+
+def _check_applies(option: str, given: bool, wanted: list[str]) -> None:
+    """A flag that changes some formats only (their ``options``) needs one of them picked."""
+    owners = [fmt for fmt in formats.FORMATS if option in fmt.options]
+    if given and not any(fmt.name in wanted for fmt in owners):
+        flags = " or ".join(fmt.flag for fmt in owners)
+        raise UserError(f"{option} applies to {flags} only: add {flags}")
+
+
+convert = make_convert()
 
 
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM)}

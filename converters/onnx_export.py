@@ -55,7 +55,9 @@ class OnnxExport:
         return text
 
 
-def _require_tf2onnx():
+def require_tf2onnx(model=None):
+    """tf2onnx, or a UserError saying how to install it; ``model`` is ignored (this is the ONNX
+    row's check in edge_seg.formats, called with the Keras model before any conversion)."""
     try:
         import tf2onnx  # noqa: F401
         import onnx  # noqa: F401
@@ -97,7 +99,7 @@ def export_onnx(model_or_path, out_path, opset: int = DEFAULT_OPSET, *, input_si
     metadata (e.g. ``source``, ``arch``). UserError when tf2onnx is missing or cannot
     convert the model (the message carries tf2onnx's own error).
     """
-    tf2onnx = _require_tf2onnx()
+    tf2onnx = require_tf2onnx()
     log = log or (lambda message: None)
     out_path = Path(out_path)
     if out_path.suffix != ".onnx":
@@ -153,6 +155,17 @@ def export_onnx(model_or_path, out_path, opset: int = DEFAULT_OPSET, *, input_si
     extra.update(meta_extra)
     publish_model(out_path, data, make_meta((w, h), VARIANT, **extra))
     return result
+
+
+def export_onnx_fp32(job, fmt, model, input_size, path: Path) -> None:
+    """The ONNX row of edge_seg.formats: ``job`` is the converter's ExportJob
+    (edge_seg.converters.tflite_export), ``model`` already at ``input_size``."""
+    result = export_onnx(model, path, nchw=job.nchw, log=job.log, source=str(job.source),
+                         source_sha256=job.source_sha, source_model=job.source_model,
+                         native_input_size=list(job.native_size))
+    job.log(f"  {result.describe()}")
+    for note in result.notes:
+        job.log(f"  warning: {note}")
 
 
 def _output_channels_first(model_proto, name: str, channels: int) -> bool:

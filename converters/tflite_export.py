@@ -1,22 +1,28 @@
-"""TFLite export: fp32, fp16, dynamic-range and full-integer int8 (PTQ and QAT).
+"""TFLite export (fp32, fp16, dynamic-range and full-integer int8, PTQ and QAT) and the
+conversion loop over every format.
 
-The one exporter: ``VARIANTS`` (with ``QUANTIZATION_MODE``) is the table of variants and
-``export`` the conversion loop over input sizes (converters.sizes) and variants, ONNX
-included (converters.onnx_export). Every variant is converted in memory with
-``tf.lite.TFLiteConverter.from_keras_model``, then written atomically with its metadata
-embedded (edge_seg.backends.embedded) and as a sidecar .json (edge_seg.backends.metadata): an interrupted
-export never leaves a partial .tflite. The int8 representative dataset goes through the
-training preprocessing (``edge_seg.train.datasets.read_pair`` + ``edge_seg.preprocess.normalize``).
-All inputs (model, variants, calibration set) are checked before any conversion starts.
+The formats are the rows of ``edge_seg.formats``; ``export`` converts a Keras model to the
+selected rows at each input size (converters.sizes), each through the function its row names
+(this module's ``export_tflite`` and ``export_qat_int8``, converters.onnx_export's
+``export_onnx_fp32``). Every TFLite variant is converted in memory with
+``tf.lite.TFLiteConverter.from_keras_model``, its settings following the row's weights and
+activations, then written atomically with its metadata embedded (edge_seg.backends.embedded)
+and as a sidecar .json (edge_seg.backends.metadata): an interrupted export never leaves a
+partial .tflite. The int8 representative dataset goes through the training preprocessing
+(``edge_seg.train.datasets.read_pair`` + ``edge_seg.preprocess.normalize``). All inputs
+(model, formats, calibration set) are checked before any conversion starts.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
+from edge_seg import formats
 from edge_seg.errors import UserError
 from edge_seg.backends.metadata import file_sha256, make_meta, publish_model
 from edge_seg.preprocess import normalize
@@ -24,13 +30,6 @@ from edge_seg.preprocess import normalize
 from .keras_model import load_keras_model, model_input_size
 from .sizes import rebuild_at_size, size_text, with_size
 
-# variant -> how its weights and activations are stored; the order is the conversion order
-QUANTIZATION_MODE = {"fp32": "none", "fp16": "float16 weights", "dynamic": "dynamic-range int8 weights",
-                     "int8": "full-integer int8 (post-training)",
-                     "qat-int8": "full-integer int8 (quantisation-aware training)"}
-VARIANTS = tuple(QUANTIZATION_MODE)
-NEEDS_CALIBRATION = ("int8", "qat-int8")
-IO_TYPES = ("uint8", "int8", "float32")
 DEFAULT_CALIBRATION_FRAMES = 200
 
 
@@ -121,7 +120,7 @@ def _suspect_layers(model, message: str) -> list[str]:
     return [f"'{n}' ({type(names[n]).__name__})" for n in hits]
 
 
-def _converter_error(model, variant: str, error: Exception) -> UserError:
+def _converter_error(model, fmt: formats.Format, error: Exception) -> UserError:
     message = str(error)
     ops = re.findall(r"'tfl?\.(\w+)' op", message)
     select = re.search(r"TF Select ops: ([^\n]+)", message)
@@ -131,36 +130,46 @@ def _converter_error(model, variant: str, error: Exception) -> UserError:
     layers = _suspect_layers(model, message)
     where = f" in layer {', '.join(layers)}" if layers else ""
     what = f"op {', '.join(ops)}" if ops else "an op"
-    if variant in ("int8", "qat-int8"):
-        fix = ("replace that layer with int8-capable layers (Conv2D, DepthwiseConv2D, ReLU/ReLU6, "
-               "Add, Concatenate, UpSampling2D), or export --fp16 / --dynamic, which keep it in float")
+    if fmt.integer_activations:
+        in_float = " / ".join(f.flag for f in formats.FORMATS if f.kind == "tflite"
+                              and not f.integer_activations and not f.full_precision)
+        fix = (f"replace that layer with {fmt.activations}-capable layers (Conv2D, DepthwiseConv2D, "
+               f"ReLU/ReLU6, Add, Concatenate, UpSampling2D), or export {in_float}, which keep it in float")
     else:
         fix = "replace that layer with TFLite builtin ops (no Lambda with arbitrary TensorFlow ops)"
     first = message.strip().splitlines()[0][:160] if message.strip() else type(error).__name__
-    return UserError(f"{variant} conversion failed: {what}{where} has no TFLite "
-                     f"{'int8 ' if variant in ('int8', 'qat-int8') else ''}kernel; fix: {fix} ({first})")
+    kernel = f"{fmt.activations} kernel" if fmt.integer_activations else "kernel"
+    return UserError(f"{fmt.name} conversion failed: {what}{where} has no TFLite {kernel}; "
+                     f"fix: {fix} ({first})")
 
 
 def weight_granularity(variant: str, per_channel: bool) -> str:
-    """How an int8 variant's weights are quantised. QAT models carry tfmot's per-channel
-    fake-quant ranges whatever is asked (see converters/qat.py)."""
-    return "per-channel" if per_channel or variant == "qat-int8" else "per-tensor"
+    """How an int8 variant's weights are quantised: its row's scheme, or per channel when
+    asked. QAT models carry tfmot's per-channel fake-quant ranges whatever is asked (see
+    converters/qat.py)."""
+    per_channel = per_channel or formats.get(variant).weights.endswith("per channel")
+    return "per-channel" if per_channel else "per-tensor"
 
 
 def make_converter(model, variant: str, rep_data=None, io: str = "uint8", per_channel: bool = False):
-    """``per_channel`` False (the default) quantises each int8 weight tensor with one
+    """The converter for a TFLite row, set from its weights and activations columns.
+
+    ``per_channel`` False (the default) quantises each int8 weight tensor with one
     scale: the per-channel scales and zero points of this U-Net are 26,736 entries,
     0.32 MB of a 1.53 MB file (34% of fp32 instead of 27%), for 0.07 point of mIoU."""
     import tensorflow as tf
 
+    fmt = formats.get(variant)
+    if fmt.kind != "tflite" or fmt.activations not in (formats.FLOAT, "int8") \
+            or fmt.weights.split()[0] not in (formats.FLOAT, "float16", "int8"):
+        raise UserError(f"{fmt.name}: no TFLite converter settings for {fmt.weights} weights and "
+                        f"{fmt.activations} activations; its export function makes its own converter")
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if variant == "fp16":
+    if fmt.weights != formats.FLOAT:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if fmt.weights == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    elif variant == "dynamic":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif variant in ("int8", "qat-int8"):
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if fmt.integer_activations:
         if rep_data is not None:
             converter.representative_dataset = rep_data
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -168,22 +177,25 @@ def make_converter(model, variant: str, rep_data=None, io: str = "uint8", per_ch
         converter.inference_input_type = dtype
         converter.inference_output_type = dtype
         converter._experimental_disable_per_channel = weight_granularity(variant, per_channel) == "per-tensor"
-    elif variant != "fp32":
-        raise UserError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     return converter
 
 
 def convert(model, variant: str, rep_data=None, io: str = "uint8", per_channel: bool = False) -> bytes:
-    """One variant as .tflite bytes; converter failures become a UserError naming the layer."""
-    if variant == "int8" and rep_data is None:
-        raise UserError("--int8 needs a calibration set: pass --calibration MANIFEST|ROOT")
-    converter = make_converter(model, variant, rep_data, io, per_channel)
+    """One TFLite row as .tflite bytes; converter failures become a UserError naming the layer."""
+    fmt = formats.get(variant)
+    if fmt.calibration and rep_data is None:
+        raise UserError(f"{fmt.flag} needs a calibration set: pass --calibration MANIFEST|ROOT")
+    return run_converter(make_converter(model, variant, rep_data, io, per_channel), model, fmt)
+
+
+def run_converter(converter, model, fmt: formats.Format) -> bytes:
+    """``converter.convert()``, its failures a UserError naming the layer at fault."""
     try:
         return converter.convert()
     except UserError:
         raise
     except Exception as e:  # noqa: BLE001 -- ConverterError and friends
-        raise _converter_error(model, variant, e) from None
+        raise _converter_error(model, fmt, e) from None
 
 
 def io_details(content: bytes) -> dict:
@@ -200,51 +212,100 @@ def io_details(content: bytes) -> dict:
     return {"input": describe(ins[0]), "output": describe(outs[0])}
 
 
-def variant_meta(variant, input_size, content, source_path, source_sha, calibration=None,
-                 io=None, gpu=None, qat=None, per_channel: bool = False) -> dict:
+@dataclass
+class ExportJob:
+    """One conversion run as every export function sees it: the source model, the
+    calibration set, and the options that change some formats only (the rows' ``options``)."""
+    source: Path
+    source_sha: str
+    native_size: tuple[int, int]
+    calibration: Calibration | None = None
+    io: str = formats.INTEGER_IO[0]
+    per_channel: bool = False
+    qat: dict = field(default_factory=dict)  # qat_finetune's epochs, steps, lr, batch
+    nchw: bool = False
+    log: Callable[[str], None] = print
+
+    @property
+    def source_model(self) -> dict:
+        return {"file": self.source.name, "sha256": self.source_sha}
+
+
+def variant_meta(job: ExportJob, fmt: formats.Format, input_size, content: bytes, gpu=None,
+                 qat=None) -> dict:
     details = io_details(content)
+    quantization = {"mode": fmt.mode, "io": job.io if len(fmt.io) > 1 else fmt.io[0]}
+    if fmt.integer_activations:
+        quantization["weights"] = weight_granularity(fmt.name, job.per_channel)
     extra = {
         "input": details["input"], "output": details["output"], "output_kind": "logits",
-        "quantization": {"mode": QUANTIZATION_MODE[variant],
-                         "io": io if variant in ("int8", "qat-int8") else "float32",
-                         **({"weights": weight_granularity(variant, per_channel)}
-                            if variant in ("int8", "qat-int8") else {})},
-        "source_model": {"file": Path(source_path).name, "sha256": source_sha},
-        "calibration": calibration.describe() if calibration is not None else None,
+        "quantization": quantization,
+        "source_model": job.source_model,
+        "calibration": job.calibration.describe() if fmt.calibration else None,
         "converter": versions(),
         "gpu": gpu,
     }
     if qat is not None:
         extra["qat"] = qat
-    return make_meta(input_size, variant, **extra)
+    extra["native_input_size"] = list(job.native_size)
+    return make_meta(input_size, fmt.name, **extra)
 
 
-def write_variant(path, content: bytes, meta: dict) -> Path:
-    """The model with its metadata embedded, then its sidecar, each atomically."""
-    publish_model(path, content, meta)
-    return Path(path)
-
-
-def export(model_path, variants, out_dir=None, calibration=None, io: str = "uint8",
-           calibration_root=None, qat_epochs: int = 1, qat_steps=None, qat_lr: float = 1e-5,
-           qat_batch: int = 4, per_channel: bool = False, log=print, *, sizes=None,
-           onnx: bool = False, nchw: bool = False) -> list[Path]:
-    """Convert ``model_path`` to each of ``variants`` (and ONNX with ``onnx``) at each of
-    ``sizes`` (default: its own size; see converters.sizes for the file names). Everything
-    is checked before any conversion. Returns the written model paths."""
+def publish_tflite(job: ExportJob, fmt: formats.Format, input_size, path: Path, content: bytes,
+                   qat=None) -> None:
+    """Write a converted TFLite row: GPU-delegate check, metadata embedded and as sidecar."""
     from .gpu_check import check_gpu
 
-    variants = [v for v in VARIANTS if v in set(variants)]
-    if not variants and not onnx:
-        raise UserError("nothing to convert: pass one or more of --fp32 --fp16 --int8 --dynamic --qat --onnx")
-    if io not in IO_TYPES:
-        raise UserError(f"--io {io}: choose one of {', '.join(IO_TYPES)}")
-    needs_data = [v for v in variants if v in NEEDS_CALIBRATION]
+    gpu = check_gpu(content)
+    if fmt.integer_activations and "DEQUANTIZE" in gpu["ops"]:
+        job.log(f"  warning: the {fmt.name} model keeps some ops in float (DEQUANTIZE inside the "
+                f"graph); ops: {', '.join(gpu['ops'])}")
+    publish_model(path, content, variant_meta(job, fmt, input_size, content, gpu, qat))
+    job.log(f"  {path} ({len(content) / 1e6:.2f} MB, GPU delegate: {gpu['verdict']})")
+
+
+def export_tflite(job: ExportJob, fmt: formats.Format, model, input_size, path: Path, qat=None):
+    """The TFLite rows whose converter settings follow from their columns (make_converter)."""
+    rep = representative_dataset(job.calibration.samples, input_size) if fmt.calibration else None
+    content = convert(model, fmt.name, rep, job.io, job.per_channel)
+    publish_tflite(job, fmt, input_size, path, content, qat)
+
+
+def export_qat_int8(job: ExportJob, fmt: formats.Format, model, input_size, path: Path):
+    """Fine-tune with fake quantisation on the calibration set's dataset, then convert."""
+    from .qat import qat_finetune
+
+    q_model, info = qat_finetune(model, job.calibration, input_size, log=job.log, **job.qat)
+    export_tflite(job, fmt, q_model, input_size, path, qat=info)
+
+
+def converter_function(spec: str) -> Callable:
+    """The function a formats row names: "module:function" in edge_seg.converters."""
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
+
+
+def choose_formats(names) -> list[formats.Format]:
+    """The rows named, in conversion order; UserError for none or an unknown name."""
+    chosen = formats.select(names)
+    if not chosen:
+        raise UserError(f"nothing to convert: pass one or more of {formats.flags()}")
+    return chosen
+
+
+def export(model_path, variants, out_dir=None, calibration=None, io: str = formats.INTEGER_IO[0],
+           calibration_root=None, qat_epochs: int = 1, qat_steps=None, qat_lr: float = 1e-5,
+           qat_batch: int = 4, per_channel: bool = False, log=print, *, sizes=None,
+           nchw: bool = False) -> list[Path]:
+    """Convert ``model_path`` to each format named in ``variants`` (rows of edge_seg.formats)
+    at each of ``sizes`` (default: its own size; see converters.sizes for the file names).
+    Everything is checked before any conversion. Returns the written model paths."""
+    chosen = choose_formats(variants)
+    if io not in formats.io_choices():
+        raise UserError(f"--io {io}: choose one of {', '.join(formats.io_choices())}")
+    needs_data = [fmt for fmt in chosen if fmt.calibration]
     if needs_data and not calibration:
-        raise UserError(f"--{needs_data[0].replace('qat-int8', 'qat')} needs data: pass --calibration MANIFEST|ROOT")
-    if onnx:
-        from .onnx_export import _require_tf2onnx
-        _require_tf2onnx()
+        raise UserError(f"{needs_data[0].flag} needs data: pass --calibration MANIFEST|ROOT")
     model_path = Path(model_path)
     base = load_keras_model(model_path)
     native = model_input_size(base)
@@ -253,46 +314,20 @@ def export(model_path, variants, out_dir=None, calibration=None, io: str = "uint
     # the calibration set is a list of frames, chosen (and checked) for the model's own size;
     # each size reads the same frames at its own resolution
     cal = resolve_calibration(calibration, native, calibration_root) if needs_data else None
-    if "qat-int8" in variants:
-        from .qat import check_quantizable
-        check_quantizable(base)
+    for fmt in chosen:
+        if fmt.check:
+            converter_function(fmt.check)(base)
     models = {size: rebuild_at_size(base, size) for size in sizes}  # all sizes checked first
-    source_sha = file_sha256(model_path)
+    job = ExportJob(model_path, file_sha256(model_path), native, cal, io, per_channel,
+                    {"epochs": qat_epochs, "steps": qat_steps, "lr": qat_lr, "batch": qat_batch},
+                    nchw, log)
     out_dir = Path(out_dir or model_path.parent)
     written = []
     for size, model in models.items():
-        rep = representative_dataset(cal.samples, size) if cal is not None else None
-        for variant in variants:
-            log(f"converting {model_path.name} -> {variant} at {size_text(size)}")
-            qat_info = None
-            if variant == "qat-int8":
-                from .qat import qat_finetune
-                q_model, qat_info = qat_finetune(model, cal, size, epochs=qat_epochs, steps=qat_steps,
-                                                 lr=qat_lr, batch=qat_batch, log=log)
-                content = convert(q_model, variant, rep, io, per_channel)
-            else:
-                content = convert(model, variant, rep, io, per_channel)
-            gpu = check_gpu(content)
-            if variant in NEEDS_CALIBRATION and "DEQUANTIZE" in gpu["ops"]:
-                log(f"  warning: the {variant} model keeps some ops in float (DEQUANTIZE inside the "
-                    f"graph); ops: {', '.join(gpu['ops'])}")
-            quantized = variant in NEEDS_CALIBRATION
-            meta = variant_meta(variant, size, content, model_path, source_sha, cal if quantized else None,
-                                io if quantized else None, gpu, qat_info, per_channel)
-            meta["native_input_size"] = list(native)
-            path = out_dir / f"{with_size(model_path.stem, size, named)}-{variant}.tflite"
-            write_variant(path, content, meta)
-            log(f"  {path} ({len(content) / 1e6:.2f} MB, GPU delegate: {gpu['verdict']})")
-            written.append(path)
-        if onnx:
-            from .onnx_export import export_onnx
-            path = out_dir / f"{with_size(model_path.stem, size, named)}.onnx"
-            result = export_onnx(model, path, nchw=nchw, log=log, source=str(model_path),
-                                 source_sha256=source_sha,
-                                 source_model={"file": model_path.name, "sha256": source_sha},
-                                 native_input_size=list(native))
-            log(f"  {result.describe()}")
-            for note in result.notes:
-                log(f"  warning: {note}")
+        stem = with_size(model_path.stem, size, named)
+        for fmt in chosen:
+            log(f"converting {model_path.name} -> {fmt.name} at {size_text(size)}")
+            path = out_dir / fmt.file_name(stem)
+            converter_function(fmt.exporter)(job, fmt, model, size, path)
             written.append(path)
     return written
