@@ -22,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from edge_seg import formats
 from edge_seg.errors import UserError
 from edge_seg.iou import SegMetrics, agreement
 from edge_seg.preprocess import resize_mask
@@ -31,7 +32,7 @@ DEFAULT_MIN_AGREEMENT = 0.90
 DEFAULT_WINDOW = 10  # checks per window
 
 
-QUANTIZED_VARIANTS = ("int8", "qat-int8", "dynamic")
+QUANTIZED_VARIANTS = tuple(fmt.name for fmt in formats.FORMATS if fmt.integer)
 
 
 def is_quantized(segmenter) -> bool:

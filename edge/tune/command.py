@@ -43,7 +43,7 @@ from edge_seg.tune.choose import DEFAULT_MAX_DROP, choose, order_rows
 from edge_seg.tune.frames import load_frames, load_labelled_frames
 from edge_seg.tune.measure import DEFAULT_WARMUP, delegates_for, measure, model_masks, miou_vs_labels, parse_threads
 from edge_seg.tune.report import chosen_line, format_table, legend, profile_result
-from edge_seg.tune.variants import choose_reference, discover
+from edge_seg.tune.variants import choose_reference, discover, variant_files
 
 DEFAULT_N_FRAMES = 20
 DEFAULT_SECONDS = 3.0
@@ -171,8 +171,8 @@ def tune_device(o: TuneOptions) -> dict:
 
 @click.command("tune", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--models", "models", required=True, metavar="DIR",
-              help="Folder of model variants: *.tflite (fp32, fp16, int8, "
-                   "qat-int8, any input sizes) and *.onnx when onnxruntime is installed.")
+              help=f"Folder of model variants, any input sizes: {variant_files()}; ONNX "
+                   "models when onnxruntime is installed.")
 @click.option("--frames", metavar="SOURCE", default="demo", show_default=True,
               help="Frames to measure on: a calibration manifest (.json from 'edge-seg calibrate'), "
                    "a folder or glob of images (quote it), a video, a camera index, or 'demo' "

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_seg import formats
 from edge_seg.errors import UserError
 
 # float variants, most precise first: the agreement reference when there is no fp32
-FLOAT_PREFERENCE = ("fp32", "onnx-fp32", "fp16", "dynamic")
+FLOAT_PREFERENCE = formats.float_preference()
 
 
 def _number(value) -> float | None:
@@ -34,9 +35,13 @@ class Variant:
         return str(self.meta.get("variant") or "?")
 
     @property
+    def format(self) -> formats.Format | None:
+        """The edge_seg.formats row it was made by; None for a variant outside the table."""
+        return formats.of_file(self.path, self.meta.get("variant"))
+
+    @property
     def is_fp32(self) -> bool:
-        return (self.variant in ("fp32", "onnx-fp32") or self.path.name.endswith("-fp32.tflite")) \
-            and not self.quantized
+        return self.format is not None and self.format.full_precision and not self.quantized
 
     @property
     def size_text(self) -> str:
@@ -59,6 +64,11 @@ class Variant:
                 "on": on or "a labelled set"}
 
 
+def variant_files() -> str:
+    """The files discover() takes, for --help: "*.tflite (fp32, fp16, ...), *.onnx (onnx-fp32)"."""
+    return ", ".join(f"*{ext} ({', '.join(names)})" for ext, names in formats.by_extension().items())
+
+
 def discover(models_dir, trust_sidecar: bool = False) -> tuple[list[Variant], list[tuple[str, str]]]:
     """(usable variants, [(file, why skipped)]). UserError when nothing is usable."""
     import numpy as np
@@ -69,7 +79,7 @@ def discover(models_dir, trust_sidecar: bool = False) -> tuple[list[Variant], li
     root = Path(models_dir).expanduser()
     if not root.is_dir():
         raise UserError(f"--models {models_dir}: no such folder")
-    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in (".tflite", ".onnx"))
+    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in formats.extensions())
     variants, skipped = [], []
     onnx_ok = onnxrt.available()
     for path in files:
@@ -82,13 +92,13 @@ def discover(models_dir, trust_sidecar: bool = False) -> tuple[list[Variant], li
         except UserError as e:
             skipped.append((path.name, str(e)))
             continue
-        variants.append(Variant(path, seg.meta, "onnx" if is_onnx(path) else "tflite",
+        variants.append(Variant(path, seg.meta, path.suffix.lower().lstrip("."),
                                 tuple(seg.input_size), tuple(seg.output_size), seg.quantized,
                                 np.dtype(seg.input_dtype).name))
         del seg
     if not variants:
         why = "; ".join(f"{n}: {w}" for n, w in skipped[:3]) if skipped else \
-            "no *.tflite or *.onnx files"
+            f"no {' or '.join('*' + ext for ext in formats.extensions())} files"
         raise UserError(f"--models {models_dir}: no usable model variant ({why}); convert one with "
                         "'edge-seg convert MODEL --fp32 --int8 -o DIR'")
     return variants, skipped
@@ -102,7 +112,9 @@ def choose_reference(variants: list[Variant]) -> Variant:
     fp32 = [v for v in variants if v.is_fp32]
     if fp32:
         return sorted(fp32, key=lambda v: (-area(v), v.kind != "tflite", v.name))[0]
-    floats = [v for v in variants if not v.quantized]
+    # float input and output is not enough: an int8 model made with --io float32 has both
+    floats = [v for v in variants if not v.quantized
+              and not (v.format is not None and v.format.integer_activations)]
     if not floats:
         raise UserError("no float model among the variants to measure agreement against: add the "
                         "fp32 variant (edge-seg convert MODEL --fp32 -o DIR)")
