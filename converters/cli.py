@@ -12,35 +12,35 @@ from pathlib import Path
 
 import click
 
-from edge_seg import formats
+from edge_seg import model_formats
 from edge_seg.errors import UserError
 
 
-def _format_help(fmt: formats.Format) -> str:
+def _format_help(fmt: model_formats.Format) -> str:
     needs = " (needs --calibration)" if fmt.calibration else ""
     return f"{fmt.help}{needs}: <model>{fmt.suffix}"
 
 
 def _format_flags(command):
-    """One flag per row of edge_seg.formats, in the table's order."""
-    for fmt in reversed(formats.FORMATS):
+    """One flag per row of edge_seg.model_formats, in the table's order."""
+    for fmt in reversed(model_formats.FORMATS):
         command = click.option(fmt.flag, _param(fmt), is_flag=True, help=_format_help(fmt))(command)
     return command
 
 
-def _param(fmt: formats.Format) -> str:
+def _param(fmt: model_formats.Format) -> str:
     return "format_" + fmt.name.replace("-", "_")
 
 
 def _convert_help() -> str:
-    files = ", ".join(f"<model>{fmt.suffix}" for fmt in formats.FORMATS)
+    files = ", ".join(f"<model>{fmt.suffix}" for fmt in model_formats.FORMATS)
     return (f"Export MODEL (.keras) to the formats its flags pick ({files}; the table is "
             "docs/quantisation.md's). Each file carries its metadata inside (one file is enough "
             "to run it); a copy is written beside it as <name>.json.")
 
 
 def make_convert() -> click.Command:
-    """`edge-seg convert`, its format flags read from edge_seg.formats when called."""
+    """`edge-seg convert`, its format flags read from edge_seg.model_formats when called."""
     @click.command("convert", help=_convert_help())
     @click.argument("model", type=click.Path(dir_okay=False))
     @_format_flags
@@ -53,7 +53,7 @@ def make_convert() -> click.Command:
                   help="calibration manifest (.json from 'edge-seg calibrate') or a dataset root")
     @click.option("--calibration-root", default=None, type=click.Path(file_okay=False),
                   help="dataset root for a manifest whose recorded root is elsewhere")
-    @click.option("--io", "io", type=click.Choice(formats.io_choices()), default=formats.io_choices()[0],
+    @click.option("--io", "io", type=click.Choice(model_formats.io_choices()), default=model_formats.io_choices()[0],
                   show_default=True, help="input/output type of int8 models")
     @click.option("--per-channel", is_flag=True,
                   help="int8 weights with one scale per output channel (TFLite's usual scheme); the "
@@ -69,7 +69,7 @@ def make_convert() -> click.Command:
     @click.option("-o", "--output-dir", default=None, type=click.Path(file_okay=False),
                   help="folder for the model files [default: beside MODEL]")
     def convert(model, output_dir, sizes, nchw, **options):
-        wanted = [fmt.name for fmt in formats.FORMATS if options.pop(_param(fmt))]
+        wanted = [fmt.name for fmt in model_formats.FORMATS if options.pop(_param(fmt))]
         _convert(model, wanted, output_dir, sizes, nchw, **options)
     return convert
 
@@ -95,7 +95,7 @@ def _convert(model, wanted, output_dir, sizes, nchw, calibration, calibration_ro
 
 def _check_applies(option: str, given: bool, wanted: list[str]) -> None:
     """A flag that changes some formats only (their ``options``) needs one of them picked."""
-    owners = [fmt for fmt in formats.FORMATS if option in fmt.options]
+    owners = [fmt for fmt in model_formats.FORMATS if option in fmt.options]
     if given and not any(fmt.name in wanted for fmt in owners):
         flags = " or ".join(fmt.flag for fmt in owners)
         raise UserError(f"{option} applies to {flags} only: add {flags}")

@@ -57,7 +57,7 @@ class OnnxExport:
 
 def require_tf2onnx(model=None):
     """tf2onnx, or a UserError saying how to install it; ``model`` is ignored (this is the ONNX
-    row's check in edge_seg.formats, called with the Keras model before any conversion)."""
+    row's check in edge_seg.model_formats, called with the Keras model before any conversion)."""
     try:
         import tf2onnx  # noqa: F401
         import onnx  # noqa: F401
@@ -158,7 +158,7 @@ def export_onnx(model_or_path, out_path, opset: int = DEFAULT_OPSET, *, input_si
 
 
 def export_onnx_fp32(job, fmt, model, input_size, path: Path) -> None:
-    """The ONNX row of edge_seg.formats: ``job`` is the converter's ExportJob
+    """The ONNX row of edge_seg.model_formats: ``job`` is the converter's ExportJob
     (edge_seg.converters.tflite_export), ``model`` already at ``input_size``."""
     result = export_onnx(model, path, nchw=job.nchw, log=job.log, source=str(job.source),
                          source_sha256=job.source_sha, source_model=job.source_model,

@@ -1,7 +1,7 @@
 """TFLite export (fp32, fp16, dynamic-range and full-integer int8, PTQ and QAT) and the
 conversion loop over every format.
 
-The formats are the rows of ``edge_seg.formats``; ``export`` converts a Keras model to the
+The formats are the rows of ``edge_seg.model_formats``; ``export`` converts a Keras model to the
 selected rows at each input size (converters.sizes), each through the function its row names
 (this module's ``export_tflite`` and ``export_qat_int8``, converters.onnx_export's
 ``export_onnx_fp32``). Every TFLite variant is converted in memory with
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from edge_seg import formats
+from edge_seg import model_formats
 from edge_seg.errors import UserError
 from edge_seg.backends.metadata import file_sha256, make_meta, publish_model
 from edge_seg.preprocess import normalize
@@ -120,7 +120,7 @@ def _suspect_layers(model, message: str) -> list[str]:
     return [f"'{n}' ({type(names[n]).__name__})" for n in hits]
 
 
-def _converter_error(model, fmt: formats.Format, error: Exception) -> UserError:
+def _converter_error(model, fmt: model_formats.Format, error: Exception) -> UserError:
     message = str(error)
     ops = re.findall(r"'tfl?\.(\w+)' op", message)
     select = re.search(r"TF Select ops: ([^\n]+)", message)
@@ -131,7 +131,7 @@ def _converter_error(model, fmt: formats.Format, error: Exception) -> UserError:
     where = f" in layer {', '.join(layers)}" if layers else ""
     what = f"op {', '.join(ops)}" if ops else "an op"
     if fmt.integer_activations:
-        in_float = " / ".join(f.flag for f in formats.FORMATS if f.kind == "tflite"
+        in_float = " / ".join(f.flag for f in model_formats.FORMATS if f.kind == "tflite"
                               and not f.integer_activations and not f.full_precision)
         fix = (f"replace that layer with {fmt.activations}-capable layers (Conv2D, DepthwiseConv2D, "
                f"ReLU/ReLU6, Add, Concatenate, UpSampling2D), or export {in_float}, which keep it in float")
@@ -147,7 +147,7 @@ def weight_granularity(variant: str, per_channel: bool) -> str:
     """How an int8 variant's weights are quantised: its row's scheme, or per channel when
     asked. QAT models carry tfmot's per-channel fake-quant ranges whatever is asked (see
     converters/qat.py)."""
-    per_channel = per_channel or formats.get(variant).weights.endswith("per channel")
+    per_channel = per_channel or model_formats.get(variant).weights.endswith("per channel")
     return "per-channel" if per_channel else "per-tensor"
 
 
@@ -159,13 +159,13 @@ def make_converter(model, variant: str, rep_data=None, io: str = "uint8", per_ch
     0.32 MB of a 1.53 MB file (34% of fp32 instead of 27%), for 0.07 point of mIoU."""
     import tensorflow as tf
 
-    fmt = formats.get(variant)
-    if fmt.kind != "tflite" or fmt.activations not in (formats.FLOAT, "int8") \
-            or fmt.weights.split()[0] not in (formats.FLOAT, "float16", "int8"):
+    fmt = model_formats.get(variant)
+    if fmt.kind != "tflite" or fmt.activations not in (model_formats.FLOAT, "int8") \
+            or fmt.weights.split()[0] not in (model_formats.FLOAT, "float16", "int8"):
         raise UserError(f"{fmt.name}: no TFLite converter settings for {fmt.weights} weights and "
                         f"{fmt.activations} activations; its export function makes its own converter")
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if fmt.weights != formats.FLOAT:
+    if fmt.weights != model_formats.FLOAT:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if fmt.weights == "float16":
         converter.target_spec.supported_types = [tf.float16]
@@ -182,13 +182,13 @@ def make_converter(model, variant: str, rep_data=None, io: str = "uint8", per_ch
 
 def convert(model, variant: str, rep_data=None, io: str = "uint8", per_channel: bool = False) -> bytes:
     """One TFLite row as .tflite bytes; converter failures become a UserError naming the layer."""
-    fmt = formats.get(variant)
+    fmt = model_formats.get(variant)
     if fmt.calibration and rep_data is None:
         raise UserError(f"{fmt.flag} needs a calibration set: pass --calibration MANIFEST|ROOT")
     return run_converter(make_converter(model, variant, rep_data, io, per_channel), model, fmt)
 
 
-def run_converter(converter, model, fmt: formats.Format) -> bytes:
+def run_converter(converter, model, fmt: model_formats.Format) -> bytes:
     """``converter.convert()``, its failures a UserError naming the layer at fault."""
     try:
         return converter.convert()
@@ -220,7 +220,7 @@ class ExportJob:
     source_sha: str
     native_size: tuple[int, int]
     calibration: Calibration | None = None
-    io: str = formats.INTEGER_IO[0]
+    io: str = model_formats.INTEGER_IO[0]
     per_channel: bool = False
     qat: dict = field(default_factory=dict)  # qat_finetune's epochs, steps, lr, batch
     nchw: bool = False
@@ -231,7 +231,7 @@ class ExportJob:
         return {"file": self.source.name, "sha256": self.source_sha}
 
 
-def variant_meta(job: ExportJob, fmt: formats.Format, input_size, content: bytes, gpu=None,
+def variant_meta(job: ExportJob, fmt: model_formats.Format, input_size, content: bytes, gpu=None,
                  qat=None) -> dict:
     details = io_details(content)
     quantization = {"mode": fmt.mode, "io": job.io if len(fmt.io) > 1 else fmt.io[0]}
@@ -251,7 +251,7 @@ def variant_meta(job: ExportJob, fmt: formats.Format, input_size, content: bytes
     return make_meta(input_size, fmt.name, **extra)
 
 
-def publish_tflite(job: ExportJob, fmt: formats.Format, input_size, path: Path, content: bytes,
+def publish_tflite(job: ExportJob, fmt: model_formats.Format, input_size, path: Path, content: bytes,
                    qat=None) -> None:
     """Write a converted TFLite row: GPU-delegate check, metadata embedded and as sidecar."""
     from .gpu_check import check_gpu
@@ -264,14 +264,14 @@ def publish_tflite(job: ExportJob, fmt: formats.Format, input_size, path: Path, 
     job.log(f"  {path} ({len(content) / 1e6:.2f} MB, GPU delegate: {gpu['verdict']})")
 
 
-def export_tflite(job: ExportJob, fmt: formats.Format, model, input_size, path: Path, qat=None):
+def export_tflite(job: ExportJob, fmt: model_formats.Format, model, input_size, path: Path, qat=None):
     """The TFLite rows whose converter settings follow from their columns (make_converter)."""
     rep = representative_dataset(job.calibration.samples, input_size) if fmt.calibration else None
     content = convert(model, fmt.name, rep, job.io, job.per_channel)
     publish_tflite(job, fmt, input_size, path, content, qat)
 
 
-def export_qat_int8(job: ExportJob, fmt: formats.Format, model, input_size, path: Path):
+def export_qat_int8(job: ExportJob, fmt: model_formats.Format, model, input_size, path: Path):
     """Fine-tune with fake quantisation on the calibration set's dataset, then convert."""
     from .qat import qat_finetune
 
@@ -285,24 +285,24 @@ def converter_function(spec: str) -> Callable:
     return getattr(importlib.import_module(f"{__package__}.{module}"), name)
 
 
-def choose_formats(names) -> list[formats.Format]:
+def choose_formats(names) -> list[model_formats.Format]:
     """The rows named, in conversion order; UserError for none or an unknown name."""
-    chosen = formats.select(names)
+    chosen = model_formats.select(names)
     if not chosen:
-        raise UserError(f"nothing to convert: pass one or more of {formats.flags()}")
+        raise UserError(f"nothing to convert: pass one or more of {model_formats.flags()}")
     return chosen
 
 
-def export(model_path, variants, out_dir=None, calibration=None, io: str = formats.INTEGER_IO[0],
+def export(model_path, variants, out_dir=None, calibration=None, io: str = model_formats.INTEGER_IO[0],
            calibration_root=None, qat_epochs: int = 1, qat_steps=None, qat_lr: float = 1e-5,
            qat_batch: int = 4, per_channel: bool = False, log=print, *, sizes=None,
            nchw: bool = False) -> list[Path]:
-    """Convert ``model_path`` to each format named in ``variants`` (rows of edge_seg.formats)
+    """Convert ``model_path`` to each format named in ``variants`` (rows of edge_seg.model_formats)
     at each of ``sizes`` (default: its own size; see converters.sizes for the file names).
     Everything is checked before any conversion. Returns the written model paths."""
     chosen = choose_formats(variants)
-    if io not in formats.io_choices():
-        raise UserError(f"--io {io}: choose one of {', '.join(formats.io_choices())}")
+    if io not in model_formats.io_choices():
+        raise UserError(f"--io {io}: choose one of {', '.join(model_formats.io_choices())}")
     needs_data = [fmt for fmt in chosen if fmt.calibration]
     if needs_data and not calibration:
         raise UserError(f"{needs_data[0].flag} needs data: pass --calibration MANIFEST|ROOT")

@@ -1,4 +1,4 @@
-"""The formats table (edge_seg.formats) and what is derived from it: convert's flags, checks and
+"""The formats table (edge_seg.model_formats) and what is derived from it: convert's flags, checks and
 file names, tune's discovery and float reference, the table in docs/quantisation.md; and that a
 new format is one row plus one export function."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_seg import formats
+from edge_seg import model_formats
 from edge_seg.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,33 +17,33 @@ MODELS = REPO / "models"
 
 def test_rows_are_distinct():
     for column in ("name", "flag", "suffix"):
-        values = [getattr(fmt, column) for fmt in formats.FORMATS]
+        values = [getattr(fmt, column) for fmt in model_formats.FORMATS]
         assert len(values) == len(set(values)), column
-    assert all(fmt.flag.startswith("--") for fmt in formats.FORMATS)
-    assert all(fmt.extension in (".tflite", ".onnx") for fmt in formats.FORMATS)
+    assert all(fmt.flag.startswith("--") for fmt in model_formats.FORMATS)
+    assert all(fmt.extension in (".tflite", ".onnx") for fmt in model_formats.FORMATS)
 
 
 def test_the_formats_the_converter_made_before_the_table():
     """The names, flags and file suffixes that models/, docs and scripts already use."""
-    assert {fmt.name: (fmt.flag, fmt.suffix, fmt.calibration) for fmt in formats.FORMATS} == {
+    assert {fmt.name: (fmt.flag, fmt.suffix, fmt.calibration) for fmt in model_formats.FORMATS} == {
         "fp32": ("--fp32", "-fp32.tflite", False), "fp16": ("--fp16", "-fp16.tflite", False),
         "dynamic": ("--dynamic", "-dynamic.tflite", False), "int8": ("--int8", "-int8.tflite", True),
         "qat-int8": ("--qat", "-qat-int8.tflite", True), "onnx-fp32": ("--onnx", ".onnx", False)}
-    assert formats.float_preference() == ("fp32", "onnx-fp32", "fp16", "dynamic")
-    assert formats.io_choices() == ("uint8", "int8", "float32")
-    assert formats.extensions() == (".tflite", ".onnx")
+    assert model_formats.float_preference() == ("fp32", "onnx-fp32", "fp16", "dynamic")
+    assert model_formats.io_choices() == ("uint8", "int8", "float32")
+    assert model_formats.extensions() == (".tflite", ".onnx")
 
 
 def test_a_file_is_known_by_its_recorded_variant_else_by_its_name():
-    assert formats.of_file("m-int8.tflite", "qat-int8").name == "qat-int8"
-    assert formats.of_file("m-qat-int8.tflite").name == "qat-int8"  # the longest suffix wins
-    assert formats.of_file("m-384x192-int8.tflite").name == "int8"
-    assert formats.of_file("M.ONNX").name == "onnx-fp32"
-    assert formats.of_file("m-fp32.tflite", "randomised") is None  # a variant outside the table
-    assert formats.of_file("m.tflite") is None
+    assert model_formats.of_file("m-int8.tflite", "qat-int8").name == "qat-int8"
+    assert model_formats.of_file("m-qat-int8.tflite").name == "qat-int8"  # the longest suffix wins
+    assert model_formats.of_file("m-384x192-int8.tflite").name == "int8"
+    assert model_formats.of_file("M.ONNX").name == "onnx-fp32"
+    assert model_formats.of_file("m-fp32.tflite", "randomised") is None  # a variant outside the table
+    assert model_formats.of_file("m.tflite") is None
     with pytest.raises(UserError, match="unknown format 'int4'"):
-        formats.select(["fp32", "int4"])
-    assert [fmt.name for fmt in formats.select(["onnx-fp32", "int8", "fp32"])] == \
+        model_formats.select(["fp32", "int4"])
+    assert [fmt.name for fmt in model_formats.select(["onnx-fp32", "int8", "fp32"])] == \
         ["fp32", "int8", "onnx-fp32"]  # the table's order
 
 
@@ -55,8 +55,8 @@ def test_bundled_models_are_named_and_recorded_by_their_rows():
     assert bundled
     for path in bundled:
         meta = json.loads(path.with_suffix(".json").read_text())
-        fmt = formats.of_file(path, meta["variant"])
-        assert fmt is not None and fmt == formats.of_file(path), path.name
+        fmt = model_formats.of_file(path, meta["variant"])
+        assert fmt is not None and fmt == model_formats.of_file(path), path.name
         assert path.name == fmt.file_name(stem)
         assert meta["quantization"]["mode"] == fmt.mode
 
@@ -90,8 +90,8 @@ def test_an_int8_model_with_float_io_is_no_float_reference():
 
 
 def test_docs_show_the_table():
-    """docs/quantisation.md carries the table as `python -m edge_seg.formats` prints it."""
-    assert formats.markdown_table() in (REPO / "docs" / "quantisation.md").read_text()
+    """docs/quantisation.md carries the table as `python -m edge_seg.model_formats` prints it."""
+    assert model_formats.markdown_table() in (REPO / "docs" / "quantisation.md").read_text()
 
 
 # ------------------------------------------------------------------ the converter side
@@ -101,7 +101,7 @@ def test_every_row_names_functions_and_options_that_exist():
     from edge_seg.converters.cli import convert
     from edge_seg.converters.tflite_export import converter_function
     options = {opt for param in convert.params for opt in param.opts}
-    for fmt in formats.FORMATS:
+    for fmt in model_formats.FORMATS:
         assert callable(converter_function(fmt.exporter)), fmt.name
         assert fmt.check is None or callable(converter_function(fmt.check)), fmt.name
         assert fmt.flag in options and set(fmt.options) <= options, fmt.name
@@ -120,7 +120,7 @@ def export_int16x8(job, fmt, model, size, path):
     te.publish_tflite(job, fmt, size, path, te.run_converter(converter, model, fmt))
 
 
-INT16X8 = formats.Format("int16x8", "--int16x8", "int16 activations, int8 weights",
+INT16X8 = model_formats.Format("int16x8", "--int16x8", "int16 activations, int8 weights",
                          "-int16x8.tflite", True, "int8 per channel", "int16", ("float32",),
                          "int16 activations, int8 weights", "tflite_export:export_int16x8")
 
@@ -128,7 +128,7 @@ INT16X8 = formats.Format("int16x8", "--int16x8", "int16 activations, int8 weight
 @pytest.fixture
 def with_int16x8(monkeypatch):
     from edge_seg.converters import tflite_export
-    monkeypatch.setattr(formats, "FORMATS", formats.FORMATS + (INT16X8,))
+    monkeypatch.setattr(model_formats, "FORMATS", model_formats.FORMATS + (INT16X8,))
     monkeypatch.setattr(tflite_export, "export_int16x8", export_int16x8, raising=False)
 
 
@@ -147,7 +147,7 @@ def test_a_new_format_is_one_row_and_one_function(with_int16x8, tmp_path):
     convert = make_convert()
     help_text = CliRunner().invoke(convert, ["--help"]).output
     assert "--int16x8" in help_text and "<model>-int16x8.tflite" in help_text
-    assert "| int16x8 | `--int16x8` | `<model>-int16x8.tflite` | yes |" in formats.markdown_table()
+    assert "| int16x8 | `--int16x8` | `<model>-int16x8.tflite` | yes |" in model_formats.markdown_table()
 
     keras.utils.set_random_seed(0)
     model = tmp_path / "tiny.keras"

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from edge_seg import formats
+from edge_seg import model_formats
 from edge_seg.errors import UserError
 from edge_seg.iou import SegMetrics, agreement
 from edge_seg.preprocess import resize_mask
@@ -32,7 +32,7 @@ DEFAULT_MIN_AGREEMENT = 0.90
 DEFAULT_WINDOW = 10  # checks per window
 
 
-QUANTIZED_VARIANTS = tuple(fmt.name for fmt in formats.FORMATS if fmt.integer)
+QUANTIZED_VARIANTS = tuple(fmt.name for fmt in model_formats.FORMATS if fmt.integer)
 
 
 def is_quantized(segmenter) -> bool:

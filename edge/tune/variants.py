@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_seg import formats
+from edge_seg import model_formats
 from edge_seg.errors import UserError
 
 # float variants, most precise first: the agreement reference when there is no fp32
-FLOAT_PREFERENCE = formats.float_preference()
+FLOAT_PREFERENCE = model_formats.float_preference()
 
 
 def _number(value) -> float | None:
@@ -35,9 +35,9 @@ class Variant:
         return str(self.meta.get("variant") or "?")
 
     @property
-    def format(self) -> formats.Format | None:
-        """The edge_seg.formats row it was made by; None for a variant outside the table."""
-        return formats.of_file(self.path, self.meta.get("variant"))
+    def format(self) -> model_formats.Format | None:
+        """The edge_seg.model_formats row it was made by; None for a variant outside the table."""
+        return model_formats.of_file(self.path, self.meta.get("variant"))
 
     @property
     def is_fp32(self) -> bool:
@@ -66,7 +66,7 @@ class Variant:
 
 def variant_files() -> str:
     """The files discover() takes, for --help: "*.tflite (fp32, fp16, ...), *.onnx (onnx-fp32)"."""
-    return ", ".join(f"*{ext} ({', '.join(names)})" for ext, names in formats.by_extension().items())
+    return ", ".join(f"*{ext} ({', '.join(names)})" for ext, names in model_formats.by_extension().items())
 
 
 def discover(models_dir, trust_sidecar: bool = False) -> tuple[list[Variant], list[tuple[str, str]]]:
@@ -79,7 +79,7 @@ def discover(models_dir, trust_sidecar: bool = False) -> tuple[list[Variant], li
     root = Path(models_dir).expanduser()
     if not root.is_dir():
         raise UserError(f"--models {models_dir}: no such folder")
-    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in formats.extensions())
+    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in model_formats.extensions())
     variants, skipped = [], []
     onnx_ok = onnxrt.available()
     for path in files:
@@ -98,7 +98,7 @@ def discover(models_dir, trust_sidecar: bool = False) -> tuple[list[Variant], li
         del seg
     if not variants:
         why = "; ".join(f"{n}: {w}" for n, w in skipped[:3]) if skipped else \
-            f"no {' or '.join('*' + ext for ext in formats.extensions())} files"
+            f"no {' or '.join('*' + ext for ext in model_formats.extensions())} files"
         raise UserError(f"--models {models_dir}: no usable model variant ({why}); convert one with "
                         "'edge-seg convert MODEL --fp32 --int8 -o DIR'")
     return variants, skipped

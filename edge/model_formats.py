@@ -13,7 +13,7 @@ writes the model (and its sidecar) to ``path``; ``check``, when a row has one, i
 with the Keras model before any conversion starts, so a format that cannot be made fails
 before the others are written.
 
-    python -m edge_seg.formats      # the table as Markdown (docs/quantisation.md shows it)
+    python -m edge_seg.model_formats      # the table as Markdown (docs/quantisation.md shows it)
 """
 from __future__ import annotations
 
