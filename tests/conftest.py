@@ -2,6 +2,8 @@
 reason; synthetic scenes (edge/scenes/) cover the same code paths everywhere."""
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -32,6 +34,30 @@ sys.meta_path.insert(0, _BlockTF())
 def python_without_tf(code: str) -> list[str]:
     """argv running ``code`` in a fresh interpreter where TensorFlow cannot be imported."""
     return [sys.executable, "-c", BLOCK_TF + code]
+
+
+# A CLI subprocess that hangs fails its test after this long instead of stalling the suite.
+CLI_TIMEOUT_S = 600
+# For commands that load TensorFlow: its C++ log and its GPU probing off.
+QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def edge_seg_argv(*args, block_tf: bool = False, prelude: str = "") -> list[str]:
+    """argv running ``edge-seg ARGS`` in a fresh interpreter. The program name is set as the
+    console script sets it, so help and errors read as users see them; ``prelude`` runs
+    first (stand-ins, injected stalls)."""
+    code = (f"{prelude}\nimport sys\nfrom edge_seg.cli import main\n"
+            f"sys.argv = ['edge-seg', *{[str(a) for a in args]!r}]\nmain()\n")
+    return python_without_tf(code) if block_tf else [sys.executable, "-c", code]
+
+
+def edge_seg(*args, block_tf: bool = False, prelude: str = "", env: dict | None = None,
+             cwd: Path | str = REPO, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """``edge-seg ARGS`` run to completion, output captured as text; ``env`` adds to (and
+    overrides) this process's environment."""
+    return subprocess.run(edge_seg_argv(*args, block_tf=block_tf, prelude=prelude), cwd=cwd,
+                          env=None if env is None else {**os.environ, **env}, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +114,6 @@ def tiny_models(request) -> dict:
     """Tiny U-Nets (128x64) as .tflite + sidecar: {'fp32', 'int8', 'uint8'} of one net and
     'other' (fp32, different random weights). Built once with TensorFlow in a subprocess by
     tests/model_builder.py, cached in .pytest_cache across runs."""
-    import subprocess
     key = _runtime_models_key()
     if not key:
         pytest.skip("building the test models needs TensorFlow (the [train] extra)")
@@ -110,7 +135,6 @@ def tiny_models(request) -> dict:
 def tiny_onnx(request, tiny_models) -> Path:
     """The same tiny net as tiny_models['fp32'], exported to ONNX by converters.onnx_export."""
     import importlib.util
-    import subprocess
     if not all(importlib.util.find_spec(m) for m in ("tf2onnx", "onnxruntime")):
         pytest.skip("the ONNX path needs tf2onnx and onnxruntime")
     # not tiny-fp32.onnx: its sidecar would be tiny-fp32.json, the .tflite's
