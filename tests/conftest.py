@@ -2,9 +2,13 @@
 reason; synthetic scenes (edge/scenes/) cover the same code paths everywhere."""
 from __future__ import annotations
 
+import functools
 import os
+import re
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -58,6 +62,45 @@ def edge_seg(*args, block_tf: bool = False, prelude: str = "", env: dict | None 
     return subprocess.run(edge_seg_argv(*args, block_tf=block_tf, prelude=prelude), cwd=cwd,
                           env=None if env is None else {**os.environ, **env}, capture_output=True,
                           text=True, timeout=timeout)
+
+
+# ---------------------------------------------------------------------------------------
+# Tests marked `network` install or resolve from the package index; without an index that
+# answers they skip, all with the same one-line reason, instead of failing or hanging.
+# ---------------------------------------------------------------------------------------
+INDEX_TIMEOUT_S = 5
+DEFAULT_INDEX = "https://pypi.org/simple"
+
+
+def pip_index_url() -> str:
+    """The index ``pip install`` reads, in pip's order: PIP_INDEX_URL (section ``:env:``),
+    then its configuration's [install], then [global]."""
+    listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True,
+                            text=True, timeout=60).stdout
+    urls = dict(re.findall(r"^(\S+)\.index-url='(.*)'$", listed, re.MULTILINE))
+    return next((urls[s] for s in (":env:", "install", "global") if s in urls), DEFAULT_INDEX)
+
+
+@functools.cache
+def index_unreachable() -> str | None:
+    """None when the package index answers within INDEX_TIMEOUT_S, else why not (one line).
+    Any HTTP status is an answer; only no answer at all is a reason to skip."""
+    url = pip_index_url().rstrip("/") + "/click/"
+    try:
+        urllib.request.urlopen(url, timeout=INDEX_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return None
+    except (OSError, ValueError) as e:
+        why = " ".join(str(getattr(e, "reason", e)).split())
+        return f"the package index does not answer within {INDEX_TIMEOUT_S} s: {url}: {why}"
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # before the fixtures: a module-scoped venv or resolution would otherwise reach the index first
+    if item.get_closest_marker("network") and (why := index_unreachable()):
+        pytest.skip(why)
 
 
 @pytest.fixture(scope="session")
