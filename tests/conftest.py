@@ -47,21 +47,24 @@ QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 
 
 def edge_seg_argv(*args, block_tf: bool = False, prelude: str = "") -> list[str]:
-    """argv running ``edge-seg ARGS`` in a fresh interpreter. The program name is set as the
-    console script sets it, so help and errors read as users see them; ``prelude`` runs
-    first (stand-ins, injected stalls)."""
-    code = (f"{prelude}\nimport sys\nfrom edge_seg.cli import main\n"
+    """argv running ``edge-seg ARGS`` in a fresh interpreter, as the console script runs it:
+    the program name is edge-seg, so help and errors read as users see them, and the working
+    folder is not on the import path, so a test's scratch files cannot shadow a module.
+    ``prelude`` runs first (stand-ins, injected stalls)."""
+    code = ("import sys\nsys.path[:] = [p for p in sys.path if p]\n"
+            f"{prelude}\nfrom edge_seg.cli import main\n"
             f"sys.argv = ['edge-seg', *{[str(a) for a in args]!r}]\nmain()\n")
     return python_without_tf(code) if block_tf else [sys.executable, "-c", code]
 
 
 def edge_seg(*args, block_tf: bool = False, prelude: str = "", env: dict | None = None,
              cwd: Path | str = REPO, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess:
-    """``edge-seg ARGS`` run to completion, output captured as text; ``env`` adds to (and
-    overrides) this process's environment."""
+    """``edge-seg ARGS`` run to completion, output captured as text (undecodable bytes
+    replaced: hostile input may be echoed); ``env`` adds to (and overrides) this process's
+    environment."""
     return subprocess.run(edge_seg_argv(*args, block_tf=block_tf, prelude=prelude), cwd=cwd,
                           env=None if env is None else {**os.environ, **env}, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, errors="replace", timeout=timeout)
 
 
 # ---------------------------------------------------------------------------------------
