@@ -2,7 +2,13 @@
 reason; synthetic scenes (edge/scenes/) cover the same code paths everywhere."""
 from __future__ import annotations
 
+import functools
+import os
+import re
+import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -32,6 +38,72 @@ sys.meta_path.insert(0, _BlockTF())
 def python_without_tf(code: str) -> list[str]:
     """argv running ``code`` in a fresh interpreter where TensorFlow cannot be imported."""
     return [sys.executable, "-c", BLOCK_TF + code]
+
+
+# A CLI subprocess that hangs fails its test after this long instead of stalling the suite.
+CLI_TIMEOUT_S = 600
+# For commands that load TensorFlow: its C++ log and its GPU probing off.
+QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def edge_seg_argv(*args, block_tf: bool = False, prelude: str = "") -> list[str]:
+    """argv running ``edge-seg ARGS`` in a fresh interpreter, as the console script runs it:
+    the program name is edge-seg, so help and errors read as users see them, and the working
+    folder is not on the import path, so a test's scratch files cannot shadow a module.
+    ``prelude`` runs first (stand-ins, injected stalls)."""
+    code = ("import sys\nsys.path[:] = [p for p in sys.path if p]\n"
+            f"{prelude}\nfrom edge_seg.cli import main\n"
+            f"sys.argv = ['edge-seg', *{[str(a) for a in args]!r}]\nmain()\n")
+    return python_without_tf(code) if block_tf else [sys.executable, "-c", code]
+
+
+def edge_seg(*args, block_tf: bool = False, prelude: str = "", env: dict | None = None,
+             cwd: Path | str = REPO, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """``edge-seg ARGS`` run to completion, output captured as text (undecodable bytes
+    replaced: hostile input may be echoed); ``env`` adds to (and overrides) this process's
+    environment."""
+    return subprocess.run(edge_seg_argv(*args, block_tf=block_tf, prelude=prelude), cwd=cwd,
+                          env=None if env is None else {**os.environ, **env}, capture_output=True,
+                          text=True, errors="replace", timeout=timeout)
+
+
+# ---------------------------------------------------------------------------------------
+# Tests marked `network` install or resolve from the package index; without an index that
+# answers they skip, all with the same one-line reason, instead of failing or hanging.
+# ---------------------------------------------------------------------------------------
+INDEX_TIMEOUT_S = 5
+DEFAULT_INDEX = "https://pypi.org/simple"
+
+
+def pip_index_url() -> str:
+    """The index ``pip install`` reads, in pip's order: PIP_INDEX_URL (section ``:env:``),
+    then its configuration's [install], then [global]."""
+    listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True,
+                            text=True, timeout=60).stdout
+    urls = dict(re.findall(r"^(\S+)\.index-url='(.*)'$", listed, re.MULTILINE))
+    return next((urls[s] for s in (":env:", "install", "global") if s in urls), DEFAULT_INDEX)
+
+
+@functools.cache
+def index_unreachable() -> str | None:
+    """None when the package index answers within INDEX_TIMEOUT_S, else why not (one line).
+    Any HTTP status is an answer; only no answer at all is a reason to skip."""
+    url = pip_index_url().rstrip("/") + "/click/"
+    try:
+        urllib.request.urlopen(url, timeout=INDEX_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return None
+    except (OSError, ValueError) as e:
+        why = " ".join(str(getattr(e, "reason", e)).split())
+        return f"the package index does not answer within {INDEX_TIMEOUT_S} s: {url}: {why}"
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # before the fixtures: a module-scoped venv or resolution would otherwise reach the index first
+    if item.get_closest_marker("network") and (why := index_unreachable()):
+        pytest.skip(why)
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +160,6 @@ def tiny_models(request) -> dict:
     """Tiny U-Nets (128x64) as .tflite + sidecar: {'fp32', 'int8', 'uint8'} of one net and
     'other' (fp32, different random weights). Built once with TensorFlow in a subprocess by
     tests/model_builder.py, cached in .pytest_cache across runs."""
-    import subprocess
     key = _runtime_models_key()
     if not key:
         pytest.skip("building the test models needs TensorFlow (the [train] extra)")
@@ -110,7 +181,6 @@ def tiny_models(request) -> dict:
 def tiny_onnx(request, tiny_models) -> Path:
     """The same tiny net as tiny_models['fp32'], exported to ONNX by converters.onnx_export."""
     import importlib.util
-    import subprocess
     if not all(importlib.util.find_spec(m) for m in ("tf2onnx", "onnxruntime")):
         pytest.skip("the ONNX path needs tf2onnx and onnxruntime")
     # not tiny-fp32.onnx: its sidecar would be tiny-fp32.json, the .tflite's

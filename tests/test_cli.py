@@ -1,10 +1,9 @@
 """The CLI and the runtime package start without TensorFlow; imports point toward the runtime."""
 import ast
 import subprocess
-import sys
 from pathlib import Path
 
-from conftest import REPO, python_without_tf
+from conftest import REPO, edge_seg, python_without_tf
 
 FORBIDDEN_IN_EDGE = {"tensorflow", "tf_keras", "tensorflow_model_optimization", "keras",
                      "edge_seg.train", "edge_seg.converters", "edge_seg.calibration"}
@@ -31,22 +30,16 @@ class _NoTF(importlib.abc.MetaPathFinder):
         if name.split('.')[0] in ('tensorflow', 'tf_keras', 'tensorflow_model_optimization'):
             raise ModuleNotFoundError(f'No module named {name!r}', name=name)
 sys.meta_path.insert(0, _NoTF())
-from edge_seg.cli import main
-main(sys.argv[1:])
 """
 
 
-def without_tf(*args):
-    return subprocess.run([sys.executable, "-c", TF_NOT_INSTALLED, *args], capture_output=True, text=True,
-                          cwd=REPO)
-
-
 def test_training_commands_say_what_to_install_without_tensorflow(synthetic_camvid, tmp_path):
-    helped = without_tf("train", "--help")  # the help itself needs no TensorFlow
+    helped = edge_seg("train", "--help", prelude=TF_NOT_INSTALLED)  # the help itself needs no TensorFlow
     assert helped.returncode == 0, helped.stderr
     assert helped.stdout.startswith("Usage: ") and "Train a segmentation model" in helped.stdout
     assert "--data" in helped.stdout and "Traceback" not in helped.stderr
-    ran = without_tf("train", "--data", str(synthetic_camvid), "--run-dir", str(tmp_path / "run"))
+    ran = edge_seg("train", "--data", synthetic_camvid, "--run-dir", tmp_path / "run",
+                   prelude=TF_NOT_INSTALLED)
     assert ran.returncode == 2 and "Traceback" not in ran.stderr, ran.stderr
     lines = ran.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: this command needs tensorflow"), ran.stderr

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -16,12 +14,9 @@ from edge_seg.mapping import read_mapping, set_code, set_members
 from edge_seg.iou import SegMetrics
 from edge_seg.train import datasets
 
+from conftest import edge_seg
+
 FLAT, CONSTRUCTION, OBJECT, NATURE = (labels.CATEGORY_IDS[n] for n in ("flat", "construction", "object", "nature"))
-
-
-def edge_seg(*args):
-    return subprocess.run([sys.executable, "-c", "from edge_seg.cli import main; main()", *map(str, args)],
-                          capture_output=True, text=True)
 
 
 def _coarse_folder(root, n=12, size=(64, 32)):

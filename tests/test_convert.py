@@ -6,7 +6,6 @@ Runs on a tiny hand-built tf_keras model and a few synthetic scenes, so it needs
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import cv2
@@ -16,7 +15,7 @@ import pytest
 from edge_seg import labels
 from edge_seg.errors import UserError
 
-from conftest import camvid_with_drives
+from conftest import camvid_with_drives, edge_seg
 
 tf = pytest.importorskip("tensorflow")
 
@@ -332,14 +331,10 @@ def test_gpu_check_captures_analyzer_output(exported, capfd):
 # ------------------------------------------------------------------ CLI
 
 def test_convert_cli_errors_are_one_line(tiny_keras, tmp_path):
-    import subprocess
-    import sys
-    exe = Path(sys.executable).parent / "edge-seg"
     for args, needle in (([str(tiny_keras)], "nothing to convert"),
                          ([str(tiny_keras), "--int8"], "needs data"),
                          ([str(tmp_path / "none.keras"), "--fp32"], "model not found")):
-        out = subprocess.run([str(exe), "convert", *args], capture_output=True, text=True,
-                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+        out = edge_seg("convert", *args, env={"TF_CPP_MIN_LOG_LEVEL": "3"})
         assert out.returncode == 2, out.stderr
         errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and needle in errors[0], out.stderr

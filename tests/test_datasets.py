@@ -1,7 +1,5 @@
 """Dataset readers, data check/preview and bad input."""
 import json
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -12,12 +10,7 @@ from edge_seg.errors import UserError
 from edge_seg.preprocess import resize_mask
 from edge_seg.train import datasets
 
-from conftest import camvid_with_drives
-
-
-def edge_seg(*args, **kw):
-    return subprocess.run([sys.executable, "-c", "from edge_seg.cli import main; main()", *map(str, args)],
-                          capture_output=True, text=True, **kw)
+from conftest import camvid_with_drives, edge_seg
 
 
 def test_cityscapes_reader_maps_the_real_frame(cityscapes_sample):

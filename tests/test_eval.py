@@ -3,13 +3,12 @@ preprocessing and metrics; the report folder holds its files; bad input is a cle
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import QUIET_TF, edge_seg
 
 pytest.importorskip("tf_keras")
 
@@ -49,12 +48,6 @@ def model_pair(tmp_path_factory):
     return keras_path, tflite_path
 
 
-def edge_seg(*args, timeout=600):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    return subprocess.run([sys.executable, "-c", "from edge_seg.cli import main; main()", *map(str, args)],
-                          cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
-
-
 @pytest.mark.slow
 def test_keras_and_fp32_tflite_score_the_same(data_root, model_pair):
     from edge_seg.train.eval_cli import run_eval
@@ -74,7 +67,7 @@ def test_keras_and_fp32_tflite_score_the_same(data_root, model_pair):
 def test_eval_cli_table_and_report(data_root, model_pair, tmp_path):
     keras_path, _ = model_pair
     report = tmp_path / "report"
-    out = edge_seg("eval", keras_path, "--data", data_root, "--limit", "6", "--report", report)
+    out = edge_seg("eval", keras_path, "--data", data_root, "--limit", "6", "--report", report, env=QUIET_TF)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "mIoU(7)" in out.stdout and "mIoU(8)" in out.stdout and "pixel acc" in out.stdout
     assert "scored at model size 128x64" in out.stdout
@@ -84,7 +77,7 @@ def test_eval_cli_table_and_report(data_root, model_pair, tmp_path):
     assert metrics["frames"] == 6 and len(metrics["confusion_matrix"]) == 8
 
     label = edge_seg("eval", keras_path, "--data", data_root, "--limit", "3", "--at-label-resolution",
-                     "--json")
+                     "--json", env=QUIET_TF)
     assert label.returncode == 0, label.stderr[-3000:]
     result = json.loads(label.stdout)
     assert result["scored_at"].startswith("label resolution")
@@ -93,9 +86,9 @@ def test_eval_cli_table_and_report(data_root, model_pair, tmp_path):
 def test_eval_bad_input_is_a_clear_error(data_root, tmp_path):
     bogus = tmp_path / "model.onnx.txt"
     bogus.write_text("x")
-    out = edge_seg("eval", bogus, "--data", data_root)
+    out = edge_seg("eval", bogus, "--data", data_root, env=QUIET_TF)
     assert out.returncode == 2 and "unknown model type" in out.stderr
-    out = edge_seg("eval", tmp_path / "missing.keras", "--data", data_root)
+    out = edge_seg("eval", tmp_path / "missing.keras", "--data", data_root, env=QUIET_TF)
     assert out.returncode == 2 and "not found" in out.stderr
 
 
@@ -115,7 +108,8 @@ def test_eval_reports_coarse_labels_outside_iou(model_pair, tmp_path):
 
     root = _coarse_folder(tmp_path / "coarse")
     val = datasets.load_split(root, split="val")
-    out = edge_seg("eval", model_pair[1], "--data", root, "--split", "val", "--report", tmp_path / "rep")
+    out = edge_seg("eval", model_pair[1], "--data", root, "--split", "val", "--report", tmp_path / "rep",
+                   env=QUIET_TF)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "construction|nature" in out.stdout and "flat|construction|object" in out.stdout
     assert "no exact label of construction, object, nature, human, vehicle here" in out.stdout

@@ -15,7 +15,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,14 +23,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import REPO, street_frames, write_video
+from conftest import REPO, edge_seg, edge_seg_argv, street_frames, write_video
 from edge_seg.io import publish
 from edge_seg.io import sinks
 from edge_seg.errors import EXIT_OUTPUT_FAILED, EXIT_USAGE, OutputError, UserError
 from edge_seg.run.command import RunOptions, run_pipeline
-
-EDGE_SEG = Path(sys.executable).with_name("edge-seg")
-
 
 def frames_in(path: Path) -> int:
     cap = cv2.VideoCapture(str(path))
@@ -215,19 +211,16 @@ def test_a_frames_folder_on_a_full_disk(tiny_models, street_video, tmp_path, mon
 def test_real_full_disk_one_line_exit_4(tiny_models, noisy_video, tmpfs, tmp_path):
     disk = tmpfs("1200k")
     out = disk / "out.mp4"
-    done = subprocess.run([str(EDGE_SEG), "run", "--source", str(noisy_video), "--model",
-                           str(tiny_models["int8"]), "--headless", "--threads", "1", "--save", str(out),
-                           "--report", str(tmp_path / "run.json")], capture_output=True, text=True,
-                          timeout=120)
+    done = edge_seg("run", "--source", noisy_video, "--model", tiny_models["int8"], "--headless",
+                    "--threads", "1", "--save", out, "--report", tmp_path / "run.json", timeout=120)
     one_line(done, EXIT_OUTPUT_FAILED, str(out), "no space left on the device")
     assert done.stdout.index("edge-seg run:") < len(done.stdout)  # the summary was printed
     assert json.loads((tmp_path / "run.json").read_text())["saved"]["published"] is False
     assert list(disk.iterdir()) == []  # neither the video nor its partial file
     # a disk already full is refused before the run starts
     (disk / "fill").write_bytes(b"\0" * (300 << 10))
-    done = subprocess.run([str(EDGE_SEG), "run", "--source", str(noisy_video), "--model",
-                           str(tiny_models["int8"]), "--headless", "--save", str(out)],
-                          capture_output=True, text=True, timeout=120)
+    done = edge_seg("run", "--source", noisy_video, "--model", tiny_models["int8"], "--headless",
+                    "--save", out, timeout=120)
     one_line(done, EXIT_OUTPUT_FAILED, "no space left on the device")
     assert "edge-seg run:" not in done.stdout
 
@@ -318,10 +311,9 @@ def test_convert_onto_a_full_disk_is_one_line(tmp_path, monkeypatch):
 # -- kills ---------------------------------------------------------------------------------
 def _start_saving(tiny_models, save: Path, *extra) -> subprocess.Popen:
     video = write_video(save.parent / "long.mp4", street_frames(150, seed=3), fps=30.0)
-    proc = subprocess.Popen([str(EDGE_SEG), "run", "--source", str(video), "--model",
-                             str(tiny_models["int8"]), "--realtime", "--headless", "--threads", "1",
-                             "--save", str(save), *extra], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    argv = edge_seg_argv("run", "--source", video, "--model", tiny_models["int8"], "--realtime",
+                         "--headless", "--threads", "1", "--save", save, *extra)
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:  # the banner: the loop is about to start
         if line.strip().startswith("output"):
             break
@@ -364,9 +356,9 @@ def test_sigterm_during_convert_removes_its_temporary_folders(tmp_path):
         pytest.skip("the reference .keras model is not in this checkout")
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    proc = subprocess.Popen([str(EDGE_SEG), "convert", str(model), "--fp32", "--fp16", "-o",
-                             str(tmp_path / "out")], env={**os.environ, "TMPDIR": str(scratch)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(edge_seg_argv("convert", model, "--fp32", "--fp16", "-o", tmp_path / "out"),
+                            env={**os.environ, "TMPDIR": str(scratch)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180
     # TensorFlow's SavedModel folder inside the conversion's private temporary folder
     while not list(scratch.glob("edge-seg-convert-*/*")):

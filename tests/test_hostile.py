@@ -13,7 +13,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,13 +23,12 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import street_frames, write_video
+from conftest import edge_seg, edge_seg_argv, street_frames, write_video
 from edge_seg.errors import EXIT_ABANDONED, EXIT_OK, EXIT_USAGE, RunAbandoned
 from edge_seg.io import sinks
 from edge_seg.run.command import RunOptions, run_pipeline
 from edge_seg.serve import server
 
-EDGE_SEG = Path(sys.executable).with_name("edge-seg")
 TIMEOUT_S = 120  # only reached when a case hangs
 BAD = os.fsdecode(b"bad\xffname")  # a file name that is not UTF-8
 
@@ -142,7 +140,7 @@ def snapshot(folder: Path) -> dict:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_hostile_case(case, tiny_models, tmp_path):
+def test_hostile_case(case, tiny_models, tmp_path, monkeypatch):
     case.setup(tmp_path)
     before = snapshot(tmp_path)
     args = [a.format(model=tiny_models["int8"], tmp=tmp_path) for a in case.args]
@@ -150,11 +148,8 @@ def test_hostile_case(case, tiny_models, tmp_path):
         args += ["--headless", "--threads", "1"]
         if "--model" not in args:
             args += ["--model", str(tiny_models["int8"])]
-    env = {**os.environ, **case.env}
-    if server.TOKEN_ENV not in case.env:
-        env.pop(server.TOKEN_ENV, None)
-    done = subprocess.run([str(EDGE_SEG), *args], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=TIMEOUT_S, errors="replace")
+    monkeypatch.delenv(server.TOKEN_ENV, raising=False)  # only a case's own token counts
+    done = edge_seg(*args, cwd=tmp_path, env=case.env, timeout=TIMEOUT_S)
     output = done.stdout + done.stderr
     assert done.returncode == case.code, output
     assert "Traceback" not in output
@@ -352,9 +347,9 @@ def _wait_for_reader(fifo: Path) -> int:
 def test_sigterm_while_a_fifo_opens_is_a_stop(tiny_models, tmp_path):
     fifo = tmp_path / "ff.mp4"
     os.mkfifo(fifo)
-    proc = subprocess.Popen([str(EDGE_SEG), "run", "--source", str(fifo), "--headless", "--model",
-                             str(tiny_models["int8"]), "--open-timeout", "0"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    argv = edge_seg_argv("run", "--source", fifo, "--headless", "--model", tiny_models["int8"],
+                         "--open-timeout", "0")
+    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     writer = _wait_for_reader(fifo)  # held open without data: the run's read blocks in OpenCV
     try:
         proc.send_signal(signal.SIGTERM)
@@ -371,9 +366,9 @@ def test_sigterm_while_a_stream_does_not_answer_is_a_stop(tiny_models, tmp_path)
     listener.bind(("127.0.0.1", 0))
     listener.listen(4)
     port = listener.getsockname()[1]
-    proc = subprocess.Popen([str(EDGE_SEG), "run", "--source", f"http://127.0.0.1:{port}/cam",
-                             "--headless", "--model", str(tiny_models["int8"])], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    argv = edge_seg_argv("run", "--source", f"http://127.0.0.1:{port}/cam", "--headless", "--model",
+                         tiny_models["int8"])
+    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     listener.settimeout(TIMEOUT_S)
     conn, _ = listener.accept()  # the run is inside its open, waiting for an answer
     try:

@@ -9,8 +9,8 @@ resolution with the full dependency tree. pip evaluates environment markers agai
 interpreter running it, not the target, so the markers of the requirements and of the
 constraints are evaluated here for the target first. Platforms are the manylinux tags a
 glibc 2.35 system accepts (Jetson JetPack 6 / Ubuntu 22.04; Raspberry Pi OS Bookworm has
-2.36, Trixie 2.41). Results are cached by the content of both files; the tests skip when
-the index cannot be reached.
+2.36, Trixie 2.41). Results are cached by the content of both files; the tests are marked
+``network`` and skip when the index does not answer.
 """
 from __future__ import annotations
 
@@ -25,7 +25,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO, index_unreachable
+
+pytestmark = pytest.mark.network
+
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")
 ARCHES = ("x86_64", "aarch64")
 EXTRAS = ("runtime", "train")
@@ -121,12 +124,6 @@ def resolver_python(cache_dir: Path | None) -> Path:
     return python
 
 
-def index_reachable() -> tuple[bool, str]:
-    run = subprocess.run([sys.executable, "-m", "pip", "index", "versions", "click"],
-                         capture_output=True, text=True, timeout=120)
-    return run.returncode == 0, (run.stderr.strip().splitlines() or [""])[-1]
-
-
 def _key() -> str:
     h = hashlib.sha256()
     for name in ("pyproject.toml", "constraints.txt"):
@@ -164,9 +161,6 @@ def table(results: dict) -> str:
 
 @pytest.fixture(scope="module")
 def matrix(request):
-    ok, why = index_reachable()
-    if not ok:
-        pytest.skip(f"the package index cannot be reached ({why})")
     return resolve_all(request.config.cache)
 
 
@@ -195,7 +189,6 @@ def test_pins_are_what_resolves(matrix):
 
 
 if __name__ == "__main__":
-    reachable, why = index_reachable()
-    if not reachable:
-        sys.exit(f"the package index cannot be reached ({why})")
+    if why := index_unreachable():
+        sys.exit(why)
     print(table(resolve_all()))

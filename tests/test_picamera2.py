@@ -2,8 +2,6 @@
 run against the picamera2 stand-in in tests/stand_ins (no camera, no libcamera needed)."""
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,9 +12,9 @@ from edge_seg.io import readers
 from edge_seg.io import sources
 from edge_seg.errors import UserError
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import edge_seg
+
 STAND_INS = Path(__file__).resolve().parent / "stand_ins"
-EDGE_SEG = [sys.executable, "-c", "from edge_seg.cli import main; main()"]
 
 
 @pytest.fixture
@@ -122,20 +120,14 @@ def test_camera_index_without_picamera2_keeps_the_v4l2_error(no_picamera2, monke
         sources.open_reader("57")
 
 
-def _run(args, env_extra):
-    env = dict(os.environ, **env_extra)
-    return subprocess.run(EDGE_SEG + args, cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=600)
-
-
 def test_edge_seg_run_with_the_stand_in_and_without_picamera2(tmp_path):
-    run = _run(["run", "--source", "picamera2", "--headless", "--max-frames", "20",
-                "--capture-size", "320x240"],
-               {"PYTHONPATH": str(STAND_INS), "FAKE_PICAMERA2_LOG": str(tmp_path / "calls.log")})
+    run = edge_seg("run", "--source", "picamera2", "--headless", "--max-frames", "20",
+                   "--capture-size", "320x240",
+                   env={"PYTHONPATH": str(STAND_INS), "FAKE_PICAMERA2_LOG": str(tmp_path / "calls.log")})
     assert run.returncode == 0, run.stderr
     assert "source   Pi camera 0 (picamera2) (newest frame only)" in run.stdout
     assert "20 frames" in run.stdout
-    missing = _run(["run", "--source", "picamera2", "--headless", "--max-frames", "20"],
-                   {"PYTHONPATH": ""})
+    missing = edge_seg("run", "--source", "picamera2", "--headless", "--max-frames", "20",
+                       env={"PYTHONPATH": ""})
     assert missing.returncode == 2
     assert missing.stderr.count("\n") == 1 and missing.stderr.startswith("error: --source picamera2 needs")

@@ -12,7 +12,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,13 +21,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import REPO
+from conftest import REPO, edge_seg_argv
 from edge_seg.errors import EXIT_OUTPUT_FAILED, EXIT_USAGE, OutputError, UserError
 from edge_seg.io import sinks, video
 from edge_seg.io.readers import DEMO_FPS
 from edge_seg.run.command import RunOptions, run_pipeline
 
-EDGE_SEG = Path(sys.executable).with_name("edge-seg")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -127,9 +125,9 @@ def test_odd_frame_sizes_are_padded_to_even(tmp_path):
 # -- a kill ---------------------------------------------------------------------------------
 def test_a_recording_killed_with_sigkill_plays_up_to_its_last_fragment(tiny_models, tmp_path):
     out = tmp_path / "b.mp4"
-    proc = subprocess.Popen([str(EDGE_SEG), "run", "--source", "demo", "--model", str(tiny_models["int8"]),
-                             "--headless", "--threads", "1", "--save", str(out)], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    argv = edge_seg_argv("run", "--source", "demo", "--model", tiny_models["int8"], "--headless",
+                         "--threads", "1", "--save", out)
+    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while True:  # until the partial file holds a complete fragment after the header

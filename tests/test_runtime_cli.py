@@ -6,18 +6,14 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, python_without_tf, street_frames, write_video
+from conftest import REPO, edge_seg, edge_seg_argv, python_without_tf, street_frames, write_video
 from edge_seg.run.command import RunOptions, run, run_pipeline
-
-EDGE_SEG = Path(sys.executable).with_name("edge-seg")
-
 
 def has_synthetic() -> bool:
     return (REPO / "edge" / "scenes" / "__init__.py").is_file()
@@ -25,12 +21,6 @@ def has_synthetic() -> bool:
 
 needs_synthetic = pytest.mark.skipif(not has_synthetic(),
                                      reason="the demo source needs the scenes package")
-
-
-def edge_seg(*args, block_tf: bool = False, timeout: float = 180) -> subprocess.CompletedProcess:
-    code = f"import sys\nfrom edge_seg.cli import main\nsys.argv = ['edge-seg', *{list(map(str, args))!r}]\nmain()\n"
-    argv = python_without_tf(code) if block_tf else [sys.executable, "-c", code]
-    return subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=timeout)
 
 
 def video_frames(path: Path) -> list[np.ndarray]:
@@ -100,13 +90,11 @@ def test_runtime_runs_end_to_end_without_tensorflow(tmp_path, street_video):
     assert json.loads(report.read_text())["backend"].startswith("ai-edge-litert")
 
 
-# The run under test, with its file source stalled after frame STALL_AT until the run
-# stops it: the signal then arrives mid-run on every machine, however fast or slow.
+# Run before the run under test: its file source stalls after frame STALL_AT until the run
+# stops it, so the signal arrives mid-run on every machine, however fast or slow.
 STALL_AT = 11
-STALLED_RUN = """
-import sys
+STALL_SOURCE = """
 from edge_seg.io import sources
-from edge_seg.cli import main
 deliver = sources.Source._deliver
 def stalling_deliver(self, item):
     deliver(self, item)
@@ -114,7 +102,6 @@ def stalling_deliver(self, item):
         print('STALLED', flush=True)
         self._stop.wait()
 sources.Source._deliver = stalling_deliver
-main(sys.argv[1:])
 """
 
 
@@ -122,10 +109,9 @@ main(sys.argv[1:])
 def test_signal_finalises_the_video_and_prints_the_summary(tmp_path, tiny_models, sig):
     video = write_video(tmp_path / "long.mp4", street_frames(120, seed=3), fps=30.0)
     out, report = tmp_path / "out.mp4", tmp_path / "run.json"
-    proc = subprocess.Popen([sys.executable, "-c", STALLED_RUN.format(at=STALL_AT), "run", "--source",
-                             str(video), "--model", str(tiny_models["int8"]), "--headless", "--save",
-                             str(out), "--report", str(report), "--threads", "1"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    argv = edge_seg_argv("run", "--source", video, "--model", tiny_models["int8"], "--headless", "--save",
+                         out, "--report", report, "--threads", "1", prelude=STALL_SOURCE.format(at=STALL_AT))
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for line in proc.stdout:
             if line.strip() == "STALLED":

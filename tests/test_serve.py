@@ -12,7 +12,6 @@ import json
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import REPO, street_frames
+from conftest import edge_seg, street_frames
 from test_runtime_sources import FakeCamera, fake_camera  # noqa: F401 -- the stand-in camera
 from edge_seg.serve import http as serve_http
 from edge_seg.serve import server
@@ -387,11 +386,8 @@ def test_port_in_use_is_one_line_exit_2_before_the_run(tiny_models, tmp_path):
     taken.listen(1)
     port = taken.getsockname()[1]
     try:
-        code = ("import sys\nfrom edge_seg.cli import main\n"
-                f"sys.argv = ['edge-seg', 'run', '--source', 'demo', '--model', {str(tiny_models['int8'])!r}, "
-                f"'--headless', '--max-frames', '5', '--serve', '127.0.0.1:{port}']\nmain()\n")
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                              timeout=SAFETY_S)
+        done = edge_seg("run", "--source", "demo", "--model", tiny_models["int8"], "--headless",
+                        "--max-frames", "5", "--serve", f"127.0.0.1:{port}", timeout=SAFETY_S)
     finally:
         taken.close()
     assert done.returncode == EXIT_USAGE, (done.stdout, done.stderr)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import QUIET_TF, edge_seg, edge_seg_argv
+
 pytest.importorskip("tf_keras")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,20 +33,16 @@ def data_root(tmp_path_factory) -> Path:
                                         n_val=6, size=(256, 128), seed=5))
 
 
-def edge_seg(*args) -> list[str]:
-    return [sys.executable, "-c", "from edge_seg.cli import main; main()", *map(str, args)]
-
-
 def run(args, timeout=600, **kw):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    env = {**os.environ, **QUIET_TF}
     return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env, **kw)
 
 
 @pytest.mark.slow
 def test_train_one_epoch_writes_a_complete_run_folder(data_root, tmp_path):
     run_dir = tmp_path / "run"
-    out = run(edge_seg("train", "--data", data_root, *TINY, "--epochs", "1", "--steps-per-epoch", "3",
-                       "--loss", "ce+dice", "--class-weights", "median-freq", "--run-dir", run_dir))
+    out = edge_seg("train", "--data", data_root, *TINY, "--epochs", "1", "--steps-per-epoch", "3",
+                   "--loss", "ce+dice", "--class-weights", "median-freq", "--run-dir", run_dir, env=QUIET_TF)
     assert out.returncode == 0, out.stderr[-3000:]
     for name in ("config.json", "best.keras", "last/state.json", "history.csv", "eval.json", "tb"):
         assert (run_dir / name).exists(), name
@@ -60,32 +58,32 @@ def test_train_one_epoch_writes_a_complete_run_folder(data_root, tmp_path):
     assert not list(run_dir.glob("*.tmp*")) and not (run_dir / "last.tmp").exists()
 
     # a second start into the same folder refuses instead of overwriting
-    again = run(edge_seg("train", "--data", data_root, *TINY, "--epochs", "1", "--run-dir", run_dir))
+    again = edge_seg("train", "--data", data_root, *TINY, "--epochs", "1", "--run-dir", run_dir, env=QUIET_TF)
     assert again.returncode == 2 and "--resume" in again.stderr
 
 
 @pytest.mark.slow
 def test_crop_training_scores_and_saves_the_model_at_input_size(data_root, tmp_path):
     run_dir = tmp_path / "run"
-    out = run(edge_seg("train", "--data", data_root, *TINY, "--epochs", "1", "--steps-per-epoch", "2",
-                       "--crop", "64x32", "--run-dir", run_dir))
+    out = edge_seg("train", "--data", data_root, *TINY, "--epochs", "1", "--steps-per-epoch", "2",
+                   "--crop", "64x32", "--run-dir", run_dir, env=QUIET_TF)
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads((run_dir / "config.json").read_text())["crop"] == [64, 32]
     import tf_keras
     model = tf_keras.models.load_model(run_dir / "best.keras", compile=False)
     assert model.input_shape == (None, 64, 128, 3)
 
-    too_big = run(edge_seg("train", "--data", data_root, *TINY, "--epochs", "1", "--crop", "256x64",
-                           "--run-dir", tmp_path / "big"))
+    too_big = edge_seg("train", "--data", data_root, *TINY, "--epochs", "1", "--crop", "256x64",
+                       "--run-dir", tmp_path / "big", env=QUIET_TF)
     assert too_big.returncode == 2 and "--crop 256x64 is larger than --input-size 128x64" in too_big.stderr
 
 
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_last_epoch(data_root, tmp_path):
     run_dir = tmp_path / "run"
-    args = edge_seg("train", "--data", data_root, *TINY, "--epochs", "3", "--steps-per-epoch", "2",
-                    "--run-dir", run_dir)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    args = edge_seg_argv("train", "--data", data_root, *TINY, "--epochs", "3", "--steps-per-epoch", "2",
+                         "--run-dir", run_dir)
+    env = {**os.environ, **QUIET_TF}
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     state = run_dir / "last" / "state.json"
     deadline = time.time() + 400
@@ -104,7 +102,7 @@ def test_killed_run_resumes_from_its_last_epoch(data_root, tmp_path):
     assert 1 <= done < 3
     assert (run_dir / "best.keras").is_file()
 
-    out = run(edge_seg("train", "--data", data_root, "--run-dir", run_dir, "--resume", "--quiet"))
+    out = edge_seg("train", "--data", data_root, "--run-dir", run_dir, "--resume", "--quiet", env=QUIET_TF)
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"resuming {run_dir} after epoch {done}" in out.stderr
     final = json.loads(state.read_text())
@@ -229,8 +227,8 @@ def test_train_mixes_two_synthetic_datasets(tmp_path):
     b = synthetic.write_dataset(tmp_path / "b", "folder", n_train=8, n_val=4, size=(160, 128), seed=2,
                                 split_dirs=True)
     run_dir = tmp_path / "run"
-    out = run(edge_seg("train", "--data", a, "--data", f"{b}:0.25", *TINY, "--epochs", "1",
-                       "--steps-per-epoch", "2", "--run-dir", run_dir))
+    out = edge_seg("train", "--data", a, "--data", f"{b}:0.25", *TINY, "--epochs", "1",
+                   "--steps-per-epoch", "2", "--run-dir", run_dir, env=QUIET_TF)
     assert out.returncode == 0, out.stderr[-3000:]
     config = json.loads((run_dir / "config.json").read_text())
     mix = config["data_mix"]

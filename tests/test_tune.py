@@ -8,27 +8,17 @@ import json
 import math
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, RUNTIME_MODEL_SIZE, python_without_tf
+from conftest import RUNTIME_MODEL_SIZE, edge_seg
 from edge_seg.tune.choose import choose, order_rows
 
 FAST = ["--n-frames", "3", "--seconds", "0.05", "--warmup", "1", "--threads", "1",
         "--delegates", "xnnpack", "--no-progress"]
-
-
-def edge_seg(*args, block_tf: bool = True, timeout: float = 240) -> subprocess.CompletedProcess:
-    code = ("import sys\nfrom edge_seg.cli import main\n"
-            f"sys.argv = ['edge-seg', *{list(map(str, args))!r}]\n"
-            "try:\n    main()\nfinally:\n"
-            "    assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'\n")
-    argv = python_without_tf(code) if block_tf else [sys.executable, "-c", code]
-    return subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=timeout)
 
 
 def copy_model(src: Path, dst: Path, variant: str, **extra) -> Path:
@@ -101,7 +91,7 @@ def test_ties_and_unscorable_rows():
 def test_tune_writes_a_profile_that_run_uses(variants_dir, tmp_path):
     profile = tmp_path / "profile.json"
     out = edge_seg("tune", "--models", variants_dir, *FAST, "--max-drop", "50",
-                   "--profile", profile)
+                   "--profile", profile, block_tf=True)
     assert out.returncode == 0, out.stderr
     print(out.stdout)
     lines = out.stdout.splitlines()
@@ -128,7 +118,8 @@ def test_tune_writes_a_profile_that_run_uses(variants_dir, tmp_path):
     assert ref["agreement"] == 1.0 and ref["input"] == "128x64"
     assert {"p50_ms", "p90_ms", "fps", "agreement", "drop", "threads", "delegate"} <= set(ref)
 
-    run = edge_seg("run", "--source", "demo", "--headless", "--max-frames", "3", "--profile", profile)
+    run = edge_seg("run", "--source", "demo", "--headless", "--max-frames", "3", "--profile", profile,
+                   block_tf=True)
     assert run.returncode == 0, run.stderr
     assert f"profile: {profile} (tuned {p['created']}): {chosen.name} threads 1 delegate xnnpack" \
         in run.stdout, run.stdout
@@ -137,7 +128,7 @@ def test_tune_writes_a_profile_that_run_uses(variants_dir, tmp_path):
 
     # explicit options win over the profile, and the banner says why it is not used
     explicit = edge_seg("run", "--source", "demo", "--headless", "--max-frames", "2",
-                        "--profile", profile, "--threads", "2", "-q")
+                        "--profile", profile, "--threads", "2", "-q", block_tf=True)
     assert explicit.returncode == 0, explicit.stderr
     summary_model = [line for line in explicit.stdout.splitlines() if "backend" in line]
     assert "threads 2" in summary_model[-1]
@@ -145,7 +136,8 @@ def test_tune_writes_a_profile_that_run_uses(variants_dir, tmp_path):
     # the model changed since tuning: warned, ignored, the bundled default runs
     with open(chosen, "ab") as f:
         f.write(b"\0")
-    changed = edge_seg("run", "--source", "demo", "--headless", "--max-frames", "2", "--profile", profile)
+    changed = edge_seg("run", "--source", "demo", "--headless", "--max-frames", "2", "--profile", profile,
+                       block_tf=True)
     assert changed.returncode == 0, changed.stderr
     warnings = [line for line in changed.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "changed since it was tuned" in warnings[0], changed.stderr
@@ -155,7 +147,8 @@ def test_tune_writes_a_profile_that_run_uses(variants_dir, tmp_path):
 
 def test_default_profile_location_and_onnx(variants_dir, tiny_onnx, isolated_config_home):
     copy_model(tiny_onnx, variants_dir / "tiny-onnx.onnx", "onnx-fp32", onnx={"layout": "NHWC"})
-    out = edge_seg("tune", "--models", variants_dir, *FAST[:-3], "--no-progress", "--max-drop", "50")
+    out = edge_seg("tune", "--models", variants_dir, *FAST[:-3], "--no-progress", "--max-drop", "50",
+                   block_tf=True)
     assert out.returncode == 0, out.stderr
     profile = isolated_config_home / "edge-seg" / "profile.json"
     assert profile.is_file(), out.stdout
@@ -165,10 +158,10 @@ def test_default_profile_location_and_onnx(variants_dir, tiny_onnx, isolated_con
     # the fp32 .tflite stays the reference; the ONNX export of the same net agrees with it
     assert p["reference"]["path"].endswith("tiny-fp32.tflite")
     assert onnx_rows[0]["agreement"] > 0.99
-    run = edge_seg("run", "--source", "demo", "--headless", "--max-frames", "2")
+    run = edge_seg("run", "--source", "demo", "--headless", "--max-frames", "2", block_tf=True)
     assert run.returncode == 0, run.stderr
     assert f"profile: {profile} (tuned" in run.stdout
-    no = edge_seg("run", "--source", "demo", "--headless", "--max-frames", "2", "--no-profile")
+    no = edge_seg("run", "--source", "demo", "--headless", "--max-frames", "2", "--no-profile", block_tf=True)
     assert "profile:" not in no.stdout and no.returncode == 0
 
 
@@ -222,20 +215,21 @@ def one_error(out: subprocess.CompletedProcess, needle: str) -> None:
 def test_bad_input_is_one_line(tiny_models, variants_dir, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    one_error(edge_seg("tune", "--models", empty, *FAST), "no usable model variant")
-    one_error(edge_seg("tune", "--models", tmp_path / "nope", *FAST), "no such folder")
+    one_error(edge_seg("tune", "--models", empty, *FAST, block_tf=True), "no usable model variant")
+    one_error(edge_seg("tune", "--models", tmp_path / "nope", *FAST, block_tf=True), "no such folder")
     orphan = tmp_path / "orphan"
     orphan.mkdir()
     shutil.copy(tiny_models["int8"], orphan / "lonely.tflite")
     (orphan / "junk.tflite").write_bytes(b"not a model")
     (orphan / "junk.json").write_text("{}")
-    one_error(edge_seg("tune", "--models", orphan, *FAST), "no usable model variant")
+    one_error(edge_seg("tune", "--models", orphan, *FAST, block_tf=True), "no usable model variant")
     quantised = tmp_path / "quantised"
     quantised.mkdir()
     copy_model(tiny_models["int8"], quantised / "m-int8.tflite", "int8")
-    one_error(edge_seg("tune", "--models", quantised, *FAST), "no float model")
-    one_error(edge_seg("tune", "--models", variants_dir, *FAST, "--frames", "9"), "camera")
-    one_error(edge_seg("tune", "--models", variants_dir, *FAST, "--frames", tmp_path / "none.mp4"),
+    one_error(edge_seg("tune", "--models", quantised, *FAST, block_tf=True), "no float model")
+    one_error(edge_seg("tune", "--models", variants_dir, *FAST, "--frames", "9", block_tf=True), "camera")
+    one_error(edge_seg("tune", "--models", variants_dir, *FAST, "--frames", tmp_path / "none.mp4",
+                       block_tf=True),
               "no such file")
 
 
@@ -250,7 +244,8 @@ def test_frames_of_any_size_and_a_manifest(variants_dir, tmp_path):
         cv2.imwrite(str(frames / f"f{i}.png"), rng.integers(0, 255, (h, w, 3), np.uint8))
     got, text = load_frames(str(frames), 10)
     assert [f.shape[:2] for f in got] == [(97, 301), (480, 64), (50, 1000)] and "3 frames" in text
-    out = edge_seg("tune", "--models", variants_dir, *FAST, "--frames", frames, "--no-profile")
+    out = edge_seg("tune", "--models", variants_dir, *FAST, "--frames", frames, "--no-profile",
+                   block_tf=True)
     assert out.returncode == 0, out.stderr
     manifest = tmp_path / "m.json"
     manifest.write_text(json.dumps({"format": "edge-seg-calibration/1", "dataset": {"root": "frames"},
@@ -281,7 +276,7 @@ def test_drop_against_ground_truth_labels(variants_dir, tmp_path):
                                     "dataset": {"root": "data", "format": "folder"}}))
     profile = tmp_path / "p.json"
     out = edge_seg("tune", "--models", variants_dir, *FAST, "--frames", manifest, "--drop-vs", "labels",
-                   "--max-drop", "50", "--profile", profile)
+                   "--max-drop", "50", "--profile", profile, block_tf=True)
     assert out.returncode == 0, out.stderr
     assert "mIoU(7)" in out.stdout and "against the ground-truth labels" in out.stdout
     p = json.loads(profile.read_text())
@@ -290,7 +285,7 @@ def test_drop_against_ground_truth_labels(variants_dir, tmp_path):
     bad = next(r for r in p["table"] if r["file"] == "tiny-randomised.tflite")
     assert bad["drop"] == pytest.approx(100 * (1 - bad["miou7_labels"])) and not bad["in_budget"]
     assert p["drop_basis"].startswith("ground-truth") and p["reference"]["miou7_labels"] == 1.0
-    one_error(edge_seg("tune", "--models", variants_dir, *FAST, "--drop-vs", "labels"),
+    one_error(edge_seg("tune", "--models", variants_dir, *FAST, "--drop-vs", "labels", block_tf=True),
               "needs --frames MANIFEST.json")
 
 

@@ -3,8 +3,8 @@ extras into a fresh venv (python -m venv, no system site-packages), runs the dem
 bundled model, and TensorFlow is nowhere.
 
 The venv gets numpy, OpenCV, ai-edge-litert and click from the package index (pinned by
-constraints.txt), about half a minute here; the test skips, saying so, when the index cannot
-be reached. The sources are copied to a temporary folder first, so the build never sees (or
+constraints.txt), about half a minute here; the tests are marked ``network`` and skip,
+saying so, when the index does not answer. The sources are copied to a temporary folder first, so the build never sees (or
 leaves) build/ or *.egg-info in the working tree.
 """
 from __future__ import annotations
@@ -13,35 +13,19 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 
 from conftest import REPO, RUNTIME_MODEL_SIZE
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.network]
 
 PACKAGES = ("edge", "train", "converters", "calibration", "models")
 TIMEOUT = 900
-
-
-def index_reachable() -> str | None:
-    """None when the package index answers, else why not."""
-    url = os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple"
-    host = urlparse(url).hostname or "pypi.org"
-    port = urlparse(url).port or (443 if url.startswith("https") else 80)
-    if url.startswith("file:"):
-        return None
-    try:
-        socket.create_connection((host, port), timeout=5).close()
-        return None
-    except OSError as e:
-        return f"the package index {host}:{port} is unreachable ({e})"
 
 
 def clean_env(**extra) -> dict:
@@ -81,9 +65,6 @@ def build_wheel(src: Path, out: Path) -> tuple[Path, str]:
 
 @pytest.fixture(scope="module")
 def runtime_venv(tmp_path_factory) -> dict:
-    why = index_reachable()
-    if why:
-        pytest.skip(f"runtime-only install test needs the package index: {why}")
     base = tmp_path_factory.mktemp("wheel")
     timings = {}
     t = time.perf_counter()
