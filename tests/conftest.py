@@ -100,6 +100,23 @@ def index_unreachable() -> str | None:
 
 
 @pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """The demo clip and other caches go to a folder of the test run's own (subprocesses
+    inherit it), never to the user's ~/.cache."""
+    import tempfile
+    from edge_seg.io.publish import CACHE_ENV
+    if CACHE_ENV not in os.environ:
+        config._edge_seg_cache = tempfile.TemporaryDirectory(prefix="edge-seg-test-cache-")
+        os.environ[CACHE_ENV] = config._edge_seg_cache.name
+
+
+def pytest_unconfigure(config):
+    cache = getattr(config, "_edge_seg_cache", None)
+    if cache is not None:
+        os.environ.pop("EDGE_SEG_CACHE", None)
+        cache.cleanup()
+
+
 def pytest_runtest_setup(item):
     # before the fixtures: a module-scoped venv or resolution would otherwise reach the index first
     if item.get_closest_marker("network") and (why := index_unreachable()):
