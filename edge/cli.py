@@ -13,6 +13,7 @@ from importlib.metadata import entry_points
 import click
 
 from edge_seg import __version__
+from edge_seg import log
 from edge_seg.errors import UserError
 
 _GROUP = "edge_seg.commands"
@@ -40,11 +41,12 @@ class EdgeSegCLI(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as e:
-            click.echo(f"error: {e}", err=True)
+            log.error("command.failed", str(e), exit_code=e.exit_code)
             sys.exit(e.exit_code)
         except ModuleNotFoundError as e:
             if e.name and e.name.split(".")[0] in {"tensorflow", "tf_keras", "tensorflow_model_optimization"}:
-                click.echo(f"error: this command needs {e.name}; {TRAIN_EXTRA_HINT}", err=True)
+                log.error("command.failed", f"this command needs {e.name}; {TRAIN_EXTRA_HINT}",
+                          exit_code=2, missing=e.name)
                 sys.exit(2)
             raise
 
@@ -58,7 +60,15 @@ def _unavailable(name: str, error: ImportError) -> click.Command:
 
 @click.group(cls=EdgeSegCLI, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edge-seg")
-def main():
+@click.option("--log-level", type=click.Choice(log.LEVELS, case_sensitive=False), default="info",
+              show_default=True, help="The least important lines printed: debug adds detail, "
+                                      "warning keeps only warnings and errors (no banner, summary "
+                                      "or progress).")
+@click.option("--log-format", type=click.Choice(log.FORMATS), default="text", show_default=True,
+              help="text: lines for people; json: one JSON object per line (time, level, event, "
+                   "message and the event's figures) for journald and log shippers, no "
+                   "progress bars. Goes before the command: edge-seg --log-format json run ...")
+def main(log_level: str, log_format: str):
     """Real-time 8-category street-scene segmentation for small devices.
 
     \b
@@ -73,6 +83,7 @@ def main():
       edge-seg convert MODEL --int8      export TFLite variants
       edge-seg compare FLOAT VARIANTS    accuracy/size/speed table
     """
+    log.configure(log_level.lower(), log_format)
 
 
 from edge_seg.run.command import run  # noqa: E402  (the runtime command; imports nothing heavy at load)

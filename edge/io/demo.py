@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sys
 import zlib
 from pathlib import Path
 from typing import Callable
 
 import cv2
 
+from edge_seg import log as logs
 from edge_seg.errors import OutputError
 from edge_seg.io import publish, readers
 
@@ -52,7 +52,7 @@ class DemoCache:
     def __init__(self, folder: Path, size=readers.DEMO_SIZE, seed: int = 0,
                  log: Callable[[str], None] | None = None):
         self.folder, self.size, self.seed = Path(folder), tuple(size), int(seed)
-        self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+        self.log = log or logs.callback("demo")
         self.key = f"demo-{self.size[0]}x{self.size[1]}-seed{self.seed}-r{renderer_version()}"
         self.rendered = 0  # clips rendered by this object (a re-render after damage counts)
 
@@ -70,7 +70,8 @@ class DemoCache:
                 break
             if path.name.endswith(f"-{_crc(path)}{SUFFIX}"):
                 return path, count
-            self.log(f"warning: the cached demo clip {path} is damaged; rendering it again")
+            self.log(logs.Line("demo.damaged", f"warning: the cached demo clip {path} is damaged; "
+                               f"rendering it again", path=str(path)))
             path.unlink(missing_ok=True)
         return None
 
@@ -100,20 +101,15 @@ class DemoCache:
                                  readers.DEMO_FPS, self.size)
         if not writer.isOpened():
             raise OutputError(f"demo cache {self.folder}: this OpenCV cannot write {CODEC} video")
-        line = (f"demo: rendering the clip once into {self.folder} ({frames} frames, "
-                f"{self.size[0]}x{self.size[1]}) before the run, so that capture is a decode")
-        progress = sys.stderr.isatty()
-        print(line, end="" if progress else "\n", file=sys.stderr, flush=True)
+        logs.status("demo.render", f"demo: rendering the clip once into {self.folder} ({frames} "
+                    f"frames, {self.size[0]}x{self.size[1]}) before the run, so that capture is a "
+                    "decode", frames=frames, folder=str(self.folder))
         try:
             clip = readers.demo_renderer().render_clip(self.seed, frames, size=self.size)
-            for i, scene in enumerate(clip, 1):
+            for scene in logs.progress(clip, total=frames, desc="demo clip", unit="frame"):
                 writer.write(scene.image)
-                if progress and (i % 10 == 0 or i == frames):
-                    print(f"\r{line}: {i}/{frames}", end="", file=sys.stderr, flush=True)
         finally:
             writer.release()
-            if progress:
-                print(file=sys.stderr, flush=True)
         if _frame_count(tmp) != frames:
             raise OutputError(f"demo cache {self.folder}: cannot write (the clip came out short)")
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import queue
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_seg import log as logs
 from edge_seg.errors import OutputError, UserError
 from edge_seg.io.readers import opencv_name, quiet_opencv
 from edge_seg.io import video
@@ -111,7 +111,7 @@ class FrameSink:
         self.segment_frames = max(1, round(segment_s * self.fps)) if segment_s else None
         self.max_files, self.max_bytes = max_files, max_bytes
         self.segments: list[dict] = []  # published segments: path, frames, removed (by a cap)
-        self._log = log or (lambda message: print(message, file=sys.stderr))
+        self._log = log or logs.callback("save")
         self.format = video.VIDEO_FORMATS[self.path.suffix.lower()] if self.video else None
         self.pyav = self.video and video.uses_pyav(self.path.suffix.lower())
         self.encoder = self._expected_encoder()
@@ -145,10 +145,11 @@ class FrameSink:
         fourcc = self.format.fallback or self.format.codec
         if self.format.fallback and not _FALLBACK_SAID:
             _FALLBACK_SAID.append(True)
-            self._log(f"warning: PyAV is not installed (pip install av): {self.path.suffix} videos "
-                      f"are written as MPEG-4 Part 2 through OpenCV, which browsers do not play"
-                      + ("" if self.format.fallback_survives_kill else
-                         " and which plays nothing when the run is killed"))
+            self._log(logs.Line("save.fallback", f"warning: PyAV is not installed (pip install av): "
+                                f"{self.path.suffix} videos are written as MPEG-4 Part 2 through "
+                                "OpenCV, which browsers do not play"
+                                + ("" if self.format.fallback_survives_kill else
+                                   " and which plays nothing when the run is killed")))
         return f"{video.CODEC_NAMES[fourcc]} (OpenCV {fourcc})"
 
     def describe(self) -> str:
@@ -245,6 +246,8 @@ class FrameSink:
         if self.segment_frames:
             self.segments.append({"path": str(self._target), "frames": self._in_segment,
                                   "removed": False})
+            self._log(logs.Line("save.published", f"note: --save: segment {self._target.name} "
+                                f"published ({self._in_segment} frames)", **self.segments[-1]))
             self._apply_caps()
         self._in_segment = 0
 
@@ -255,8 +258,8 @@ class FrameSink:
             try:
                 old.unlink()
             except OSError as e:
-                self._log(f"warning: {self._label()}: cannot remove the old segment {old.name} "
-                          f"({cause(e)})")
+                self._log(logs.Line("save.cap", f"warning: {self._label()}: cannot remove the "
+                                    f"old segment {old.name} ({cause(e)})"))
                 return
             for segment in self.segments:
                 segment["removed"] = segment["removed"] or Path(segment["path"]).name == old.name

@@ -20,7 +20,6 @@ import os
 import queue
 import re
 import stat
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -30,6 +29,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from edge_seg import log as logs
 from edge_seg.errors import SourceLostError, UserError
 from edge_seg.io import demo
 from edge_seg.io.readers import (DEMO, DEMO_SIZE, IMAGE_SUFFIXES, PICAMERA2, CaptureReader,
@@ -251,7 +251,7 @@ class Source:
         self.every = max(1, int(every))
         self.reconnect_timeout = reconnect_timeout
         self.stats = SourceStats()
-        self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+        self.log = log or logs.callback("source")
         self._stop = threading.Event()
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._cond = threading.Condition()
@@ -387,7 +387,8 @@ class Source:
             parts.append(f"{self.stats.corrupt} frame(s) of the source could not be decoded")
         if parts and not self.live:
             self.stats.warning = "; ".join(parts)
-            self.log(f"warning: {self.description}: {self.stats.warning}")
+            self.log(logs.Line("source.incomplete", f"warning: {self.description}: "
+                               f"{self.stats.warning}", corrupt=self.stats.corrupt))
 
     def _skip(self) -> bool:
         """Pass over one frame (--every); False at the end of the source."""
@@ -413,7 +414,9 @@ class Source:
         """Backoff until the live source delivers again; False on stop; SourceLostError
         after ``reconnect_timeout``."""
         self.stats.disconnects += 1
-        self.log(f"warning: {why}; reconnecting (backoff {BACKOFF_START_S:g}..{BACKOFF_MAX_S:g} s)")
+        self.log(logs.Line("source.lost", f"warning: {why}; reconnecting (backoff "
+                           f"{BACKOFF_START_S:g}..{BACKOFF_MAX_S:g} s)",
+                           disconnects=self.stats.disconnects))
         t0 = time.monotonic()
         delay = BACKOFF_START_S
         try:
@@ -426,7 +429,9 @@ class Source:
                     return False
                 if self.reader.reopen():
                     self.stats.reconnects += 1
-                    self.log(f"{self.description} is back after {time.monotonic() - t0:.1f} s")
+                    offline = time.monotonic() - t0
+                    self.log(logs.Line("source.back", f"{self.description} is back after "
+                                       f"{offline:.1f} s", offline_s=offline))
                     return True
                 delay = min(BACKOFF_MAX_S, delay * 2)
             return False

@@ -26,7 +26,8 @@ import click
 from edge_seg.errors import OutputError, RunAbandoned, SourceLostError, UserError, exit_codes_help
 from edge_seg.backends.metadata import trust_sidecar_option
 from edge_seg.overlay import VIEWS
-from edge_seg.run.loop import STOP_SIGNALS, Abandoned, Run, say, warn
+from edge_seg import log
+from edge_seg.run.loop import STOP_SIGNALS, Abandoned, Run
 
 
 @dataclass
@@ -101,7 +102,7 @@ def _start_and_loop(r: Run, opts: RunOptions, on_start) -> None:
     if not opts.quiet:
         r.banner()
     elif r.server is not None:  # the address (and a generated token) is needed anyway
-        say(f"  serve    {r.server.describe()}")
+        log.info("serve.address", f"  serve    {r.server.describe()}")
     r.source.start()
     if r.drift:
         r.drift.start()
@@ -145,11 +146,11 @@ def _run(r: Run, opts: RunOptions, on_start) -> dict:
         try:
             atomic_write_json(opts.report, summary, "--report")
             r.report_written = True
-            say(f"  report written to {opts.report}")
+            log.info("report.written", f"  report written to {opts.report}", path=opts.report)
         except OutputError as e:
             if r.failure is None and lost is None:
                 raise
-            warn(f"error: {e}")
+            log.error("report.failed", str(e))
     if r.failure is not None:
         raise r.failure
     if lost is not None:
@@ -324,7 +325,7 @@ def run(**kwargs):
     try:
         run_pipeline(RunOptions(**kwargs), keep_signals=True)
     except RunAbandoned as e:
-        warn(f"error: {e}")
+        log.error("run.abandoned", str(e), exit_code=e.exit_code)
         sys.stdout.flush()
         sys.stderr.flush()
         # worker threads may still be inside the encoder: the interpreter's teardown could

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import os
 import queue
-import sys
 import threading
 import time
 from collections import deque
@@ -22,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from edge_seg import log as logs
 from edge_seg import model_formats
 from edge_seg.errors import UserError
 from edge_seg.iou import SegMetrics, agreement
@@ -52,7 +52,7 @@ class DriftCheck:
                  threads: int = 1, delegate: str = "auto", log: Callable[[str], None] | None = None,
                  nice: int = 10):
         from edge_seg.segmenter import Segmenter
-        self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+        self.log = log or logs.callback("drift")
         if every < 1:
             raise UserError(f"--check-every {every}: must be at least 1")
         if not 0.0 <= min_agreement <= 1.0:
@@ -134,7 +134,7 @@ class DriftCheck:
                 self._check(*item)
             except Exception as e:  # noqa: BLE001 -- a failing check must not kill the run
                 self.error = f"{type(e).__name__}: {e}"
-                self.log(f"warning: drift check stopped ({self.error})")
+                self.log(logs.Line("drift.stopped", f"warning: drift check stopped ({self.error})"))
                 return
 
     def _check(self, frame_number: int, frame_bgr: np.ndarray, model_mask: np.ndarray) -> None:
@@ -168,9 +168,11 @@ class DriftCheck:
             self.windows_below += 1
             if not self.warned:
                 self.warned = True
-                self.log(f"warning: drift: agreement mIoU(7) {miou:.3f} between {self.path.name} "
-                         f"and the quantised model over frames {first}..{last_frame} is below "
-                         f"--min-agreement {self.min_agreement:.2f}")
+                self.log(logs.Line(
+                    "drift.below", f"warning: drift: agreement mIoU(7) {miou:.3f} between "
+                    f"{self.path.name} and the quantised model over frames {first}..{last_frame} "
+                    f"is below --min-agreement {self.min_agreement:.2f}", miou7=miou,
+                    first_frame=first, last_frame=last_frame, min_agreement=self.min_agreement))
 
     def summary(self, final: bool = True) -> dict:
         """The statistics; ``final=False`` (live figures while the run goes on) leaves the

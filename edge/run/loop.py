@@ -11,9 +11,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import click
-
 from edge_seg import __version__
+from edge_seg import log
 from edge_seg.errors import UserError
 from edge_seg.overlay import Overlay, hud_lines
 from edge_seg.timing import StageTimes
@@ -26,12 +25,6 @@ STAGES = ("capture", "pre", "infer", "post", "draw", "encode", "frame")
 PROGRESS_EVERY_S = 5.0
 
 
-def say(message: str = "") -> None:
-    click.echo(message)
-
-
-def warn(message: str) -> None:
-    click.echo(message, err=True)
 
 
 # -- the render stage ---------------------------------------------------------------
@@ -223,13 +216,14 @@ class Run:
             exists = path.is_file()
         except OSError as e:
             from edge_seg.io.publish import cause
-            warn(f"warning: profile {path} cannot be read ({cause(e)}); ignored, starting with "
-                 f"the default model")
+            log.warning("profile.ignored", f"profile {path} cannot be read ({cause(e)}); ignored, "
+                        f"starting with the default model", path=str(path))
             self.profile_note = f"{path} unreadable, default model"
             return o.model, o.threads, delegate
         if not exists:
             if o.profile:
-                warn(f"warning: profile {path} does not exist; ignored")
+                log.warning("profile.ignored", f"profile {path} does not exist; ignored",
+                            path=str(path))
             return o.model, o.threads, delegate
         given = [name for name, v in (("--model", o.model), ("--threads", o.threads),
                                       ("--delegate", o.delegate)) if v is not None]
@@ -238,7 +232,8 @@ class Run:
             return o.model, o.threads, delegate
         profile, why = load_profile(path)
         if profile is None:
-            warn(f"warning: {why}; ignored, starting with the default model")
+            log.warning("profile.ignored", f"{why}; ignored, starting with the default model",
+                        path=str(path))
             self.profile_note = f"{path} ignored (see the warning), default model"
             return o.model, o.threads, delegate
         self.profile = profile
@@ -280,12 +275,13 @@ class Run:
                             "without GUI such as opencv-python-headless); use --headless")
         self.source = sources.open_source(spec, realtime=o.realtime, every=o.every,
                                           reconnect_timeout=o.reconnect_timeout,
-                                          capture_size=o.capture_size, log=warn,
+                                          capture_size=o.capture_size, log=log.callback("source"),
                                           open_timeout=o.open_timeout, stopped=self.stop_requested,
                                           max_frames=o.max_frames)
         if self.source is None:  # a stop signal while the source was opening
             return
-        self.segmenter = Segmenter(model_path, threads=threads, delegate=delegate, log=warn,
+        self.segmenter = Segmenter(model_path, threads=threads, delegate=delegate,
+                                   log=log.callback("backend"),
                                    trust_sidecar=o.trust_sidecar)
         self.overlay = Overlay.from_meta(self.segmenter.meta, alpha=o.alpha, view=o.view,
                                          legend=o.legend, hud=o.hud)
@@ -293,12 +289,12 @@ class Run:
         if o.check_float:
             self.drift = DriftCheck(o.check_float, reference_meta=self.segmenter.meta,
                                     every=o.check_every, min_agreement=o.min_agreement,
-                                    window=o.agreement_window, log=warn)
+                                    window=o.agreement_window, log=log.callback("drift"))
         if o.save:
             self.sink = sinks.FrameSink(o.save, fps=self.source.fps or 30.0,
                                         inputs=self._inputs(model_path), overwrite=o.overwrite,
                                         segment_s=o.save_segment, max_files=o.save_max_files,
-                                        max_bytes=o.save_max_bytes, log=warn)
+                                        max_bytes=o.save_max_bytes, log=log.callback("save"))
         if show:
             self.window = sinks.Window()
         self._open_telemetry()
@@ -310,13 +306,14 @@ class Run:
         o = self.opts
         if o.report_every:
             self.reporter = PeriodicReport(o.report_every, lambda: live_stats(self), o.report_lines,
-                                           log=warn)
+                                           log=log.callback("report"))
         elif o.report_lines:
             raise UserError("--report-lines needs --report-every SECONDS")
         if o.serve:
             from edge_seg.serve.server import open_server
             self.server = open_server(o.serve, lambda: live_stats(self), token=o.serve_token,
-                                      max_clients=o.serve_max_clients, times=self.times, log=warn)
+                                      max_clients=o.serve_max_clients, times=self.times,
+                                      log=log.callback("serve"))
 
     def _inputs(self, model_path) -> list[Path]:
         """What the run reads: an output naming one of these is refused."""
@@ -346,27 +343,30 @@ class Run:
 
     def banner(self) -> None:
         o, seg = self.opts, self.segmenter
-        say(f"edge-seg {__version__} run")
+        lines = [f"edge-seg {__version__} run"]
         if self.profile is not None:
-            say(f"  profile: {self.profile.describe()}")
+            lines.append(f"  profile: {self.profile.describe()}")
         elif self.profile_note:
-            say(f"  profile: {self.profile_note}")
-        say(f"  model    {seg.describe()}")
-        say(f"  backend  {seg.backend.describe()}")
+            lines.append(f"  profile: {self.profile_note}")
+        lines.append(f"  model    {seg.describe()}")
+        lines.append(f"  backend  {seg.backend.describe()}")
         mode = ("newest frame only" if self.source.newest_only else "every frame") + (
             f", every {o.every}th" if o.every > 1 else "")
-        say(f"  source   {self.source.description} ({mode})")
+        lines.append(f"  source   {self.source.description} ({mode})")
         outputs = [f"view {o.view}, alpha {o.alpha:g}"]
         outputs.append(f"save {self.sink.describe()}" if self.sink else "no --save")
         outputs.append("window" if self.window else "headless")
-        say(f"  output   {', '.join(outputs)}")
+        lines.append(f"  output   {', '.join(outputs)}")
         if self.drift:
-            say(f"  drift    vs {self.drift.path.name} every {o.check_every} frames, "
-                 f"warn below {o.min_agreement:.2f} (windows of {o.agreement_window} checks)")
+            lines.append(f"  drift    vs {self.drift.path.name} every {o.check_every} frames, "
+                         f"warn below {o.min_agreement:.2f} (windows of {o.agreement_window} checks)")
         if self.reporter:
-            say(f"  report   {self.reporter.describe()}")
+            lines.append(f"  report   {self.reporter.describe()}")
         if self.server:
-            say(f"  serve    {self.server.describe()}")
+            lines.append(f"  serve    {self.server.describe()}")
+        log.lines("run.start", lines, edge_seg=__version__, model=str(seg.path),
+                  variant=seg.variant, backend=seg.backend.as_dict(),
+                  source=self.source.description, options=self._options())
 
     def loop(self) -> None:
         """capture -> process -> overlay/render, until the source ends or we are stopped."""
@@ -396,8 +396,10 @@ class Run:
                 self.state.stopped_by = self.state.stopped_by or "--max-frames"
             if not o.quiet and t2 >= next_progress:
                 next_progress = t2 + PROGRESS_EVERY_S
-                say(f"  frame {self.state.frames}: {self.renderer.fps:.1f} FPS, "
-                     f"infer {self.times.stages['infer'].recent:.1f} ms")
+                infer_ms = self.times.stages["infer"].recent
+                log.info("run.progress", f"  frame {self.state.frames}: {self.renderer.fps:.1f} "
+                         f"FPS, infer {infer_ms:.1f} ms", frames=self.state.frames,
+                         fps=self.renderer.fps, infer_ms=infer_ms)
 
     def finish(self) -> None:
         """Drain and close everything that was opened (every exit path comes here). A
@@ -416,7 +418,7 @@ class Run:
                 if output:
                     self.failure = self.failure or e
                 else:
-                    warn(f"warning: {e}")
+                    log.warning("run.close", str(e))
         self.state.t_end = time.perf_counter()
         if self.sink is not None:
             self.times.stages["encode"] = self.sink.encode
@@ -461,49 +463,54 @@ class Run:
             out["source"] = redact_url(out["source"])
         return out
 
+    def print_summary(self, s: dict) -> None:
+        """The summary for people; in json one ``run.summary`` record that carries the
+        figures of ``/stats.json`` (``live_stats``, the recording's segments included)."""
+        from edge_seg.run.stats import live_stats
+        log.lines("run.summary", self.summary_lines(s), **live_stats(self))
+
     @staticmethod
-    def print_summary(s: dict) -> None:
+    def summary_lines(s: dict) -> list[str]:
         fps = f"{s['fps']:.1f} FPS" if s["fps"] else "-"
-        say(f"edge-seg run: {s['frames']} frames in {s['wall_s']:.1f} s = {fps} "
-             f"(stopped by {s['stopped_by']})")
+        lines = [f"edge-seg run: {s['frames']} frames in {s['wall_s']:.1f} s = {fps} "
+                     f"(stopped by {s['stopped_by']})"]
         src = s["source"]
-        say(f"  frames dropped {s['dropped_frames']}, corrupt skipped {s['corrupt_frames']}, "
-             f"source lost {src.get('disconnects', 0)}x / back {src.get('reconnects', 0)}x "
-             f"({src.get('offline_s', 0):.1f} s offline)")
+        lines.append(f"  frames dropped {s['dropped_frames']}, corrupt skipped {s['corrupt_frames']}, "
+                     f"source lost {src.get('disconnects', 0)}x / back {src.get('reconnects', 0)}x "
+                     f"({src.get('offline_s', 0):.1f} s offline)")
         if src.get("warning"):
-            say(f"  warning: {src['warning']}")
-        say(f"  {'latency ms':<24}{'p50':>8}{'p99':>8}{'mean':>8}")
+            lines.append(f"  warning: {src['warning']}")
+        lines.append(f"  {'latency ms':<24}{'p50':>8}{'p99':>8}{'mean':>8}")
         labels = {"frame": "frame (capture->shown)"}
         for stage in STAGES:
             v = s["latency_ms"].get(stage)
             if v and v.get("n"):
-                say(f"    {labels.get(stage, stage):<22}{v['p50']:>8.1f}{v['p99']:>8.1f}{v['mean']:>8.1f}")
+                lines.append(f"    {labels.get(stage, stage):<22}{v['p50']:>8.1f}{v['p99']:>8.1f}{v['mean']:>8.1f}")
         if s.get("backend"):
             fb = f" (fell back from {s['delegate_requested']}: {s['fallback']})" if s.get("fallback") else ""
-            say(f"  backend {s['backend']}, delegate {s['delegate']}, threads {s['threads']}{fb}")
+            lines.append(f"  backend {s['backend']}, delegate {s['delegate']}, threads {s['threads']}{fb}")
         a = s.get("agreement")
         if a:
             if a["checks"]:
                 cats = ", ".join(f"{k} {v:.2f}" for k, v in (a["per_category_iou"] or {}).items()
                                  if v is not None)
-                say(f"  drift vs {Path(a['float_model']).name}: {a['checks']} checks "
-                     f"({a['skipped_busy']} skipped while busy), agreement mIoU(7) "
-                     f"{_fmt(a['agreement_miou7'])}, pixels {_fmt(a['pixel_agreement'])}, "
-                     f"worst window {_fmt((a['worst_window'] or {}).get('miou7'))}, "
-                     f"{a['windows_below']}/{a['windows']} windows below {a['min_agreement']:.2f}")
-                say(f"    per category: {cats}")
+                lines.append(f"  drift vs {Path(a['float_model']).name}: {a['checks']} checks "
+                             f"({a['skipped_busy']} skipped while busy), agreement mIoU(7) "
+                             f"{_fmt(a['agreement_miou7'])}, pixels {_fmt(a['pixel_agreement'])}, "
+                             f"worst window {_fmt((a['worst_window'] or {}).get('miou7'))}, "
+                             f"{a['windows_below']}/{a['windows']} windows below {a['min_agreement']:.2f}")
+                lines.append(f"    per category: {cats}")
             else:
-                say(f"  drift vs {Path(a['float_model']).name}: no check completed")
+                lines.append(f"  drift vs {Path(a['float_model']).name}: no check completed")
         saved = s.get("saved")
         if saved and saved.get("published", True):
-            say(f"  saved {saved['frames']} frames to {saved['path']}")
+            lines.append(f"  saved {saved['frames']} frames to {saved['path']}")
         elif saved and s.get("error"):
-            say(f"  NOT saved to {saved['path']}: see the error below")
+            lines.append(f"  NOT saved to {saved['path']}: see the error below")
         elif saved:
-            say(f"  nothing saved to {saved['path']} (no frame was rendered)")
+            lines.append(f"  nothing saved to {saved['path']} (no frame was rendered)")
         from edge_seg.io.sinks import segment_lines
-        for line in segment_lines(saved):
-            say(line)
+        return lines + segment_lines(saved)
 
 
 def _fmt(value) -> str:

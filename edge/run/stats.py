@@ -9,7 +9,7 @@ another, never a figure the run does not have.
 from __future__ import annotations
 
 import json
-import math
+import logging
 import threading
 import time
 from typing import Callable
@@ -17,21 +17,9 @@ from typing import Callable
 import click
 
 from edge_seg import __version__
+from edge_seg import log as logs
 from edge_seg.errors import UserError
-
-
-def finite(value):
-    """JSON-safe copy: NaN/inf -> None, numpy scalars -> Python numbers (JSON has no NaN,
-    and a browser's JSON.parse rejects it)."""
-    if isinstance(value, dict):
-        return {str(k): finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+from edge_seg.log import finite
 
 
 def live_stats(run) -> dict:
@@ -69,6 +57,8 @@ def live_stats(run) -> dict:
         "latency_ms": latency,
         "agreement": run.drift.summary(final=False) if run.drift is not None else None,
         "stream": run.server.figures() if getattr(run, "server", None) is not None else None,
+        # the recording so far: frames, and with --save-segment each segment published
+        "saved": run.sink.summary() if getattr(run, "sink", None) is not None else None,
     }
     return finite(out)
 
@@ -83,7 +73,7 @@ class PeriodicReport:
         if not every_s > 0:
             raise UserError(f"--report-every {every_s:g}: must be more than 0 seconds")
         self.every_s, self.stats, self.path = float(every_s), stats, path
-        self.log = log or (lambda m: click.echo(m, err=True))
+        self.log = log or logs.callback("report")
         self.lines = 0
         self.error: str | None = None
         self._file = None
@@ -105,9 +95,13 @@ class PeriodicReport:
         return self
 
     def emit(self) -> None:
-        line = json.dumps(self.stats(), separators=(",", ":"))
+        stats = self.stats()
+        line = json.dumps(stats, separators=(",", ":"))
         if self._file is None:
-            click.echo(line)
+            if logs.is_json():  # a record like every other line, the figures its fields
+                line = logs.json_line(logging.INFO, "run.report", f"frame {stats['frames']}, "
+                                      f"{_fps(stats['fps'])} FPS", **stats)
+            click.echo(line)  # not through a handler: a failed write must reach _run
         else:
             self._file.write(line + "\n")
             self._file.flush()
@@ -119,7 +113,8 @@ class PeriodicReport:
                 self.emit()
             except OSError as e:
                 self.error = f"{self.path or 'stdout'}: {e.strerror or e}"
-                self.log(f"warning: --report-every stopped: cannot write to {self.error}")
+                self.log(logs.Line("report.stopped", f"warning: --report-every stopped: cannot "
+                                   f"write to {self.error}"))
                 return
 
     def close(self) -> None:
@@ -131,3 +126,7 @@ class PeriodicReport:
                 self._file.close()
             except OSError as e:
                 self.error = self.error or f"{self.path}: {e.strerror or e}"
+
+
+def _fps(value) -> str:
+    return "-" if value is None else f"{value:.1f}"

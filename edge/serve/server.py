@@ -25,7 +25,6 @@ import ipaddress
 import os
 import secrets
 import socket
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -34,6 +33,7 @@ from typing import Callable
 
 import cv2
 
+from edge_seg import log as logs
 from edge_seg.errors import UserError
 from edge_seg.serve.http import _Handler, _HTTPServer
 
@@ -246,7 +246,7 @@ class Server:
         self.token, self.token_generated = choose_token(self.host, token)
         self.max_clients = int(max_clients)
         self.stats = stats
-        self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+        self.log = log or logs.callback("serve")
         self.hub = FrameHub()
         self.client_timeout = CLIENT_TIMEOUT_S
         self.viewers = 0
@@ -325,7 +325,8 @@ class Server:
         if isinstance(error, OSError) or self._warned:  # disconnects, timeouts: normal
             return
         self._warned = True
-        self.log(f"warning: web server: {type(error).__name__}: {error} (the run goes on)")
+        self.log(logs.Line("serve.error", f"warning: web server: {type(error).__name__}: {error} "
+                           f"(the run goes on)"))
 
     # -- bookkeeping used by the handler
     def authorized(self, header: str | None, query_token: bytes | None) -> bool:
