@@ -15,9 +15,9 @@ $(VENV)/.runtime: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) -e .
 	touch $@
 
-# everything: training, conversion, tests
+# everything: training, conversion, MLflow tracking, tests
 $(VENV)/.full: $(BIN)/python pyproject.toml constraints.txt
-	$(PIP) -e '.[train,dev,onnx]'
+	$(PIP) -e '.[train,dev,onnx,mlflow]'
 	touch $@ $(VENV)/.runtime
 
 install-runtime: $(VENV)/.runtime

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from edge_seg import log as logs
 from edge_seg.errors import UserError
 
 
@@ -35,11 +36,7 @@ def calibrate(root, n, output, strategy, seed, split, fmt, size_text, overwrite)
         raise UserError(str(e)) from None
     check_output(output, "-o", inputs=[root], overwrite=overwrite, need=1 << 20)
 
-    def progress(i, total):
-        if i == total or i % 50 == 0:
-            click.echo(f"\rreading masks {i}/{total}", nl=i == total, err=True)
-
-    manifest = select(root, n, strategy, seed, size, fmt, split, progress)
+    manifest = select(root, n, strategy, seed, size, fmt, split, logs.counter("reading masks", unit="mask"))
     write_manifest(output, manifest)
     click.echo(f"{output}: {manifest['n']} of {manifest['dataset']['frames_in_split']} "
                f"{split} frames ({strategy}, seed {seed})")

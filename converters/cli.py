@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from edge_seg import log as logs
 from edge_seg import model_formats
 from edge_seg.errors import UserError
 
@@ -83,7 +84,7 @@ def _convert(model, wanted, output_dir, sizes, nchw, calibration, calibration_ro
 
     choose_formats(wanted)
     _check_applies("--nchw", nchw, wanted)
-    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    log = logs.callback("convert")
 
     # each variant is at most about the size of the float model; checked before any conversion
     need = len(wanted) * Path(model).stat().st_size if Path(model).is_file() else 1
@@ -194,9 +195,7 @@ def compare(float_model, models, root, split, fmt, threads, max_frames, max_drop
 
     from .compare import check_budgets, format_markdown, format_text, record_accuracy, run_compare
 
-    def progress(i, total):
-        click.echo(f"\rscoring {i}/{total} frames", nl=i == total, err=True)
-
+    progress = logs.counter("scoring", unit="frame")
     result = run_compare(float_model, list(models), root, split, threads, fmt, max_frames, log=progress,
                          at_label_resolution=at_label_resolution)
     problems = check_budgets(result, max_drop, max_category_drop)

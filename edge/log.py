@@ -173,7 +173,7 @@ def lines(event: str, message_lines: list[str], **fields) -> None:
     """A block people read line by line (a banner, a summary, a table): line by line in
     text, one record in json (the lines joined, the fields attached)."""
     if is_json():
-        info(event, "\n".join(m.strip() for m in message_lines), **fields)
+        info(event, "\n".join(m.strip() for m in message_lines if m.strip()), **fields)
     else:
         for m in message_lines:
             info(event, m)
@@ -202,8 +202,23 @@ def progress(iterable: Iterable | None = None, total: int | None = None, desc: s
     from tqdm import tqdm
     off = (quiet or is_json() or not logger().isEnabledFor(logging.INFO)
            or not _is_terminal(sys.stderr))
-    return tqdm(iterable, total=total, desc=desc, file=sys.stderr, disable=off, leave=True,
-                dynamic_ncols=True, **options)
+    return tqdm(iterable, total=total, desc=desc, file=sys.stderr, disable=off,
+                **{"dynamic_ncols": True, **options})
+
+
+def counter(desc: str, quiet: bool = False, **options) -> Callable[[int, int], None]:
+    """The progress display for work that reports ``(done, total)`` to a callback; the bar
+    opens at the first call and closes when ``done`` reaches ``total``."""
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = progress(total=total, desc=desc, quiet=quiet, **options)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+    return update
 
 
 def _is_terminal(stream) -> bool:

@@ -8,6 +8,7 @@ import click
 import numpy as np
 
 from edge_seg import labels
+from edge_seg import log as logs
 from edge_seg.errors import UserError
 
 FORMAT_CHOICE = click.Choice(["auto", "cityscapes", "camvid", "folder"])
@@ -65,8 +66,6 @@ def check(root, fmt, limit, splits, **folder):
     without masks and masks without images, unreadable files, unknown label values, size
     mismatches, and the per-category pixel share of each split checked, set-valued
     (coarse) labels per set and in total. Exits 1 when it finds problems."""
-    from tqdm import tqdm
-
     from .datasets import scan
     wanted = _wanted_splits(splits) if splits else list(TRAINING_SPLITS)
     layout = scan(root, fmt, **folder)
@@ -84,8 +83,8 @@ def check(root, fmt, limit, splits, **folder):
             samples = samples[:limit] if limit else samples
             totals = np.zeros(256, np.int64)
             results = pool.map(_check_one, samples)
-            for problem, counts in tqdm(results, total=len(samples), desc=f"reading {split}",
-                                        unit="pair", leave=False, disable=None):
+            for problem, counts in logs.progress(results, total=len(samples),
+                                                 desc=f"reading {split}", unit="pair", leave=False):
                 if problem:
                     problems.append(problem)
                 else:

@@ -17,7 +17,6 @@ import math
 import os
 import random
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from edge_seg import log as logs
 from edge_seg.errors import UserError
 from edge_seg.io.publish import atomic_write_bytes, atomic_write_json
 from edge_seg.labels import CATEGORY_NAMES
@@ -37,8 +37,9 @@ class TrainingDiverged(UserError):
     pass
 
 
-def log(msg: str):
-    print(msg, file=sys.stderr, flush=True)
+def log(msg: str, event: str = "train", **fields):
+    """Training's lines: on stderr, beside the progress bar (stdout keeps the results)."""
+    logs.status(event, msg, **fields)
 
 
 @dataclass
@@ -170,11 +171,9 @@ class EpochLoop:
 
     def train_epoch(self, epoch: int) -> list[float]:
         """The losses of one epoch's steps (fewer when the time budget runs out)."""
-        from tqdm import tqdm
-
         cfg, losses = self.cfg, []
-        bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.show_bar,
-                   dynamic_ncols=True, file=sys.stderr, mininterval=2.0)
+        bar = logs.progress(total=self.steps, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                            quiet=not self.show_bar, mininterval=2.0)
         for step in range(self.steps):
             loss = self.trainee.step()
             if not math.isfinite(loss):
@@ -225,7 +224,7 @@ class EpochLoop:
             f"{' (best)' if improved else ''}  " +
             " ".join(f"{c[:5]} {m['iou'][c]:.3f}" for c in CATEGORY_NAMES[1:]) +
             "".join(f"  [{name} mIoU(7) {r['miou7']:.4f}]" for name, r in others.items()) +
-            f"  lr {lr_now:.2e}  {epoch_seconds:.0f} s")
+            f"  lr {lr_now:.2e}  {epoch_seconds:.0f} s", event="train.epoch", best=improved, **row)
         for logger in self.loggers:
             logger(row, epoch + 1)
         p.epoch, p.wall_seconds = epoch + 1, row["wall_seconds"]

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from edge_seg import log as logs
 from edge_seg.errors import UserError
 from edge_seg.labels import CATEGORY_NAMES, colors_rgb
 from edge_seg.io.publish import atomic_write_json, check_output, discard, output_error, partial_path, publish_folder
@@ -40,7 +40,7 @@ def load_predictor(model_path: Path, input_size, batch: int, trust_sidecar: bool
 
     from .evaluate import segmenter_predictor
     seg = Segmenter(model_path, threads=None, delegate="cpu", trust_sidecar=trust_sidecar,
-                    log=lambda m: print(m, file=sys.stderr))
+                    log=logs.callback("eval"))
     if input_size is not None and tuple(input_size) != tuple(seg.input_size):
         raise UserError(f"{model_path}: the model's input is fixed at "
                         f"{seg.input_size[0]}x{seg.input_size[1]}; drop --input-size")
@@ -93,8 +93,6 @@ def format_set_labels(result: dict) -> list[str]:
 
 def run_eval(model_path, data_root, fmt, split, input_size, at_label_resolution, report_dir, limit,
              batch, as_json, overwrite: bool = False, trust_sidecar: bool = False):
-    from tqdm import tqdm
-
     from .datasets import load_split
 
     if report_dir:  # before the evaluation: its results must never be lost to an unwritable report
@@ -107,7 +105,7 @@ def run_eval(model_path, data_root, fmt, split, input_size, at_label_resolution,
     resolution = ("label resolution (predictions upsampled nearest)" if at_label_resolution
                   else f"model size {size[0]}x{size[1]}")
     t0 = time.time()
-    with tqdm(total=len(samples), desc="eval", file=sys.stderr, disable=as_json) as bar:
+    with logs.progress(total=len(samples), desc="eval", quiet=as_json) as bar:
         metrics, kept = score(predict, samples, size, at_label_resolution, True, batch,
                               keep_samples=8 if report_dir else 0, progress=bar)
     seconds = time.time() - t0
@@ -122,7 +120,7 @@ def run_eval(model_path, data_root, fmt, split, input_size, at_label_resolution,
         print(format_table(result, title))
     if report_dir:
         publish_report(Path(report_dir), summary, kept, title)
-        print(f"report written to {report_dir}/", file=sys.stderr)
+        logs.status("eval.report", f"report written to {report_dir}/", path=str(report_dir))
     return summary
 
 

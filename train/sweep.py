@@ -24,10 +24,10 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import sys
 import time
 from pathlib import Path
 
+from edge_seg import log as logs
 from edge_seg.errors import UserError
 from edge_seg.labels import CATEGORY_NAMES
 from edge_seg.io.publish import atomic_write_bytes, atomic_write_json
@@ -120,9 +120,9 @@ def run_sweep(grid_path: Path, out_dir: Path, mlflow: bool = False, dry_run: boo
     names = [run_name(c, base) for c in combos]
     if len(set(names)) != len(names):
         names = [f"{i:02d}-{n}" for i, n in enumerate(names)]
-    print(f"{len(combos)} run(s) -> {out_dir}/", file=sys.stderr)
-    for name, c in zip(names, combos):
-        print(f"  {name}", file=sys.stderr)
+    logs.status("sweep", f"{len(combos)} run(s) -> {out_dir}/", runs=names)
+    for name in names:
+        logs.status("sweep", f"  {name}")
     if dry_run:
         return []
     rows = []
@@ -134,10 +134,10 @@ def run_sweep(grid_path: Path, out_dir: Path, mlflow: bool = False, dry_run: boo
         t0 = time.time()
         try:
             if (run_dir / "eval.json").is_file():
-                print(f"[{name}] finished before, reusing its eval.json", file=sys.stderr)
+                logs.status("sweep", f"[{name}] finished before, reusing its eval.json", run=name)
             else:
                 resume = run_dir.exists() and find_last(run_dir) is not None
-                print(f"[{name}] {'resuming' if resume else 'training'}", file=sys.stderr)
+                logs.status("sweep", f"[{name}] {'resuming' if resume else 'training'}", run=name)
                 import tf_keras as keras
                 keras.backend.clear_session()
                 train_model(cfg, resume=resume, progress=False)
@@ -154,7 +154,7 @@ def run_sweep(grid_path: Path, out_dir: Path, mlflow: bool = False, dry_run: boo
             row.update(measure(cfg, latency))
         except UserError as e:
             row["error"] = str(e)
-            print(f"[{name}] failed: {e}", file=sys.stderr)
+            logs.status("sweep.failed", f"[{name}] failed: {e}", run=name)
         row["sweep_seconds"] = time.time() - t0
         rows.append(row)
         atomic_write_json(out_dir / "leaderboard.json", rows)

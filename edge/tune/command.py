@@ -37,6 +37,7 @@ from pathlib import Path
 
 import click
 
+from edge_seg import log as logs
 from edge_seg.errors import UserError
 from edge_seg.backends.metadata import trust_sidecar_option
 from edge_seg.tune.choose import DEFAULT_MAX_DROP, choose, order_rows
@@ -67,10 +68,6 @@ class TuneOptions:
     progress: bool = True
     trust_sidecar: bool = False
     notes: list[str] = field(default_factory=list)
-
-
-def _warn(message: str) -> None:
-    click.echo(message, err=True)
 
 
 def _check(o: TuneOptions) -> tuple[list[int], list[str] | None]:
@@ -110,14 +107,12 @@ def _reference_masks(reference, frames, gts, threads: int, notes: list, trust_si
 
 
 def _report(o: TuneOptions, rows, reference, skipped, notes) -> None:
-    click.echo("")
-    click.echo(format_table(rows))
-    click.echo("")
-    click.echo(legend(reference.name, o.max_drop, o.target_fps, rows))
+    logs.lines("tune.table", ["", format_table(rows), "", legend(reference.name, o.max_drop,
+                                                                 o.target_fps, rows)], rows=rows)
     for name, why in skipped:
-        _warn(f"note: skipped {name}: {why}")
+        logs.note("tune.skipped", f"skipped {name}: {why}", model=name)
     for n in dict.fromkeys(notes):
-        _warn(f"note: {n}")
+        logs.note("tune.note", n)
 
 
 def tune_device(o: TuneOptions) -> dict:
@@ -135,11 +130,12 @@ def tune_device(o: TuneOptions) -> dict:
     else:
         frames, frames_text = load_frames(o.frames, o.n_frames, o.frames_root)
     plan = _plan(o, variants, wanted, threads, skipped)
-    click.echo(f"edge-seg tune: {len(variants)} model(s) in {o.models}, threads "
-               f"{','.join(map(str, threads))}, {len(plan)} configurations, {o.seconds:g} s each")
-    click.echo(f"  frames     {frames_text}")
-    click.echo(f"  reference  {reference.name} ({reference.variant}, {reference.size_text}) "
-               "for agreement")
+    logs.lines("tune.start", [
+        f"edge-seg tune: {len(variants)} model(s) in {o.models}, threads "
+        f"{','.join(map(str, threads))}, {len(plan)} configurations, {o.seconds:g} s each",
+        f"  frames     {frames_text}",
+        f"  reference  {reference.name} ({reference.variant}, {reference.size_text}) for agreement"],
+        models=len(variants), configurations=len(plan), reference=reference.name)
     notes: list[str] = []
     ref_masks, ref_miou = _reference_masks(reference, frames, gts, max(threads), notes, o.trust_sidecar)
     rows = measure(plan, frames, ref_masks, gts, ref_miou, o.seconds, o.warmup, o.progress, notes,
@@ -156,16 +152,16 @@ def tune_device(o: TuneOptions) -> dict:
                         f"{o.max_drop if o.max_drop is not None else DEFAULT_MAX_DROP:g}; nothing "
                         "chosen (no profile written)")
     if chosen.get("target_met") is False:
-        _warn(f"warning: no configuration reaches {o.target_fps:g} FPS here; chose the fastest "
-              f"within the accuracy budget ({chosen['fps']:.1f} FPS)")
+        logs.warning("tune.target_missed", f"no configuration reaches {o.target_fps:g} FPS here; "
+                     f"chose the fastest within the accuracy budget ({chosen['fps']:.1f} FPS)")
     result = profile_result(o, chosen, rows, reference, ref_miou, frames_text, len(frames),
                             skipped, notes)
-    click.echo("")
-    click.echo(chosen_line(chosen))
+    logs.lines("tune.chosen", ["", chosen_line(chosen)], **chosen)
     if o.save_profile:
         atomic_write_json(profile_path, result)
         result["profile_path"] = str(profile_path)
-        click.echo(f"profile written to {profile_path} (edge-seg run uses it unless --no-profile)")
+        logs.info("tune.profile_written", f"profile written to {profile_path} (edge-seg run uses "
+                  "it unless --no-profile)", path=str(profile_path))
     return result
 
 

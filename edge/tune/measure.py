@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 
-import click
-
+from edge_seg import log as logs
 from edge_seg.errors import UserError
 
 DEFAULT_WARMUP = 3
@@ -120,17 +118,6 @@ def miou_vs_labels(gts, masks) -> float:
     return m.result()["miou7"]
 
 
-class _nullbar:
-    def __init__(self, items):
-        self.items = items
-
-    def __enter__(self):
-        return iter(self.items)
-
-    def __exit__(self, *exc):
-        return False
-
-
 def _open(v, d, t, notes, trust_sidecar: bool = False):
     """A Segmenter for the configuration, or None (with a note) when it cannot run here."""
     from edge_seg.segmenter import Segmenter
@@ -172,13 +159,9 @@ def measure(plan, frames, ref_masks, gts=None, ref_miou=None, seconds: float = 3
     failed: set = set()
     rows = []
 
-    def label(item):
-        return "" if item is None else f"{item[0].name} {item[1]} x{item[2]}"
-
-    bar = click.progressbar(plan, label="tuning", file=sys.stderr, item_show_func=label,
-                            show_pos=True) if progress else _nullbar(plan)
-    with bar as items:
+    with logs.progress(plan, desc="tuning", quiet=not progress, unit="config") as items:
         for v, d, t in items:
+            items.set_postfix_str(f"{v.name} {d} x{t}", refresh=False)
             key = (v.path, d)
             if key in failed:
                 continue
