@@ -3,8 +3,8 @@ binary wheels from the package index, for every Python and platform users deploy
 
     python tests/test_install_matrix.py        # prints the table
 
-Each combination (CPython 3.10-3.13 x manylinux x86_64 / aarch64 x runtime / train extra)
-is one ``pip install --dry-run --only-binary :all: --python-version X --platform P``
+Each combination (CPython 3.10-3.13 x manylinux x86_64 / aarch64 x runtime, train extra,
+train and mlflow extras) is one ``pip install --dry-run --only-binary :all: --python-version X --platform P``
 resolution with the full dependency tree. pip evaluates environment markers against the
 interpreter running it, not the target, so the markers of the requirements and of the
 constraints are evaluated here for the target first. Platforms are the manylinux tags a
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.network
 
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")
 ARCHES = ("x86_64", "aarch64")
-EXTRAS = ("runtime", "train")
+EXTRAS = ("runtime", "train", "train,mlflow")  # the full install (make install) too
 GLIBC_MINOR = 35
 COMBOS = [(py, arch, extra) for extra in EXTRAS for py in PYTHONS for arch in ARCHES]
 PIP_TIMEOUT_S = 600
@@ -56,7 +56,7 @@ def requirements(extra: str, env: dict) -> list[str]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     reqs = list(project["dependencies"])
     if extra != "runtime":
-        reqs += project["optional-dependencies"][extra]
+        reqs += [r for name in extra.split(",") for r in project["optional-dependencies"][name]]
     out = []
     for text in reqs:
         req = Requirement(text)

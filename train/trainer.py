@@ -170,6 +170,10 @@ class _MLflow:
             return
         self.mlflow = mlflow = _require_mlflow()
         uri = cfg.mlflow_uri or (Path(run_dir).resolve().parent / "mlruns").as_uri()
+        if uri.startswith("file:"):
+            # MLflow 3 refuses its file store unless this is set; a folder of runs beside the
+            # run folders is what --mlflow promises, with no database to set up
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         mlflow.set_tracking_uri(uri)
         mlflow.set_experiment("edge-seg")
         self.run = mlflow.start_run(run_name=Path(run_dir).name)
