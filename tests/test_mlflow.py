@@ -5,14 +5,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import edge_seg
 
 mlflow = pytest.importorskip("mlflow", reason="the [mlflow] extra is not installed")
 
@@ -27,13 +24,11 @@ def sha256(path: Path) -> str:
 def test_a_short_training_run_is_read_back_from_the_file_store(synthetic_camvid, tmp_path,
                                                                  monkeypatch):
     run_dir, store = tmp_path / "run", tmp_path / "mlruns"
-    argv = [sys.executable, "-c", "from edge_seg.cli import main; main()", "train",
-            "--data", str(synthetic_camvid), "--arch", "unet-small", "--alpha", "0.5",
-            "--input-size", "128x64", "--batch", "4", "--max-val-samples", "4", "--quiet",
-            "--epochs", str(EPOCHS), "--steps-per-epoch", "2", "--run-dir", str(run_dir),
-            "--mlflow", "--mlflow-uri", store.as_uri()]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+    done = edge_seg("train", "--data", synthetic_camvid, "--arch", "unet-small", "--alpha", 0.5,
+                    "--input-size", "128x64", "--batch", 4, "--max-val-samples", 4, "--quiet",
+                    "--epochs", EPOCHS, "--steps-per-epoch", 2, "--run-dir", run_dir,
+                    "--mlflow", "--mlflow-uri", store.as_uri(), timeout=900,
+                    env={"TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""})
     assert done.returncode == 0, done.stderr[-3000:]
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # as the trainer does
