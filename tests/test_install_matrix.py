@@ -4,8 +4,8 @@ binary wheels from the package index, for every Python and platform users deploy
     python tests/test_install_matrix.py        # prints the table
 
 Each combination (CPython 3.10-3.13 x manylinux x86_64 / aarch64 x runtime, train extra,
-train and mlflow extras) is one ``pip install --dry-run --only-binary :all: --python-version X --platform P``
-resolution with the full dependency tree. pip evaluates environment markers against the
+train and mlflow extras) is one
+``pip install --dry-run --only-binary :all: --python-version X --platform P`` resolution with the full dependency tree. pip evaluates environment markers against the
 interpreter running it, not the target, so the markers of the requirements and of the
 constraints are evaluated here for the target first. Platforms are the manylinux tags a
 glibc 2.35 system accepts (Jetson JetPack 6 / Ubuntu 22.04; Raspberry Pi OS Bookworm has
