@@ -46,10 +46,10 @@ DEFAULT_MODEL = REPO / "models" / "unet-mobilenetv2-camvid-idd.keras"
 
 
 def litert_runner(content: bytes, threads: int):
-    from ai_edge_litert.interpreter import Interpreter
+    """The model call of a converted graph (the peak probes carry no metadata), on XNNPACK."""
+    from edge_seg.backends.litert import load_graph
 
-    interp = Interpreter(model_content=content, num_threads=threads)
-    interp.allocate_tensors()
+    interp = load_graph(content, threads)
     inp = interp.get_input_details()[0]
     rng = np.random.default_rng(0)
     if inp["dtype"] == np.float32:
@@ -136,17 +136,12 @@ def load_model(path: Path):
 def onnx_row(model, x, threads: int):
     """(run, file size, note) of ONNX Runtime on the same float model; None when unavailable."""
     try:
-        import onnxruntime as ort
-
+        from edge_seg.backends.onnxrt import load_onnx
         from edge_seg.converters.onnx_export import export_onnx
         tmp = Path(tempfile.mkdtemp()) / "model.onnx"
         export_onnx(model, tmp, verify=False)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        sess = ort.InferenceSession(str(tmp), opts, providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
-        return (lambda: sess.run(None, {name: x}), tmp.stat().st_size, f"tf2onnx, onnxruntime {ort.__version__}")
+        onnx = load_onnx(tmp, threads, "cpu")
+        return (lambda: onnx.run(x), tmp.stat().st_size, f"tf2onnx, {onnx.info.backend}")
     except Exception as e:  # noqa: BLE001 -- reported, not fatal
         print(f"ONNX Runtime row skipped: {type(e).__name__}: {str(e).splitlines()[0]}", file=sys.stderr)
         return None

@@ -2,147 +2,43 @@
 
 Frames come from ``edge_seg.train.datasets.read_pair`` at the model size (the shared
 preprocessing); scores from ``edge_seg.iou`` (SegMetrics for mIoU(7) against the ground
-truth, ``agreement`` for pixel agreement with the float model's own predictions).
-The float .keras model runs through ``model.predict`` on ``edge_seg.preprocess.normalize``d
-input; .tflite variants run through the runtime's ``edge_seg.segmenter.Segmenter`` when it is
-installed (the one .tflite inference path), else through a minimal LiteRT runner that
-reads the same sidecar metadata.
+truth, ``agreement`` for pixel agreement with the float model's own predictions). Every
+model, the float one included, runs through ``edge_seg.runner.open_model``: .keras on
+TensorFlow, .tflite (XNNPACK, as a device runs it) and .onnx through the runtime's Segmenter.
 
-Latency is measured separately, model call only, batch 1, at the chosen thread count:
-LiteRT ``invoke()`` (XNNPACK) for .tflite, a compiled ``tf.function`` for .keras.
+Latency is measured separately (``edge_seg.runner.time_model``): the model call only, batch 1,
+at the chosen thread count.
 """
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from edge_seg.errors import UserError
 from edge_seg.labels import CATEGORY_NAMES
 from edge_seg.manifest import fingerprint
-from edge_seg.iou import (SegMetrics, agreement_from_cm, confusion_matrix, drop_points,
-                           latency_percentiles)
-from edge_seg.preprocess import normalize, quantize_input, resize_image, resize_mask
+from edge_seg.iou import SegMetrics, agreement_from_cm, confusion_matrix, drop_points
+from edge_seg.preprocess import resize_image, resize_mask
 
 INT8_VARIANTS = ("int8", "qat-int8")
 
 
 # ------------------------------------------------------------------ runners
 
-class KerasRunner:
-    kind = "keras"
-
-    def __init__(self, path, threads: int):
-        import tensorflow as tf
-        from .tflite_export import load_keras_model, model_input_size
-
-        self.path = Path(path)
-        self.model = load_keras_model(path)
-        self.size = model_input_size(self.model)
-        self.variant = "float (keras)"
-        self.meta = {}
-        self._call = tf.function(lambda x: self.model(x, training=False))
-
-    def predict_masks(self, rgb_batch: np.ndarray) -> np.ndarray:
-        logits = self.model.predict(normalize(rgb_batch), batch_size=len(rgb_batch), verbose=0)
-        return np.argmax(logits, -1).astype(np.uint8)
-
-    def timer(self, rgb: np.ndarray):
-        x = normalize(rgb)[None]
-        return lambda: self._call(x).numpy()
+def open_runner(path, threads: int):
+    """A model of the comparison: any format edge_seg.runner opens, on the delegate a device
+    picks by default (XNNPACK for .tflite), at ``threads`` threads."""
+    from edge_seg.runner import open_model
+    return open_model(path, threads=threads, delegate="auto")
 
 
-class LiteRTRunner:
-    """.tflite inference through the runtime's Segmenter (XNNPACK, like a device runs it);
-    a minimal LiteRT runner over the same metadata when the runtime isn't installed."""
-    kind = "tflite"
-
-    def __init__(self, path, threads: int):
-        from edge_seg.backends.metadata import read_meta
-
-        self.path = Path(path)
-        self.meta = read_meta(path)
-        self.size = tuple(self.meta["input_size"])
-        self.variant = self.meta.get("variant", self.path.stem)
-        self.segmenter = _segmenter(path, threads)
-        if self.segmenter is None:
-            from ai_edge_litert.interpreter import Interpreter
-            self.interp = Interpreter(model_path=str(path), num_threads=threads)
-            self.interp.allocate_tensors()
-            self.inp = self.interp.get_input_details()[0]
-            self.out = self.interp.get_output_details()[0]
-
-    def _input(self, rgb):
-        x = normalize(rgb)[None]
-        scale, zero = self.inp["quantization"]
-        if self.inp["dtype"] != np.float32:
-            x = quantize_input(x, scale, zero, self.inp["dtype"])
-        return x
-
-    def predict_masks(self, rgb_batch: np.ndarray) -> np.ndarray:
-        out = []
-        for rgb in rgb_batch:
-            if self.segmenter is not None:
-                mask = self.segmenter.predict_mask(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-                mask = mask[0] if isinstance(mask, tuple) else mask
-                mask = resize_mask(np.asarray(mask, np.uint8), self.size)
-            else:
-                self.interp.set_tensor(self.inp["index"], self._input(rgb))
-                self.interp.invoke()
-                # argmax on integer logits: dequantisation is monotonic (scale > 0)
-                mask = np.argmax(self.interp.get_tensor(self.out["index"])[0], -1).astype(np.uint8)
-            out.append(mask)
-        return np.stack(out)
-
-    def timer(self, rgb: np.ndarray):
-        if self.segmenter is not None:
-            tensor = self.segmenter.preprocess(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-            return lambda: self.segmenter.infer(tensor)
-        self.interp.set_tensor(self.inp["index"], self._input(rgb))
-        return self.interp.invoke
-
-
-def _segmenter(path, threads):
-    try:
-        from edge_seg.segmenter import Segmenter
-    except ImportError:
-        return None
-    return Segmenter(str(path), threads=threads, delegate="xnnpack")
-
-
-def make_runner(path, threads: int):
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: model not found")
-    if path.suffix == ".tflite":
-        return LiteRTRunner(path, threads)
-    if path.suffix in (".keras", ".h5"):
-        return KerasRunner(path, threads)
-    raise UserError(f"{path}: expected a .keras or .tflite model")
-
-
-def set_tf_threads(threads: int) -> None:
-    import tensorflow as tf
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:  # TensorFlow already initialised in this process
-        pass
-
-
-def latency_ms(fn, runs: int = 20, warmup: int = 3) -> dict:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    p = latency_percentiles(times)
-    return {"p50": p["p50"], "p90": p["p90"], "runs": runs}
+def model_call_latency(runner, rgb, runs: int = 20, warmup: int = 3) -> dict:
+    """p50/p90 ms of the model call alone (batch 1, ``rgb`` prepared each time, untimed)."""
+    from edge_seg.runner import time_model
+    t = time_model(runner, [rgb], warmup=warmup, runs=runs)
+    return {"p50": t["infer_p50"], "p90": t["infer_p90"], "runs": t["runs"]}
 
 
 # ------------------------------------------------------------------ comparison
@@ -166,16 +62,15 @@ def _open_runners(float_path, variant_paths, threads: int, at_label_resolution):
     """(float runner, variant runners, at_label_resolution decided)."""
     if not variant_paths:
         raise UserError("compare: name at least one variant model after the float model")
-    set_tf_threads(threads)
-    reference = make_runner(float_path, threads)
-    variants = [make_runner(p, threads) for p in variant_paths]
-    differ = [v for v in variants if tuple(v.size) != tuple(reference.size)]
+    reference = open_runner(float_path, threads)
+    variants = [open_runner(p, threads) for p in variant_paths]
+    differ = [v for v in variants if tuple(v.input_size) != tuple(reference.input_size)]
     if at_label_resolution is None:
         at_label_resolution = bool(differ)
     if differ and not at_label_resolution:
         v = differ[0]
-        raise UserError(f"{v.path}: input {v.size[0]}x{v.size[1]} differs from the float model's "
-                        f"{reference.size[0]}x{reference.size[1]}; models of different sizes are "
+        raise UserError(f"{v.path}: input {v.input_size[0]}x{v.input_size[1]} differs from the float "
+                        f"model's {reference.input_size[0]}x{reference.input_size[1]}; models of different sizes are "
                         "compared at the label resolution (--at-label-resolution)")
     return reference, variants, at_label_resolution
 
@@ -203,7 +98,7 @@ def _score_chunk(runners, frames_at, gts, at_label_resolution: bool, metrics, ag
     model (runners[0])."""
     ref_pred = None
     for k, runner in enumerate(runners):
-        pred = list(runner.predict_masks(frames_at(tuple(runner.size))))
+        pred = list(runner.predict(frames_at(tuple(runner.input_size))))
         if at_label_resolution:
             pred = [resize_mask(m, (gt.shape[1], gt.shape[0])) for m, gt in zip(pred, gts)]
         for gt, m in zip(gts, pred):
@@ -215,15 +110,22 @@ def _score_chunk(runners, frames_at, gts, at_label_resolution: bool, metrics, ag
                 agree_cm[k] = agree_cm[k] + confusion_matrix(r, m)
 
 
+def _meta_field(meta: dict, entry: str, field: str):
+    """``meta[entry][field]``, None where the entry is absent or not a table (an .onnx
+    model's ``quantization`` is one word)."""
+    value = meta.get(entry)
+    return value.get(field) if isinstance(value, dict) else None
+
+
 def _row(runner, res, ref_result, agree_cm, first_rgb, latency_runs: int) -> dict:
     row = {
         "model": str(runner.path), "file": runner.path.name, "kind": runner.kind,
         "format": runner.variant, "size_bytes": runner.path.stat().st_size,
-        "input_size": list(runner.size),
+        "input_size": list(runner.input_size),
         "miou7": res["miou7"], "iou": res["iou"],
-        "latency_ms": latency_ms(runner.timer(first_rgb), latency_runs),
-        "gpu": (runner.meta.get("gpu") or {}).get("verdict") if runner.meta else None,
-        "io": (runner.meta.get("quantization") or {}).get("io") if runner.meta else "float32",
+        "latency_ms": model_call_latency(runner, first_rgb, latency_runs),
+        "gpu": _meta_field(runner.meta, "gpu", "verdict"),
+        "io": _meta_field(runner.meta, "quantization", "io") if runner.meta else "float32",
     }
     if agree_cm is None:  # the float model itself
         row.update(drop_points=0.0, pixel_agreement=1.0, worst_category=None,
@@ -266,7 +168,7 @@ def run_compare(float_path, variant_paths, data_root, split: str = "val", thread
     samples = load_split(data_root, fmt, split)
     if max_frames:
         samples = samples[:max_frames]
-    size = tuple(reference.size)
+    size = tuple(reference.input_size)
     runners = [reference] + variants
     metrics = [SegMetrics() for _ in runners]
     agree_cm = [None] + [0 for _ in variants]  # confusion matrices vs the float model's masks
@@ -280,7 +182,7 @@ def run_compare(float_path, variant_paths, data_root, split: str = "val", thread
 
     ref_result = metrics[0].result()
     rows = [_row(runner, metrics[k].result(), ref_result, agree_cm[k],
-                 resize_image(first, tuple(runner.size)) if at_label_resolution else first, latency_runs)
+                 resize_image(first, tuple(runner.input_size)) if at_label_resolution else first, latency_runs)
             for k, runner in enumerate(runners)]
     return {"float_model": str(float_path), "data": str(data_root), "split": split,
             "frames": len(samples), "input_size": list(size), "threads": threads,

@@ -200,9 +200,9 @@ def run_converter(converter, model, fmt: model_formats.Format) -> bytes:
 
 def io_details(content: bytes) -> dict:
     """dtype, shape and quantisation (scale, zero point) of the model's input and output."""
-    from ai_edge_litert.interpreter import Interpreter
+    from edge_seg.backends.litert import load_graph
 
-    interp = Interpreter(model_content=content)
+    interp = load_graph(content)
 
     def describe(d):
         scale, zero = d["quantization"]

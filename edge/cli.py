@@ -14,11 +14,9 @@ import click
 
 from edge_seg import __version__
 from edge_seg import log
-from edge_seg.errors import UserError
+from edge_seg.errors import TRAIN_EXTRA_HINT, UserError
 
 _GROUP = "edge_seg.commands"
-TRAIN_EXTRA_HINT = ("install the training extra [train] (in a checkout: make install, or "
-                    "pip install '.[train]'; see docs/deploying.md)")
 
 
 class EdgeSegCLI(click.Group):
@@ -79,7 +77,7 @@ def main(log_level: str, log_format: str):
     With the [train] extra:
       edge-seg data check ROOT           validate a dataset
       edge-seg train --data ROOT         train a model
-      edge-seg eval MODEL --data ROOT    score a .keras or .tflite model
+      edge-seg eval MODEL --data ROOT    score a .keras, .tflite or .onnx model
       edge-seg convert MODEL --int8      export TFLite variants
       edge-seg compare FLOAT VARIANTS    accuracy/size/speed table
     """

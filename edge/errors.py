@@ -100,5 +100,10 @@ class RunAbandoned(UserError):
     exit_code = EXIT_ABANDONED
 
 
+# what to do when a command or a model format needs TensorFlow and this install lacks it
+TRAIN_EXTRA_HINT = ("install the training extra [train] (in a checkout: make install, or "
+                    "pip install '.[train]'; see docs/deploying.md)")
+
+
 if __name__ == "__main__":
     print(exit_codes_markdown(), end="")

@@ -215,11 +215,3 @@ def drop_points(before: float, after: float) -> float:
     if before is None or after is None or np.isnan(before) or np.isnan(after):
         return float("nan")
     return float((before - after) * 100.0)
-
-
-def latency_percentiles(times_ms, qs=(50, 90)) -> dict:
-    """{"p50": ..., "p90": ..., "mean": ...} of latencies in ms (NaN when there are none)."""
-    times = np.asarray(times_ms, np.float64)
-    if not times.size:
-        return {**{f"p{q}": float("nan") for q in qs}, "mean": float("nan")}
-    return {**{f"p{q}": float(np.percentile(times, q)) for q in qs}, "mean": float(times.mean())}

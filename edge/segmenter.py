@@ -21,7 +21,8 @@ from edge_seg.backends import bundled
 from edge_seg.errors import UserError
 from edge_seg.backends.metadata import read_meta
 from edge_seg.overlay import Overlay
-from edge_seg.preprocess import NORMALIZATION, bgr_to_model_rgb, normalize, quantize_input, upsample_mask
+from edge_seg.preprocess import (NORMALIZATION, bgr_to_model_rgb, normalize, quantize_input, resize_image,
+                                 upsample_mask)
 
 
 @dataclass
@@ -163,6 +164,11 @@ class Segmenter:
         """BGR frame -> the model's input tensor (1, H, W, 3), float or quantised."""
         rgb = bgr_to_model_rgb(frame_bgr, self.input_size)
         return cv2.LUT(rgb, self._table)[np.newaxis]
+
+    def preprocess_rgb(self, frame_rgb: np.ndarray) -> np.ndarray:
+        """The same for an RGB frame (datasets are read as RGB): resizing and the channel
+        swap commute, so the tensor equals ``preprocess`` of the BGR frame."""
+        return cv2.LUT(resize_image(frame_rgb, self.input_size), self._table)[np.newaxis]
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         """Raw logits (1, h, w, C) in the output's own type (int8 stays int8)."""

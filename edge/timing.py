@@ -2,7 +2,8 @@
 
 Each stage keeps a histogram over log-spaced bins (0.01 ms .. 100 s, 2% wide), so p50/p99
 over the whole run cost a few kilobytes however many frames pass, plus an exponential
-moving average for the on-screen HUD.
+moving average for the on-screen HUD. ``latency_percentiles`` gives exact percentiles of a
+short list of timings (a benchmark's runs, edge_seg.runner.time_model).
 """
 from __future__ import annotations
 
@@ -72,3 +73,11 @@ class StageTimes:
 
     def summary(self) -> dict[str, dict]:
         return {k: v.summary() for k, v in self.stages.items() if v.n}
+
+
+def latency_percentiles(times_ms, qs=(50, 90)) -> dict:
+    """{"p50": ..., "p90": ..., "mean": ...} of latencies in ms (NaN when there are none)."""
+    times = np.asarray(times_ms, np.float64)
+    if not times.size:
+        return {**{f"p{q}": float("nan") for q in qs}, "mean": float("nan")}
+    return {**{f"p{q}": float(np.percentile(times, q)) for q in qs}, "mean": float(times.mean())}

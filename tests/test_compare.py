@@ -124,18 +124,18 @@ def synthetic_variants(synthetic_setup):
 def frame_matrices(model, variants: dict, root: Path) -> dict:
     """{"float" | variant: (frames, n, n) confusion matrices}, one per val frame, through the
     gate's own runners and frames (what run_compare sums)."""
-    from edge_seg.converters.compare import make_runner
+    from edge_seg.converters.compare import open_runner
     from edge_seg.iou import confusion_matrix
     from edge_seg.train.datasets import load_split, read_pair
 
-    runners = {"float": make_runner(model, 2), **{v: make_runner(p, 2) for v, p in variants.items()}}
+    runners = {"float": open_runner(model, 2), **{v: open_runner(p, 2) for v, p in variants.items()}}
     samples = load_split(root, "auto", "val")
     out = {k: [] for k in runners}
     for start in range(0, len(samples), 16):
         pairs = [read_pair(s, SYNTH_SIZE, purpose="eval") for s in samples[start:start + 16]]
         rgb = np.stack([p[0] for p in pairs])
         for k, runner in runners.items():
-            out[k] += [confusion_matrix(gt, m) for (_, gt), m in zip(pairs, runner.predict_masks(rgb))]
+            out[k] += [confusion_matrix(gt, m) for (_, gt), m in zip(pairs, runner.predict(rgb))]
     return {k: np.stack(v) for k, v in out.items()}
 
 

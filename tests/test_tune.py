@@ -449,7 +449,8 @@ def test_compare_records_accuracy_that_tune_reads(tiny_models, tmp_path):
 def test_agreement_over_frames_drop_and_percentiles_have_one_home():
     """Agreement summed over frames equals the agreement of the frames side by side; drop
     and latency percentiles as numpy computes them."""
-    from edge_seg.iou import agreement, agreement_from_cm, confusion_matrix, drop_points, latency_percentiles
+    from edge_seg.iou import agreement, agreement_from_cm, confusion_matrix, drop_points
+    from edge_seg.timing import latency_percentiles
     rng = np.random.default_rng(3)
     refs = [rng.integers(0, 8, (20, 30)).astype(np.uint8) for _ in range(3)]
     others = [np.where(rng.random(r.shape) < 0.9, r, rng.integers(0, 8, r.shape)).astype(np.uint8)

@@ -192,7 +192,7 @@ def train(ctx, resume, quiet, **options):
 @trust_sidecar_option
 def evaluate(model, data_root, fmt, split, input_size, at_label_resolution, report_dir, limit, batch,
              as_json, overwrite, trust_sidecar):
-    """Score a .keras or .tflite model on a dataset split (same preprocessing and metrics)."""
+    """Score a .keras, .tflite or .onnx model on a dataset split (same preprocessing and metrics)."""
     from .eval_cli import run_eval
     run_eval(model, data_root, fmt, split, input_size, at_label_resolution, report_dir, limit, batch,
              as_json, overwrite, trust_sidecar=trust_sidecar)

@@ -13,38 +13,22 @@ from edge_seg.errors import UserError
 from edge_seg.labels import CATEGORY_NAMES, colors_rgb
 from edge_seg.io.publish import atomic_write_json, check_output, discard, output_error, partial_path, publish_folder
 
-from .evaluate import model_kind, score
+from .evaluate import score
 
 
-def load_predictor(model_path: Path, input_size, batch: int, trust_sidecar: bool = False):
-    """(predict, input size, description) for a .keras or .tflite model."""
-    kind = model_kind(model_path)
-    if not Path(model_path).is_file():
-        raise UserError(f"{model_path}: model file not found")
-    if kind == "keras":
-        import tf_keras as keras
+def open_for_eval(model_path: Path, input_size, batch: int, trust_sidecar: bool = False):
+    """The runner of a .keras, .tflite or .onnx model (edge_seg.runner), on the CPU: a .tflite
+    on TFLite's built-in kernels (delegate "cpu", XNNPACK off), an .onnx on ONNX Runtime's
+    CPU provider."""
+    from edge_seg.runner import open_model
 
-        from .evaluate import keras_predictor
-        try:
-            model = keras.models.load_model(model_path, compile=False)
-        except Exception as e:  # noqa: BLE001
-            raise UserError(f"{model_path}: cannot load the Keras model ({str(e).splitlines()[0]})") from None
-        h, w = model.input_shape[1:3]
-        if input_size is not None and tuple(input_size) != (w, h):
-            if h is not None:
-                raise UserError(f"{model_path}: the model's input is fixed at {w}x{h}; "
-                                f"drop --input-size {input_size[0]}x{input_size[1]}")
-        size = (w, h) if h is not None else tuple(input_size or (512, 256))
-        return keras_predictor(model, batch), size, f"{Path(model_path).name} (Keras float)"
-    from edge_seg.segmenter import Segmenter
-
-    from .evaluate import segmenter_predictor
-    seg = Segmenter(model_path, threads=None, delegate="cpu", trust_sidecar=trust_sidecar,
-                    log=logs.callback("eval"))
-    if input_size is not None and tuple(input_size) != tuple(seg.input_size):
-        raise UserError(f"{model_path}: the model's input is fixed at "
-                        f"{seg.input_size[0]}x{seg.input_size[1]}; drop --input-size")
-    return segmenter_predictor(seg), tuple(seg.input_size), seg.describe()
+    runner = open_model(model_path, threads=None, delegate="cpu", batch=batch, input_size=input_size,
+                        trust_sidecar=trust_sidecar, log=logs.callback("eval"))
+    if input_size is not None and tuple(input_size) != tuple(runner.input_size):
+        w, h = runner.input_size
+        raise UserError(f"{model_path}: the model's input is fixed at {w}x{h}; "
+                        f"drop --input-size {input_size[0]}x{input_size[1]}")
+    return runner
 
 
 def _fmt(v) -> str:
@@ -101,7 +85,8 @@ def run_eval(model_path, data_root, fmt, split, input_size, at_label_resolution,
     samples = load_split(data_root, fmt, split)
     if limit:
         samples = samples[:limit]
-    predict, size, desc = load_predictor(Path(model_path), input_size, batch, trust_sidecar)
+    runner = open_for_eval(Path(model_path), input_size, batch, trust_sidecar)
+    predict, size, desc = runner.predict, tuple(runner.input_size), runner.describe()
     resolution = ("label resolution (predictions upsampled nearest)" if at_label_resolution
                   else f"model size {size[0]}x{size[1]}")
     t0 = time.time()

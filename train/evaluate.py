@@ -1,24 +1,22 @@
 """Scoring a model on a dataset split through the shared preprocessing and metrics.
 
-The same code scores a tf_keras model (``.keras``) and a TFLite model (through the
-runtime's :class:`edge_seg.segmenter.Segmenter`): frames are read with
-``edge_seg.train.datasets.read_pair`` (``purpose='eval'``), normalised with
-``edge_seg.preprocess.normalize`` and scored with ``edge_seg.iou.SegMetrics``, either at model
-size (the default) or, with ``at_label_resolution``, after upsampling the prediction
-(nearest) to the label's own size as the Cityscapes benchmark does.
+Every model ``edge_seg.runner.open_model`` opens (.keras, .tflite, .onnx) is scored alike:
+frames are read at model size (``purpose='eval'`` labels), the runner's ``predict`` turns them
+into masks (``edge_seg.preprocess`` normalisation, quantisation, argmax) and
+``edge_seg.iou.SegMetrics`` scores them, either at model size (the default) or, with
+``at_label_resolution``, after upsampling the prediction (nearest) to the label's own size as
+the Cityscapes benchmark does.
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from edge_seg.errors import UserError
 from edge_seg.iou import SegMetrics
-from edge_seg.preprocess import normalize, resize_image, resize_mask
+from edge_seg.preprocess import resize_image, resize_mask
 
 from .datasets import Sample, read_image, read_instances, read_mask
 
@@ -67,36 +65,10 @@ def iter_frames(samples, size, at_label_resolution=False, with_instances=True, w
 
 
 def keras_predictor(model, batch: int = 8):
-    """predict(list of RGB uint8 frames at model size) -> list of uint8 category masks."""
-    import tensorflow as tf
-
-    @tf.function(reduce_retracing=True)
-    def _classes(x):
-        return tf.cast(tf.argmax(model(x, training=False), axis=-1), tf.uint8)
-
-    def predict(frames_rgb):
-        out = []
-        for start in range(0, len(frames_rgb), batch):
-            chunk = frames_rgb[start:start + batch]
-            x = np.stack([normalize(f) for f in chunk])
-            n = len(x)
-            if n < batch:  # pad to a fixed batch: one trace only
-                x = np.concatenate([x, np.zeros((batch - n,) + x.shape[1:], x.dtype)])
-            out.extend(_classes(tf.constant(x)).numpy()[:n])
-        return out
-
-    return predict
-
-
-def segmenter_predictor(segmenter):
-    """edge_seg.segmenter.Segmenter (the runtime's one .tflite path): RGB frames at model size ->
-    category masks at that size. The frame is handed over as BGR at model size, so the
-    runtime's resize is a no-op and its preprocessing (normalise/quantise) is what runs."""
-    import cv2
-
-    def predict(frames_rgb):
-        return [segmenter.predict_mask(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))[1] for f in frames_rgb]
-    return predict
+    """predict(RGB uint8 frames at model size) -> uint8 category masks, for a model in memory
+    (training scores its epochs with it): the .keras runner's batched prediction."""
+    from .keras_runner import KerasRunner
+    return KerasRunner(model, batch=batch).predict
 
 
 def score(predict, samples, size, at_label_resolution=False, with_instances=True, batch=8,
@@ -147,14 +119,3 @@ class CachedValSet:
                 metrics.update(frame.mask, pred)
         return metrics
 
-
-def model_kind(path) -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix in (".keras", ".h5"):
-        return "keras"
-    if suffix == ".tflite":
-        return "tflite"
-    if os.path.isdir(path):
-        raise UserError(f"{path}: a folder; pass a .keras or .tflite model file "
-                        "(a run folder's best model is RUN/best.keras)")
-    raise UserError(f"{path}: unknown model type; expected .keras or .tflite")

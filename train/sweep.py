@@ -77,24 +77,25 @@ def run_name(options: dict, base: dict) -> str:
 
 
 def tflite_fp32_latency(model, runs: int = 20, threads: int = 2) -> float:
-    """Median ms of one 512x256 (or the model's size) fp32 TFLite inference, batch 1."""
+    """Median ms of one fp32 TFLite inference at the model's size, batch 1: the model converted
+    in memory and run as a device would, through edge_seg.runner."""
+    import tempfile
+
     import numpy as np
     import tensorflow as tf
-    from ai_edge_litert.interpreter import Interpreter
 
+    from edge_seg.backends.metadata import make_meta, publish_model
+    from edge_seg.converters.keras_model import model_input_size
+    from edge_seg.runner import open_model, time_model
+
+    size = model_input_size(model)
     content = tf.lite.TFLiteConverter.from_keras_model(model).convert()
-    it = Interpreter(model_content=content, num_threads=threads)
-    it.allocate_tensors()
-    inp = it.get_input_details()[0]
-    x = np.random.default_rng(0).uniform(-1, 1, inp["shape"]).astype(np.float32)
-    times = []
-    for i in range(runs + 3):
-        it.set_tensor(inp["index"], x)
-        t0 = time.perf_counter()
-        it.invoke()
-        if i >= 3:
-            times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times))
+    with tempfile.TemporaryDirectory(prefix="edge-seg-sweep-") as tmp:
+        path = Path(tmp) / "latency-fp32.tflite"
+        publish_model(path, content, make_meta(size, "fp32"))
+        runner = open_model(path, threads=threads)
+        frame = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        return time_model(runner, [frame], warmup=3, runs=runs)["infer_p50"]
 
 
 def measure(cfg, latency: bool) -> dict:

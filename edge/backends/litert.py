@@ -215,14 +215,19 @@ def _quiet_native_stderr():
                     _stderr_line(line)
 
 
-def _make(runtime: Runtime, path: Path, threads, delegates=(), no_default_delegates=False):
-    kwargs = {"model_path": str(path), "num_threads": threads}
+def _make(runtime: Runtime, model: Path | bytes, threads, delegates=(), no_default_delegates=False,
+          resolver: str | None = None):
+    """``model``: a file, or a graph in memory; ``resolver``: an OpResolverType name."""
+    kwargs = {"model_content": model} if isinstance(model, bytes) else {"model_path": str(model)}
+    kwargs["num_threads"] = threads
     if delegates:
         kwargs["experimental_delegates"] = list(delegates)
     if no_default_delegates:
+        resolver = "BUILTIN_WITHOUT_DEFAULT_DELEGATES"
+    if resolver:
         if runtime.op_resolver_type is None:
             raise ValueError(f"{runtime.name} cannot disable XNNPACK")
-        kwargs["experimental_op_resolver_type"] = runtime.op_resolver_type.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        kwargs["experimental_op_resolver_type"] = getattr(runtime.op_resolver_type, resolver)
     with warnings.catch_warnings(), _quiet_native_stderr():
         warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
         interpreter = runtime.Interpreter(**kwargs)
@@ -309,3 +314,26 @@ def _is_model_error(error: BaseException) -> bool:
 def _default(runtime: Runtime, path: Path, threads):
     """Built-in kernels with the default XNNPACK delegate."""
     return _make(runtime, path, threads)
+
+
+# load_graph's kernels -> the interpreter's OpResolverType (None: its default, with XNNPACK)
+KERNELS = {"xnnpack": None, "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "reference": "BUILTIN_REF"}
+
+
+def load_graph(model: str | os.PathLike | bytes, threads: int | None = None, kernels: str = "xnnpack",
+               runtime: Runtime | None = None):
+    """An interpreter (tensors allocated) over any TFLite graph, from a file or from bytes in
+    memory, with or without metadata: for tools that inspect a converted graph or time bare
+    ops (a segmentation model is run through edge_seg.runner). ``kernels``: ``xnnpack`` (the
+    default delegate), ``builtin`` (XNNPACK off, as ``--delegate cpu``) or ``reference``
+    (TFLite's portable reference kernels, the cross-architecture baseline)."""
+    if kernels not in KERNELS:
+        raise UserError(f"kernels {kernels!r}: choose one of {', '.join(KERNELS)}")
+    what = "a graph in memory" if isinstance(model, bytes) else f"model {model}"
+    if not isinstance(model, bytes):
+        model = check_model_file(model)
+    runtime = runtime or find_runtime()
+    try:
+        return _make(runtime, model, threads, resolver=KERNELS[kernels])
+    except (ValueError, RuntimeError) as e:
+        raise UserError(f"{what}: the interpreter cannot load it ({_first_line(e)})") from None

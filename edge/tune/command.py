@@ -8,8 +8,9 @@ every delegate that loads here (TFLite: XNNPACK, the plain CPU kernels, the GPU 
 when its library loads; ONNX Runtime: CPU, CUDA/TensorRT when present). For each
 configuration (edge_seg.tune.measure):
 
-* latency p50/p90 of one frame through preprocess + inference + argmax (edge_seg.segmenter,
-  the path ``edge-seg run`` takes), after a warm-up, and FPS = 1000 / mean latency;
+* latency p50/p90 of one frame through preprocess + inference + argmax (edge_seg.runner over
+  edge_seg.segmenter, the path ``edge-seg run`` takes), after a warm-up, and FPS = 1000 / mean
+  latency;
 * agreement with the float reference's masks on the same frames: mIoU(7) (the reference
   as ground truth) and the share of equal pixels.
 
@@ -98,11 +99,11 @@ def _plan(o: TuneOptions, variants, wanted, threads, skipped) -> list:
 
 def _reference_masks(reference, frames, gts, threads: int, notes: list, trust_sidecar: bool = False):
     """(the reference's masks on ``frames``, its mIoU(7) against ``gts`` or None)."""
-    from edge_seg.segmenter import Segmenter
-    seg = Segmenter(reference.path, threads=threads,
-                    delegate="cpu" if reference.kind == "onnx" else "xnnpack", log=notes.append,
-                    trust_sidecar=trust_sidecar)
-    masks = model_masks(seg, frames)
+    from edge_seg.runner import open_model
+    runner = open_model(reference.path, threads=threads,
+                        delegate="cpu" if reference.kind == "onnx" else "xnnpack", log=notes.append,
+                        trust_sidecar=trust_sidecar)
+    masks = model_masks(runner, frames)
     return masks, (miou_vs_labels(gts, masks) if gts is not None else None)
 
 
@@ -117,6 +118,8 @@ def _report(o: TuneOptions, rows, reference, skipped, notes) -> None:
 
 def tune_device(o: TuneOptions) -> dict:
     """Measure, choose, print, save the profile; returns the result (the profile's content)."""
+    import cv2
+
     from edge_seg.io.publish import atomic_write_json
     from edge_seg.device_profile import default_profile_path
 
@@ -129,6 +132,7 @@ def tune_device(o: TuneOptions) -> dict:
         frames, gts, frames_text = load_labelled_frames(o.frames, o.n_frames, o.frames_root)
     else:
         frames, frames_text = load_frames(o.frames, o.n_frames, o.frames_root)
+    frames = [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames]  # the runners take RGB
     plan = _plan(o, variants, wanted, threads, skipped)
     logs.lines("tune.start", [
         f"edge-seg tune: {len(variants)} model(s) in {o.models}, threads "

@@ -1,10 +1,10 @@
 """Measuring a configuration (model variant x delegate x threads) for ``edge-seg tune``:
-latency through the path ``edge-seg run`` takes, and agreement with the float reference."""
+latency through the path ``edge-seg run`` takes (edge_seg.runner), and agreement with the
+float reference. Frames are RGB, converted once when read."""
 from __future__ import annotations
 
 import math
 import os
-import time
 
 from edge_seg import log as logs
 from edge_seg.errors import UserError
@@ -60,38 +60,18 @@ def delegates_for(kind: str, wanted: list[str] | None = None) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def time_config(seg, frames, seconds: float, warmup: int = DEFAULT_WARMUP,
+def time_config(runner, frames, seconds: float, warmup: int = DEFAULT_WARMUP,
                 min_runs: int = MIN_RUNS) -> dict:
-    """Latency (ms) of preprocess + inference + argmax, cycling through ``frames``."""
-    from edge_seg.iou import latency_percentiles
-    k = 0
-    for _ in range(warmup):
-        seg.postprocess(seg.infer(seg.preprocess(frames[k % len(frames)])))
-        k += 1
-    total, infer = [], []
-    start = time.perf_counter()
-    while len(total) < min_runs or time.perf_counter() - start < seconds:
-        frame = frames[k % len(frames)]
-        k += 1
-        t0 = time.perf_counter()
-        tensor = seg.preprocess(frame)
-        t1 = time.perf_counter()
-        logits = seg.infer(tensor)
-        t2 = time.perf_counter()
-        seg.postprocess(logits)
-        t3 = time.perf_counter()
-        total.append((t3 - t0) * 1e3)
-        infer.append((t2 - t1) * 1e3)
-        if len(total) >= 100_000:
-            break
-    p = latency_percentiles(total)
-    return {"p50_ms": p["p50"], "p90_ms": p["p90"], "mean_ms": p["mean"],
-            "infer_p50_ms": latency_percentiles(infer)["p50"], "fps": 1000.0 / p["mean"],
-            "runs": len(total)}
+    """Latency (ms) of preprocess + inference + argmax, cycling through ``frames`` (RGB)."""
+    from edge_seg.runner import time_model
+    t = time_model(runner, frames, warmup, seconds=seconds, min_runs=min_runs)
+    return {"p50_ms": t["p50"], "p90_ms": t["p90"], "mean_ms": t["mean"],
+            "infer_p50_ms": t["infer_p50"], "fps": t["fps"], "runs": t["runs"]}
 
 
-def model_masks(seg, frames) -> list:
-    return [seg.predict_mask(f)[0] for f in frames]
+def model_masks(runner, frames) -> list:
+    """The category masks of ``frames`` (RGB), at the runner's input size."""
+    return list(runner.predict(frames))
 
 
 def agreement_with(reference_masks, masks) -> dict:
@@ -119,20 +99,20 @@ def miou_vs_labels(gts, masks) -> float:
 
 
 def _open(v, d, t, notes, trust_sidecar: bool = False):
-    """A Segmenter for the configuration, or None (with a note) when it cannot run here."""
-    from edge_seg.segmenter import Segmenter
+    """The configuration's runner (edge_seg.runner), or None (with a note) when it cannot run here."""
+    from edge_seg.runner import open_model
     try:
-        seg = Segmenter(v.path, threads=t, delegate=d, log=lambda m: None, trust_sidecar=trust_sidecar)
+        runner = open_model(v.path, threads=t, delegate=d, log=lambda m: None, trust_sidecar=trust_sidecar)
     except UserError as e:
         notes.append(f"{v.name} with {d}: {e}")
         return None
-    if seg.backend.fallback:
-        notes.append(f"{v.name}: delegate {d} does not load here ({seg.backend.fallback}); skipped")
+    if runner.backend.fallback:
+        notes.append(f"{v.name}: delegate {d} does not load here ({runner.backend.fallback}); skipped")
         return None
-    if any("cannot disable" in n for n in getattr(seg.backend, "notes", [])):
+    if any("cannot disable" in n for n in getattr(runner.backend, "notes", [])):
         notes.append(f"{v.name}: this interpreter cannot turn XNNPACK off; 'cpu' skipped")
         return None
-    return seg
+    return runner
 
 
 def _row(v, d, t, timing: dict, a: dict) -> dict:
@@ -165,17 +145,17 @@ def measure(plan, frames, ref_masks, gts=None, ref_miou=None, seconds: float = 3
             key = (v.path, d)
             if key in failed:
                 continue
-            seg = _open(v, d, t, notes, trust_sidecar)
-            if seg is None:
+            runner = _open(v, d, t, notes, trust_sidecar)
+            if runner is None:
                 failed.add(key)
                 continue
             if key not in agreements:
-                masks = model_masks(seg, frames)
+                masks = model_masks(runner, frames)
                 agreements[key] = agreement_with(ref_masks, masks)
                 if gts is not None:
                     agreements[key]["miou_labels"] = miou_vs_labels(gts, masks)
-            timing = time_config(seg, frames, seconds, warmup)
-            del seg
+            timing = time_config(runner, frames, seconds, warmup)
+            del runner
             a = agreements[key]
             rows.append(_row(v, d, t, timing, a))
             if gts is not None:

@@ -74,24 +74,10 @@ def make_frame(width: int = FRAME_SIZE[0], height: int = FRAME_SIZE[1], seed: in
 
 
 # ---------------------------------------------------------------- inference
-RESOLVERS = {  # --kernels: which LiteRT kernels run the model (litert engine)
-    "xnnpack": "AUTO",                                   # the default: XNNPACK delegate
-    "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES",      # optimised built-in kernels (ruy...)
-    "reference": "BUILTIN_REF",                          # portable reference kernels
-}
-
-
 def _litert_interpreter(model: Path, threads: int, kernels: str = "xnnpack"):
-    try:
-        from ai_edge_litert import interpreter as lite
-    except ImportError:  # older images
-        from tflite_runtime import interpreter as lite
-    kwargs = {}
-    if kernels != "xnnpack":
-        kwargs["experimental_op_resolver_type"] = getattr(lite.OpResolverType, RESOLVERS[kernels])
-    interpreter = lite.Interpreter(model_path=str(model), num_threads=threads, **kwargs)
-    interpreter.allocate_tensors()
-    return interpreter
+    """The model on the chosen LiteRT kernels (edge_seg.backends.litert.KERNELS), no metadata needed."""
+    from edge_seg.backends.litert import load_graph
+    return load_graph(model, threads, kernels)
 
 
 def _model_size(model: Path, input_shape) -> tuple[int, int]:
@@ -381,6 +367,7 @@ def cmd_make_op_models(args) -> int:
 
 
 def main(argv=None) -> int:
+    from edge_seg.backends.litert import KERNELS  # --kernels: which LiteRT kernels run a model
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("frame", help="write the fixed test frame (PNG)")
@@ -398,7 +385,7 @@ def main(argv=None) -> int:
     m.add_argument("--engine", choices=("auto", "segmenter", "litert"), default="auto",
                    help="segmenter: edge_seg.segmenter.Segmenter; litert: the interpreter used "
                         "directly + edge_seg.preprocess; auto (default): the Segmenter when it exists")
-    m.add_argument("--kernels", choices=tuple(RESOLVERS), default="xnnpack",
+    m.add_argument("--kernels", choices=tuple(KERNELS), default="xnnpack",
                    help="xnnpack (default, what the runtime runs), builtin (LiteRT's own "
                         "optimised kernels, XNNPACK off) or reference (portable reference "
                         "kernels: the ground truth for int8 arithmetic); not xnnpack -> litert engine")
@@ -419,7 +406,7 @@ def main(argv=None) -> int:
     ro = sub.add_parser("run-ops", help="run the single-op models, save their outputs")
     ro.add_argument("--dir", required=True)
     ro.add_argument("--out", required=True)
-    ro.add_argument("--kernels", choices=tuple(RESOLVERS), default="xnnpack")
+    ro.add_argument("--kernels", choices=tuple(KERNELS), default="xnnpack")
     ro.add_argument("--threads", type=int, default=1)
     ro.set_defaults(func=cmd_run_ops)
     co = sub.add_parser("compare-ops", help="per-op differences against the first folder")

@@ -32,22 +32,23 @@ def pole_runs(pole: np.ndarray):
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", help=".keras model")
+    ap.add_argument("model", help=".keras, .tflite or .onnx model")
     ap.add_argument("--data", required=True, help="CamVid root (SegNet layout)")
     ap.add_argument("--split", default="val")
-    ap.add_argument("--size", default="512x256", help="model input size WxH")
+    ap.add_argument("--size", default="512x256", help="input size WxH of a model whose size is open")
     args = ap.parse_args(argv)
     from edge_seg.train.tf_env import use_legacy_keras
     use_legacy_keras()
     import cv2
-    import tf_keras as keras
 
+    from edge_seg.runner import open_model
     from edge_seg.train.datasets import load_split
-    from edge_seg.train.evaluate import keras_predictor, load_frame
+    from edge_seg.train.evaluate import load_frame
 
-    size = parse_size(args.size)
+    runner = open_model(args.model, input_size=parse_size(args.size))
+    size = runner.input_size  # --size counts only for a model whose input size is open
     samples = load_split(args.data, "camvid", args.split)
-    predict = keras_predictor(keras.models.load_model(args.model, compile=False))
+    predict = runner.predict
     cm = np.zeros((8, 8), np.int64)
     n = dict.fromkeys(("pole", "pole_hit", "sign", "sign_hit"), 0)
     by_width = {}  # width (8 = 8+) -> [pixels, found]
