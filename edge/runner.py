@@ -148,6 +148,8 @@ def time_model(runner: ModelRunner, frames, warmup: int = 3, runs: int | None = 
     if (runs is None) == (seconds is None):
         raise ValueError("time_model: give runs or seconds")
     frames = list(frames)
+    if not frames:
+        raise ValueError("time_model: no frames")
     for k in range(warmup):
         runner.decode(runner.infer(runner.prepare(frames[k % len(frames)])))
     total, infer = [], []
