@@ -1,9 +1,9 @@
 """`edge-seg` command line.
 
-The runtime commands live in edge/; the training and conversion commands are
-registered by train/, converters/ and calibration/ through the ``edge_seg.commands``
-entry-point group, so this module never imports them (nor TensorFlow) until the
-user runs one.
+The runtime commands (run, tune) are imported here; the training and conversion commands
+are registered by edge_seg.train, .converters and .calibration through the
+``edge_seg.commands`` entry-point group, so this module never imports them (nor TensorFlow)
+until the user runs one.
 """
 from __future__ import annotations
 

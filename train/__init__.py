@@ -1,6 +1,6 @@
 """Training side of edge-seg: dataset readers, tf.data pipeline, models, training loop.
 
-Modules here may import edge/ (labels, preprocessing, metrics); edge/ never imports them.
+Modules here may import the runtime (edge_seg: labels, preprocessing, IoU); it never imports them.
 """
 from .tf_env import use_legacy_keras
 

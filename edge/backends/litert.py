@@ -109,7 +109,7 @@ def _import_runtime(name: str) -> Runtime:
                        getattr(m, "OpResolverType", None))
     if name == "tensorflow":
         # the last resort, only when neither LiteRT wheel is installed (imported by name:
-        # edge/ has no static dependency on TensorFlow)
+        # the runtime has no static dependency on TensorFlow)
         tf = importlib.import_module("tensorflow")
         lite = tf.lite
         return Runtime(name, tf.__version__, lite.Interpreter, lite.experimental.load_delegate,
