@@ -282,26 +282,29 @@ def _iter_layers(model):
             yield layer
 
 
+def layer_macs(layer) -> int:
+    """Multiply-accumulates of one layer (0 for the uncounted kinds): count_macs's unit, so a
+    profiler can attribute a model's MACs to groups of its layers."""
+    L = _keras().layers
+    if isinstance(layer, L.DepthwiseConv2D):
+        _, ho, wo, co = layer.output.shape
+        kh, kw = layer.kernel_size
+        return int(kh * kw * ho * wo * co)
+    if isinstance(layer, L.Conv2D):
+        _, ho, wo, co = layer.output.shape
+        kh, kw = layer.kernel_size
+        ci = layer.input.shape[-1] // layer.groups
+        return int(kh * kw * ci * ho * wo * co)
+    if isinstance(layer, L.Dense):
+        return int(layer.input.shape[-1] * layer.units)
+    return 0
+
+
 def count_macs(model) -> int:
     """Multiply-accumulates of one forward pass, counted analytically over Conv2D,
     DepthwiseConv2D and Dense layers (BatchNorm folds into convs; adds, activations and
     resizes are not counted, as is usual)."""
-    keras = _keras()
-    L = keras.layers
-    total = 0
-    for layer in _iter_layers(model):
-        if isinstance(layer, L.DepthwiseConv2D):
-            _, ho, wo, co = layer.output.shape
-            kh, kw = layer.kernel_size
-            total += kh * kw * ho * wo * co
-        elif isinstance(layer, L.Conv2D):
-            _, ho, wo, co = layer.output.shape
-            kh, kw = layer.kernel_size
-            ci = layer.input.shape[-1] // layer.groups
-            total += kh * kw * ci * ho * wo * co
-        elif isinstance(layer, L.Dense):
-            total += layer.input.shape[-1] * layer.units
-    return int(total)
+    return int(sum(layer_macs(layer) for layer in _iter_layers(model)))
 
 
 def count_params(model) -> int:
