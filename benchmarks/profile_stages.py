@@ -17,7 +17,7 @@ stages' rows already contain.
 Stages come from the Keras layer names: MobileNetV2 blocks (``Conv1``, ``expanded_conv``,
 ``block_N_*``) grouped by the output stride of each block, any other layer by its name's
 prefix (``dec16_up`` -> ``dec16``, ``head``), and the layers after the last convolution (the
-upsampling of the logits) as one stage. A stage whose cut would leave out layers of the
+upsampling of the logits) as one stage; stages are ordered by their last layer. A stage whose cut would leave out layers of the
 stages before it (a branch) is merged into the next one.
 
 Timing: on a shared machine one invocation per model in turn measures noise (two copies of
@@ -110,17 +110,20 @@ def _stage_keys(model) -> list[tuple[str, object]]:
 
 
 def find_stages(model) -> list[Stage]:
-    """The model's stages in graph order, each a contiguous run of layers whose cut (the
-    sub-model up to its last layer) holds exactly its layers and those of the stages before."""
+    """The model's stages, ordered by their last layer in the graph, each a set of layers whose
+    cut (the sub-model up to its last layer) holds exactly its layers and those of the stages
+    before. A branch of one stage may sit between layers of another in the graph's order (a
+    skip projection computed early), so layers are grouped by stage first, then ordered."""
     from edge_seg.train.models import layer_macs
 
-    stages: list[Stage] = []
-    for key, layer in _stage_keys(model):
-        if not stages or stages[-1].name != key:
-            taken = sum(1 for s in stages if s.name.split(" (")[0] == key)
-            stages.append(Stage(key if not taken else f"{key} ({taken + 1})"))
-        stages[-1].layers.append(layer.name)
-        stages[-1].macs += layer_macs(layer)
+    by_key: dict[str, Stage] = {}
+    last: dict[str, int] = {}
+    for i, (key, layer) in enumerate(_stage_keys(model)):
+        stage = by_key.setdefault(key, Stage(key))
+        stage.layers.append(layer.name)
+        stage.macs += layer_macs(layer)
+        last[key] = i
+    stages = sorted(by_key.values(), key=lambda s: last[s.name])
     merged: list[Stage] = []
     before: set[str] = set()
     pending: Stage | None = None
