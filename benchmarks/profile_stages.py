@@ -228,26 +228,17 @@ class GraphRunner(ModelRunner):
     kind = "tflite"
 
     def __init__(self, content: bytes, threads: int, name: str):
-        from edge_seg.backends.litert import load_graph
+        from benchmarks.bench_int8 import litert_runner
 
-        self.interp = load_graph(content, threads)
-        inp = self.interp.get_input_details()[0]
-        rng = np.random.default_rng(0)
-        if inp["dtype"] == np.float32:
-            x = rng.uniform(-1, 1, inp["shape"]).astype(np.float32)
-        else:
-            info = np.iinfo(inp["dtype"])
-            x = rng.integers(info.min, info.max + 1, inp["shape"]).astype(inp["dtype"])
-        self.interp.set_tensor(inp["index"], x)
+        self.invoke = litert_runner(content, threads)  # load_graph, one random input set
         self.path = Path(name)
         self.variant = name
-        self.input_size = (int(inp["shape"][2]), int(inp["shape"][1]))
 
     def prepare(self, frame_rgb):
         return None
 
     def infer(self, tensor):
-        self.interp.invoke()
+        self.invoke()
 
     def decode(self, logits):
         return None
