@@ -275,7 +275,9 @@ def stage_table(stages: list[Stage], ms: dict, total_macs: int) -> dict:
             row[f"{v}_ms"] = t
             row[f"{v}_share"] = t / totals[v] if totals[v] > 0 else float("nan")
             row[f"{v}_gmacs"] = stage.macs / (t / 1e3) / 1e9 if t > 0 and stage.macs else None
-        row["int8_vs_fp32"] = row["int8_ms"] / row["fp32_ms"] if row["fp32_ms"] > 0 else None
+        # a time ratio (below 1: int8 is faster); meaningless where noise made a stage negative
+        both = row["int8_ms"] > 0 and row["fp32_ms"] > 0
+        row["int8_vs_fp32"] = row["int8_ms"] / row["fp32_ms"] if both else None
         rows.append(row)
     io_ms = ms[(*IO_REFERENCE, len(stages) - 1)]
     io = {"int8_ms": totals["int8"] - io_ms, "int8_share": (totals["int8"] - io_ms) / totals["int8"],
@@ -301,7 +303,7 @@ def markdown(result: dict) -> str:
     for threads, table in result["threads"].items():
         lines += [f"### {threads} thread{'s' if threads != '1' else ''}", "",
                   "| stage | layers | GMAC | int8 ms | int8 share | int8 GMAC/s | fp32 ms | fp32 share | "
-                  "fp32 GMAC/s | int8/fp32 |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "fp32 GMAC/s | int8/fp32 time |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in table["rows"]:
             lines.append(f"| {r['stage']} | {r['first_layer']} .. {r['last_layer']} | {r['gmac']:.4f} | "
                          f"{r['int8_ms']:.2f} | {r['int8_share']:.1%} | {_f(r['int8_gmacs'], '.1f')} | "
@@ -401,7 +403,10 @@ def run(args) -> dict:
         runners = {k: GraphRunner(g, t, f"{k[0]}-{k[1]}-{k[2]}") for k, g in graphs.items()}
         blocks = measure(runners, args.rounds, args.block, args.pause)
         ms = {k: statistics.median(v) for k, v in blocks.items()}
-        result["threads"][str(t)] = stage_table(stages, ms, result["macs"])
+        table = stage_table(stages, ms, result["macs"])
+        # every block median, so a reader can see how far apart the rounds were
+        table["prefix_blocks"] = {f"{v}/{io}/{i}": blocks[(v, io, i)] for v, io, i in blocks}
+        result["threads"][str(t)] = table
     return result
 
 

@@ -120,6 +120,8 @@ def test_every_prefix_converts_and_the_table_adds_up(tmp_path):
         assert sum(r[f"{v}_share"] for r in table["rows"]) == pytest.approx(1.0)
         assert sum(r[f"{v}_ms"] for r in table["rows"]) == pytest.approx(table["total"][f"{v}_ms"])
     assert {"int8_ms", "reference_ms"} <= set(table["io"])
+    assert len(table["prefix_blocks"]) == 2 * len(stages) + 1
+    assert all(len(b) == 2 for b in table["prefix_blocks"].values())  # one median per round
     text = md.read_text()
     assert text.count("\n| ") == len(stages) + 3  # header, stages, io, total
     # a second run converts nothing new
