@@ -47,6 +47,7 @@ bench: $(VENV)/.full
 	$(BIN)/python benchmarks/bench_pipeline.py --threads 1,2 --rounds 3 --soak 10000 --json bench-out/pipeline.json
 	$(BIN)/python benchmarks/bench_input_pipeline.py --json bench-out/input-pipeline.json
 	$(BIN)/python benchmarks/bench_synthetic.py --json bench-out/synthetic.json
+	$(BIN)/python benchmarks/bench_encode.py --json bench-out/encode.json
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info

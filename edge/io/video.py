@@ -57,7 +57,10 @@ MUXER_OPTIONS = {
     "mkv": {"flush_packets": "1"},
 }
 KEYFRAME_EVERY_S = 1.0
-X264_OPTIONS = {"preset": "veryfast", "crf": "23"}
+# ultrafast costs about the CPU OpenCV's MPEG-4 writer did, for a file still smaller; slower
+# presets shrink the file further at 2-3x the CPU, and on a device the cores belong to the
+# model (docs/outputs.md: benchmarks/bench_encode.py's figures)
+X264_OPTIONS = {"preset": "ultrafast", "crf": "23"}
 HARDWARE_BITS_PER_PIXEL = 0.1  # a hardware encoder takes a bit rate, not a quality
 
 
