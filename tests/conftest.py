@@ -153,7 +153,7 @@ def synthetic_camvid(tmp_path_factory) -> Path:
 
 
 # ---------------------------------------------------------------------------------------
-# Runtime (edge-seg run, issue 5): tiny .tflite test models and short test videos.
+# Runtime (edge-seg run): tiny .tflite test models and short test videos.
 # ---------------------------------------------------------------------------------------
 RUNTIME_MODEL_SIZE = (128, 64)  # (W, H) of the tiny test models
 
@@ -265,7 +265,7 @@ def camvid_video(camvid_root, tmp_path_factory) -> Path:
 
 
 # ---------------------------------------------------------------------------------------
-# Device profiles (edge-seg tune, issue 6): `edge-seg run` reads
+# Device profiles (edge-seg tune): `edge-seg run` reads
 # $XDG_CONFIG_HOME/edge-seg/profile.json by default, so no user's real profile may steer a
 # test: every test gets its own empty config folder (inherited by subprocesses).
 # ---------------------------------------------------------------------------------------
