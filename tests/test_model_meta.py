@@ -81,6 +81,15 @@ def test_embedding_keeps_the_model_hash_and_replaces_the_previous_copy(model):
     assert file_sha256(model) != before  # the file itself changed: the hash is of the model
 
 
+def test_a_cut_model_is_refused_by_both_the_reader_and_the_embedder(model):
+    """Both flatbuffer walks name a truncated file as such, instead of failing inside."""
+    from edge_seg.backends import embedded
+    cut = embedded.original_bytes(model.read_bytes())[:-1000]
+    for walk in (embedded.read_embedded, lambda data: embedded.embed(data, {"format": "x"})):
+        with pytest.raises(embedded.EmbedError, match="truncated or corrupt"):
+            walk(cut)
+
+
 def test_onnx_metadata_props_are_read_by_onnx(tmp_path):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper

@@ -192,7 +192,7 @@ def _model_tables(orig: bytes) -> tuple[dict, list[int], list[int]]:
                                  "use a sidecar .json instead")
     except (struct.error, IndexError):
         raise EmbedError(f"truncated or corrupt: its tables point past the end of the file "
-                         f"({len(data)} bytes)") from None
+                         f"({len(orig)} bytes)") from None
     if n_fields > _MODEL_FIELDS and any(_u16(orig, vtable + 4 + 2 * i)
                                         for i in range(_MODEL_FIELDS, n_fields)):
         raise EmbedError("the model uses a newer TFLite schema than this tool knows; "
