@@ -12,8 +12,7 @@ from importlib.metadata import entry_points
 
 import click
 
-from edge_seg import __version__
-from edge_seg import log
+from edge_seg import __version__, log
 from edge_seg.errors import TRAIN_EXTRA_HINT, UserError
 
 _GROUP = "edge_seg.commands"

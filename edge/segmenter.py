@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from edge_seg.backends import litert
-from edge_seg.backends import bundled
+from edge_seg.backends import bundled, litert
 from edge_seg.errors import UserError
 from edge_seg.backends.metadata import read_meta
 from edge_seg.overlay import Overlay

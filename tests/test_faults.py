@@ -24,8 +24,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import REPO, edge_seg, edge_seg_argv, street_frames, write_video
-from edge_seg.io import publish
-from edge_seg.io import sinks
+from edge_seg.io import publish, sinks
 from edge_seg.errors import EXIT_OUTPUT_FAILED, EXIT_USAGE, OutputError, UserError
 from edge_seg.run.command import RunOptions, run_pipeline
 

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_seg.io import readers
-from edge_seg.io import sources
+from edge_seg.io import readers, sources
 from edge_seg.errors import UserError
 
 from conftest import edge_seg

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import RUNTIME_MODEL_SIZE, street_frames
-from edge_seg.backends import litert
-from edge_seg.backends import bundled
+from edge_seg.backends import bundled, litert
 from edge_seg.errors import UserError
 from edge_seg.labels import NUM_CATEGORIES, colors_bgr
 from edge_seg.overlay import Overlay, colorize, hud_lines

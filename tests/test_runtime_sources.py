@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import street_frames, write_video
-from edge_seg.io import readers
-from edge_seg.io import sources
+from edge_seg.io import readers, sources
 from edge_seg.errors import SourceLostError, UserError
 from edge_seg.run.command import RunOptions, run_pipeline
 

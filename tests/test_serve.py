@@ -25,8 +25,7 @@ from conftest import edge_seg, street_frames
 from test_runtime_sources import FakeCamera, fake_camera  # noqa: F401 -- the stand-in camera
 from edge_seg.serve import http as serve_http
 from edge_seg.serve import server
-from edge_seg.io import readers
-from edge_seg.io import sources
+from edge_seg.io import readers, sources
 from edge_seg.cli import main
 from edge_seg.errors import EXIT_SOURCE_LOST, EXIT_USAGE, SourceLostError, UserError
 from edge_seg.labels import CATEGORIES

@@ -11,8 +11,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from edge_seg import __version__
-from edge_seg import log
+from edge_seg import __version__, log
 from edge_seg.errors import UserError
 from edge_seg.overlay import Overlay, hud_lines
 from edge_seg.timing import StageTimes
@@ -23,8 +22,6 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SI
 SECRET_SHOWN = "(set, not shown)"
 STAGES = ("capture", "pre", "infer", "post", "draw", "encode", "frame")
 PROGRESS_EVERY_S = 5.0
-
-
 
 
 # -- the render stage ---------------------------------------------------------------
@@ -241,12 +238,10 @@ class Run:
 
     def open(self):
         """Everything that can fail on bad input fails here, with one line."""
-        from edge_seg.backends import litert
-        from edge_seg.io import sinks
-        from edge_seg.io import sources
-        from edge_seg.backends import bundled
-        from edge_seg.run.drift import DriftCheck
+        from edge_seg.backends import bundled, litert
         from edge_seg.backends.metadata import read_meta
+        from edge_seg.io import sinks, sources
+        from edge_seg.run.drift import DriftCheck
         from edge_seg.segmenter import Segmenter, is_onnx
         o = self.opts
         spec = o.source_spec()

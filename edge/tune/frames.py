@@ -111,8 +111,7 @@ def _read_source(spec: str, kind: str, reader, n: int) -> list:
 def load_frames(spec: str | None, n: int, root=None) -> tuple[list, str]:
     """(BGR frames, description) from a calibration manifest (.json), a folder or glob of
     images, an image, a video, a camera index or 'demo' (the synthetic street scenes)."""
-    from edge_seg.io import readers
-    from edge_seg.io import sources
+    from edge_seg.io import readers, sources
     spec = (spec or readers.DEMO).strip()
     if n < 1:
         raise UserError(f"--n-frames {n}: must be at least 1")
