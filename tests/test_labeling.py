@@ -162,6 +162,16 @@ def test_cvat_export_then_import_without_edits_gives_the_prelabels(collection, t
     assert "collection: 3 frames, 3 labelled, 0 not" in check.stdout, check.stdout
 
 
+def test_cvat_instances_use_the_voc_palette_one_per_category():
+    # Pascal VOC's colour map, first entries as the VOC devkit lists them
+    assert labeling._voc_palette(9).tolist()[:4] == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]]
+    assert labeling._voc_palette(9).tolist()[8] == [64, 0, 0]
+    mask = prelabel(2)
+    objects = labeling._instances(mask, labels.VOID)
+    assert len(np.unique(objects.reshape(-1, 3), axis=0)) == len(np.unique(mask))
+    assert (objects[mask == labels.VOID] == 0).all()
+
+
 def test_cvat_edited_mask_and_ignore_come_back(collection, tmp_path):
     root, masks = collection
     labeling.export_collection(root, tmp_path / "out", "cvat")
@@ -281,6 +291,31 @@ def test_labelstudio_unknown_label_is_one_line(collection, tmp_path):
     ls_export(tmp_path / "ls" / "tasks.json", tmp_path / "export.json", {STEMS[0]: result})
     with pytest.raises(UserError, match=f"task {STEMS[0]}.*Airplane"):
         labeling.import_annotations(root, tmp_path / "export.json", tmp_path / "lab", "labelstudio")
+
+
+def test_labelstudio_task_found_by_its_uploaded_file_name():
+    stem = STEMS[0]
+    assert labeling._task_stem({"data": {"image": f"/data/upload/3/0a1b2c3d-{stem}.png"}}, "t") == stem
+    assert labeling._task_stem({"data": {"image": f"/data/local-files/?d=ls/images/{stem}.png"}}, "t") == stem
+    with pytest.raises(UserError, match="task 4: a task without"):
+        labeling._task_stem({"data": {}}, "task 4")
+
+
+@pytest.mark.parametrize("rle", [None, [], [1, 2, 300, 4, 5, 6, 7], "abc", [0, 0, 1, 0] + [0] * 3])
+def test_a_broken_rle_is_one_line(rle):
+    with pytest.raises(UserError, match="region 1"):
+        labeling.decode_rle(rle, "region 1")
+
+
+def test_a_region_announcing_another_size_is_refused_before_decoding():
+    item = labeling.labelstudio_result(np.zeros((4, 4), np.uint8))[0]
+    item["original_width"] = 5
+    with pytest.raises(UserError, match="holds 64 values, not the 80"):
+        labeling._brush_layer(item, "task x")
+    item["original_width"] = 1 << 20
+    item["original_height"] = 1 << 20
+    with pytest.raises(UserError, match="sensible original_width"):
+        labeling._brush_layer(item, "task x")
 
 
 # -- hostile input ---------------------------------------------------------------------------

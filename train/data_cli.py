@@ -236,20 +236,24 @@ def _legend(width: int) -> np.ndarray:
     return bar
 
 
-LABEL_FORMAT = click.Choice(list(labeling.FORMATS))
+def labeling_options(output_help: str):
+    """--format (from the one table of labelling tools), -o and --overwrite."""
+    tools = ", ".join(f"{name} ({tool.title})" for name, tool in labeling.FORMATS.items())
+
+    def wrap(f):
+        f = click.option("--overwrite", is_flag=True, help="replace the contents of a non-empty -o folder")(f)
+        f = click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help=output_help)(f)
+        return click.option("--format", "fmt", type=click.Choice(list(labeling.FORMATS)), required=True,
+                            help=f"the labelling tool: {tools}")(f)
+    return wrap
 
 
 @data.command("export")
 @click.argument("collection", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=LABEL_FORMAT, required=True,
-              help="the labelling tool: cvat (Segmentation mask 1.1 zip) or labelstudio "
-                   "(tasks JSON with brush predictions, and the labelling config)")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
-              help="folder to write: the images to upload and the tool's import files")
+@labeling_options("folder to write: the images to upload and the tool's import files")
 @click.option("--image-url", default="", metavar="PREFIX",
               help="labelstudio: where the tasks find the images, PREFIX<stem>.png "
                    "[default: Label Studio's local files, /data/local-files/?d=OUT/images/]")
-@click.option("--overwrite", is_flag=True, help="replace the contents of a non-empty -o folder")
 def export(collection, fmt, output, image_url, overwrite):
     """Write the frames of a collection (`edge-seg run --collect COLLECTION`) with the
     model's masks as pre-labels, for CVAT or Label Studio; prints what to do in the tool.
@@ -261,15 +265,11 @@ def export(collection, fmt, output, image_url, overwrite):
 @data.command("import")
 @click.argument("collection", type=click.Path(path_type=Path))
 @click.argument("annotations", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=LABEL_FORMAT, required=True,
-              help="the tool that wrote ANNOTATIONS: cvat (its 'Segmentation mask 1.1' zip) "
-                   "or labelstudio (its JSON export)")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
-              help="the folder dataset to write (new; the collection is never rewritten)")
-@click.option("--overwrite", is_flag=True, help="replace the contents of a non-empty -o folder")
+@labeling_options("the folder dataset to write (new; the collection is never rewritten)")
 def import_(collection, annotations, fmt, output, overwrite):
-    """Bring corrected labels back: a new folder dataset of the frames ANNOTATIONS labels
-    (images, masks as category ids, pixels left unlabelled 255 = ignore, each frame's record
-    marked labelled), ready for `edge-seg data check` and training."""
+    """Bring corrected labels back from the tool's export ANNOTATIONS (CVAT: its
+    'Segmentation mask 1.1' zip; Label Studio: its JSON export): a new folder dataset of the
+    frames it labels (images, masks as category ids, pixels left unlabelled 255 = ignore,
+    each frame's record marked labelled), ready for `edge-seg data check` and training."""
     count = labeling.import_annotations(collection, annotations, output, fmt, overwrite)
     click.echo(f"wrote {output}: {count} labelled frame(s) of {collection}")

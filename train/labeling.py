@@ -206,9 +206,10 @@ def _cvat_codes(path: Path, text: str) -> dict[tuple[int, int, int], int]:
         fields = line.split(":")
         try:
             colour = tuple(int(v) for v in fields[1].split(","))
-            assert len(colour) == 3
-        except (IndexError, ValueError, AssertionError):
-            raise UserError(f"{path}: labelmap.txt line {n} is not 'name:r,g,b::' ({line.strip()!r})") from None
+        except (IndexError, ValueError):
+            colour = ()
+        if len(colour) != 3:
+            raise UserError(f"{path}: labelmap.txt line {n} is not 'name:r,g,b::' ({line.strip()!r})")
         if fields[0] not in names:
             raise UserError(f"{path}: labelmap.txt names label {fields[0]!r}, which is none of "
                             f"{', '.join(names)}")
@@ -268,6 +269,7 @@ In CVAT:
 # Run lengths the encoder can write, in bits, as label-studio-converter's brush.py sets them
 RLE_SIZES = (3, 4, 8, 16)
 RLE_WORD = 8
+MAX_PIXELS = 1 << 26  # a hostile size must not allocate gigabytes; cameras stay far below
 
 
 def encode_rle(values: np.ndarray) -> list[int]:
@@ -294,13 +296,15 @@ def encode_rle(values: np.ndarray) -> list[int]:
     return np.packbits(np.frombuffer(bits.encode(), np.uint8) - ord("0")).tolist()
 
 
-def decode_rle(data, what: str = "rle") -> np.ndarray:
-    """The flat uint8 array of a Label Studio brush RLE (literal groups and runs)."""
+def decode_rle(data, what: str = "rle", expected: int | None = None) -> np.ndarray:
+    """The flat uint8 array of a Label Studio brush RLE (literal groups and runs); with
+    ``expected``, a header announcing another count is refused before anything is allocated."""
     try:
         raw = np.asarray(data, np.int64)
-        assert raw.ndim == 1 and raw.size >= 7 and raw.min() >= 0 and raw.max() <= 255
-    except (TypeError, ValueError, AssertionError):
-        raise UserError(f"{what}: not a Label Studio brush RLE (a list of bytes)") from None
+    except (TypeError, ValueError, OverflowError):
+        raw = np.zeros(0, np.int64)
+    if raw.ndim != 1 or raw.size < 7 or raw.min() < 0 or raw.max() > 255:
+        raise UserError(f"{what}: not a Label Studio brush RLE (a list of bytes)")
     bits = (np.unpackbits(raw.astype(np.uint8)) + ord("0")).tobytes().decode()
     pos = 0
 
@@ -312,6 +316,8 @@ def decode_rle(data, what: str = "rle") -> np.ndarray:
         return int(bits[pos - n:pos], 2)
 
     count, word = read(32), read(5) + 1
+    if expected is not None and count != expected:
+        raise UserError(f"{what}: the brush RLE holds {count} values, not the {expected} of its size")
     sizes = [read(4) + 1 for _ in range(4)]
     out = np.zeros(count, np.uint8)
     i = 0
@@ -376,10 +382,13 @@ def _brush_layer(item: dict, where: str) -> tuple[int, np.ndarray]:
     if item.get("type") != "brushlabels" or len(names) != 1 or names[0] not in labels.CATEGORY_IDS:
         raise UserError(f"{where}: region {item.get('type')} {names} is not one brush of "
                         f"{', '.join(labels.CATEGORY_NAMES)}")
-    width, height = int(item.get("original_width", 0)), int(item.get("original_height", 0))
-    flat = decode_rle(value.get("rle", item.get("rle")), where)
-    if flat.size != width * height * 4:
-        raise UserError(f"{where}: brush RLE holds {flat.size} values, not {width}x{height}x4")
+    try:
+        width, height = int(item["original_width"]), int(item["original_height"])
+    except (KeyError, TypeError, ValueError):
+        width = height = 0
+    if not 0 < width * height <= MAX_PIXELS or width < 0:
+        raise UserError(f"{where}: a brush region without a sensible original_width x original_height")
+    flat = decode_rle(value.get("rle", item.get("rle")), where, expected=width * height * 4)
     # the alpha channel is the brush; a stroke's soft edge counts where it is mostly opaque
     return labels.CATEGORY_IDS[names[0]], flat.reshape(height, width, 4)[..., 3] >= 128
 
@@ -392,9 +401,10 @@ def read_labelstudio_annotations(path: Path) -> dict[str, np.ndarray]:
         raise UserError(f"{path}: annotation file not found")
     try:
         tasks = json.loads(path.read_text())
-        assert isinstance(tasks, list)
-    except (OSError, ValueError, UnicodeDecodeError, AssertionError):
-        raise UserError(f"{path}: not a Label Studio JSON export (a list of tasks)") from None
+    except (OSError, ValueError, UnicodeDecodeError):
+        tasks = None
+    if not isinstance(tasks, list):
+        raise UserError(f"{path}: not a Label Studio JSON export (a list of tasks)")
     found = {}
     for n, task in enumerate(tasks):
         stem = _task_stem(task, f"{path}: task {n}")
@@ -444,7 +454,7 @@ class Format:
 
 FORMATS = {
     "cvat": Format("CVAT Segmentation mask 1.1", _export_cvat, read_cvat_annotations, CVAT_HOW_TO),
-    "labelstudio": Format("Label Studio brush (RLE)", _export_labelstudio,
+    "labelstudio": Format("Label Studio brush labels, RLE", _export_labelstudio,
                           read_labelstudio_annotations, LABELSTUDIO_HOW_TO),
 }
 
@@ -467,7 +477,7 @@ def export_collection(root: Path, out: Path, fmt: str, overwrite: bool = False,
         FORMATS[fmt].write(frames, tmp, {"image_url": url})
         publish_folder(tmp, out, "-o")
     finally:
-        discard(tmp if tmp.exists() else None)
+        discard(tmp)
     return FORMATS[fmt].how_to.format(out=out, n=len(frames), collection=root, image_url=url,
                                       out_parent=Path(out).absolute().parent)
 
@@ -490,7 +500,7 @@ def import_annotations(root: Path, annotations: Path, out: Path, fmt: str,
         _write_labelled(root, [frames[s] for s in sorted(masks)], masks, tmp, annotations)
         publish_folder(tmp, out, "-o")
     finally:
-        discard(tmp if tmp.exists() else None)
+        discard(tmp)
     return len(masks)
 
 
@@ -498,9 +508,9 @@ def _write_labelled(root: Path, frames: list[Frame], masks: dict, tmp: Path, sou
     atomic_write_json(tmp / "mapping.json", mapping_json())
     _copy_images(frames, tmp / IMAGES)
     for f in frames:
-        mask = masks[f.stem]
-        if mask.shape != image_size(f):
+        mask, (height, width) = masks[f.stem], image_size(f)
+        if mask.shape != (height, width):
             raise UserError(f"{source}: the mask of {f.stem} is {mask.shape[1]}x{mask.shape[0]}, "
-                            f"its frame {image_size(f)[1]}x{image_size(f)[0]}")
+                            f"its frame {width}x{height}")
         atomic_write_bytes(tmp / MASKS / f"{f.stem}.png", _png(mask, f.stem))
         atomic_write_json(tmp / META / f"{f.stem}.json", {**f.meta, "labelled": True})
