@@ -29,9 +29,10 @@ class Renderer:
     """The render thread: post-process, offer to the drift check, draw, hand to the sinks."""
 
     def __init__(self, segmenter, overlay: Overlay, times: StageTimes, sink=None, window=None,
-                 drift=None, hub=None):
+                 drift=None, hub=None, collect=None):
         self.segmenter, self.overlay, self.times = segmenter, overlay, times
         self.sink, self.window, self.drift = sink, window, drift
+        self.collect = collect  # --collect: edge_seg.run.collect.Collector (never blocks)
         self.hub = hub  # --serve: the viewers' newest-frame slot (never blocks)
         self.frames = 0
         self.t_first = self.t_last = None
@@ -85,6 +86,8 @@ class Renderer:
                 t1 = time.perf_counter()
                 if self.drift is not None:
                     self.drift.offer(self.frames, frame.image, model_mask)
+                if self.collect is not None:
+                    self.collect.offer(frame, logits, model_mask, mask)
                 image = self.overlay.render(frame.image, mask, self._hud() if self.overlay.hud else None)
                 t2 = time.perf_counter()
                 if self.sink is not None:
@@ -142,6 +145,7 @@ class Run:
         self.times = StageTimes(STAGES)
         self.source = self.segmenter = self.drift = self.sink = self.window = self.renderer = None
         self.server = self.reporter = None  # --serve, --report-every
+        self.collect = None  # --collect
         self.profile = None        # edge_seg.device_profile.Profile in use
         self.profile_note = None   # why a profile exists but is not used
         self._signals = 0
@@ -290,9 +294,23 @@ class Run:
                                         inputs=self._inputs(model_path), overwrite=o.overwrite,
                                         segment_s=o.save_segment, max_files=o.save_max_files,
                                         max_bytes=o.save_max_bytes, log=log.callback("save"))
+        if o.collect:
+            self._open_collect(model_path)
         if show:
             self.window = sinks.Window()
         self._open_telemetry()
+
+    def _open_collect(self, model_path) -> None:
+        from edge_seg.backends.metadata import file_sha256
+        from edge_seg.run.collect import LOW_MARGIN, Collector, output_scale
+        o = self.opts
+        self.collect = Collector(
+            o.collect, source_spec=self.opts.source_spec(), model_path=model_path,
+            model_sha256=file_sha256(model_path), every_s=o.collect_every,
+            max_frames=o.collect_max, max_bytes=o.collect_max_bytes, source_fps=self.source.fps,
+            source_names=getattr(self.source.reader, "paths", None),
+            margin_threshold=LOW_MARGIN / output_scale(self.segmenter),
+            inputs=self._inputs(model_path), log=log.callback("collect"))
 
     def _open_telemetry(self) -> None:
         """--report-every and --serve, last: bound before the run starts (a port in use is
@@ -355,6 +373,8 @@ class Run:
         if self.drift:
             lines.append(f"  drift    vs {self.drift.path.name} every {o.check_every} frames, "
                          f"warn below {o.min_agreement:.2f} (windows of {o.agreement_window} checks)")
+        if self.collect:
+            lines.append(f"  collect  {self.collect.describe()}")
         if self.reporter:
             lines.append(f"  report   {self.reporter.describe()}")
         if self.server:
@@ -367,7 +387,8 @@ class Run:
         """capture -> process -> overlay/render, until the source ends or we are stopped."""
         o, seg = self.opts, self.segmenter
         self.renderer = Renderer(seg, self.overlay, self.times, self.sink, self.window, self.drift,
-                                 hub=self.server.hub if self.server else None)
+                                 hub=self.server.hub if self.server else None,
+                                 collect=self.collect)
         next_progress = time.perf_counter() + PROGRESS_EVERY_S
         self.state.t_start = time.perf_counter()
         while self.state.stopped_by is None:
@@ -406,6 +427,7 @@ class Run:
                              (True, lambda: self.renderer and self.renderer.close()),
                              (True, lambda: self.sink and self.sink.close()),
                              (False, lambda: self.drift and self.drift.close()),
+                             (False, lambda: self.collect and self.collect.close()),
                              (False, lambda: self.window and self.window.close())):
             try:
                 step()
@@ -441,6 +463,7 @@ class Run:
             "saved": self.sink.summary() if self.sink else None,
             "error": str(self.failure) if self.failure else None,
             "agreement": self.drift.summary() if self.drift else None,
+            "collected": self.collect.summary() if self.collect else None,
             "profile": {"path": str(self.profile.path), "created": self.profile.created}
             if self.profile is not None else ({"note": self.profile_note} if self.profile_note else None),
             "options": self._options(),
@@ -505,7 +528,8 @@ class Run:
         elif saved:
             lines.append(f"  nothing saved to {saved['path']} (no frame was rendered)")
         from edge_seg.io.sinks import segment_lines
-        return lines + segment_lines(saved)
+        from edge_seg.run.collect import summary_lines as collect_lines
+        return lines + segment_lines(saved) + collect_lines(s.get("collected"))
 
 
 def _fmt(value) -> str:
