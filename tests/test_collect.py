@@ -256,3 +256,65 @@ def test_collecting_into_the_source_folder_is_refused(tiny_models, tmp_path):
                    "--headless", "--collect", str(tmp_path / "frames"), block_tf=True)
     assert out.returncode == EXIT_USAGE and "error: --collect" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_with_a_drift_check_its_verdict_on_the_same_frame_is_scored(tiny_models, tmp_path):
+    from edge_seg.iou import agreement
+    from edge_seg.segmenter import Segmenter
+    root = tmp_path / "c"
+    summary = run_pipeline(run_opts(tiny_models, "demo", root, max_frames=40, collect_every=0.5,
+                                    check_float=str(tiny_models["other"]), check_every=4))
+    metas = [json.loads(p.read_text()) for p in sorted((root / "meta").glob("*.json"))]
+    assert metas and summary["agreement"]["checks"] >= len(metas)
+    quantised, reference = Segmenter(tiny_models["int8"], threads=1), Segmenter(tiny_models["other"], threads=1)
+    for m in metas:
+        assert m["frame_index"] % 4 == 0, "only frames the drift check took"
+        image = cv2.imread(str(root / "images" / f"{m['stem']}.png"))
+        expected = 1 - agreement(reference.predict_mask(image)[0], quantised.predict_mask(image)[0])["miou7"]
+        assert m["scores"]["disagreement"] == pytest.approx(expected, abs=1e-6)
+        terms = {"margin": m["scores"]["low_margin_share"], "disagreement": expected}
+        assert m["reason"] == max(terms, key=terms.get)
+        assert m["score"] == pytest.approx(sum(terms.values()) + m["scores"]["rare"])
+
+
+def test_the_score_and_reason_are_the_sum_and_the_largest_term():
+    from edge_seg.run.collect import finish_scores
+    assert finish_scores({"low_margin_share": 0.2, "disagreement": 0.5, "rare": 0.3,
+                          "rare_category": "human"}) == (pytest.approx(1.0), "disagreement")
+    assert finish_scores({"low_margin_share": 0.2, "rare": 0.9, "rare_category": "human"}) == (
+        pytest.approx(1.1), "rare:human")
+
+
+def test_json_logs_carry_kept_and_removed_and_the_summary_the_counts(tiny_models, tmp_path, capsys):
+    from edge_seg import log as logs
+    logs.configure("info", "json")
+    try:
+        run_pipeline(run_opts(tiny_models, "demo", tmp_path / "c", max_frames=40,
+                              collect_every=0.25, collect_max=2))
+    finally:
+        logs.configure()
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    events = [r["event"] for r in records]
+    summary = records[-1]["collected"]
+    assert records[-1]["event"] == "run.summary" and summary["considered"] == 5
+    assert events.count("collect.kept") == summary["kept_this_run"] >= 2
+    assert events.count("collect.removed") == summary["removed"] == summary["kept_this_run"] - 2
+    kept = {r["stem"] for r in records if r["event"] == "collect.kept"}
+    gone = {r["stem"] for r in records if r["event"] == "collect.removed"}
+    assert kept - gone == stems(tmp_path / "c")
+
+
+def test_a_run_whose_collection_fails_goes_on_and_says_so(tiny_models, tmp_path, monkeypatch, capsys):
+    def full(path, data, option=None):
+        raise OutputError(f"--collect {path}: cannot write (no space left on the device)")
+
+    monkeypatch.setattr(collect_mod, "atomic_write_bytes", full)
+    summary = run_pipeline(run_opts(tiny_models, "demo", tmp_path / "c", max_frames=40,
+                                    collect_every=0.25, report=str(tmp_path / "r.json")))
+    assert summary["frames"] == 40 and summary["error"] is None
+    assert "no space left" in summary["collected"]["error"] and summary["collected"]["kept"] == 0
+    out = capsys.readouterr()
+    assert out.err.count("warning: collection stopped") == 1
+    assert "collection stopped early" in out.out
+    assert json.loads((tmp_path / "r.json").read_text())["collected"]["error"]
+    complete(tmp_path / "c")

@@ -244,6 +244,10 @@ class Collector:
         self.error: str | None = None
         self.category_frames = np.zeros(labels.NUM_CATEGORIES, np.int64)
         self._last_t: float | None = None
+        self._drift = None
+        self._parked: dict[int, Candidate] = {}  # waiting for the drift check's verdict
+        self._verdicts: dict[int, float] = {}     # ... or the verdict came first
+        self._lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
         self._thread = threading.Thread(target=self._run, name="collect-writer", daemon=True)
 
@@ -251,6 +255,12 @@ class Collector:
         size = "" if self.folder.max_bytes is None else f", {self.folder.max_bytes / 1e6:.0f} MB"
         return (f"{self.folder.root} (one frame per {self.every_s:g} s at most, keeps the "
                 f"{self.folder.max_frames}{size} most useful; {len(self.folder.kept)} already there)")
+
+    def follow(self, drift) -> None:
+        """Score by the drift check's agreement too: frames are then considered among those
+        it checks, and go to the writer once its verdict is in."""
+        self._drift = drift
+        drift.listener = self.on_check
 
     def start(self) -> "Collector":
         self._thread.start()
@@ -267,15 +277,42 @@ class Collector:
         t = self.source_time(frame)
         return self._last_t is None or t - self._last_t >= self.every_s or t < self._last_t
 
-    def offer(self, frame, logits: np.ndarray, model_mask: np.ndarray, mask: np.ndarray) -> bool:
-        """Consider ``frame`` if it is due; never waits. True when it went to the writer."""
-        if not self.due(frame):
+    def offer(self, frame, logits: np.ndarray, model_mask: np.ndarray, mask: np.ndarray,
+              check: int | None = None) -> bool:
+        """Consider ``frame`` if it is due; never waits. ``check``: the frame number the
+        drift check took it under (None: not checked). True when it was taken."""
+        following = self._drift is not None and self._drift.error is None
+        if not self.due(frame) or (following and check is None):
             return False
         self._last_t = self.source_time(frame)
         self.considered += 1
         scores = margin_signals(logits, self.margin_threshold)
         scores.update(self._rare(model_mask))
-        return self._enqueue(frame, mask, scores)
+        c = self._candidate(frame, mask, scores)
+        if not following:
+            return self._enqueue(c)
+        with self._lock:
+            miou7 = self._verdicts.pop(check, None)
+            if miou7 is None:
+                self._parked[check] = c
+        return True if miou7 is None else self._scored(c, miou7)
+
+    def on_check(self, frame_number: int, miou7: float) -> None:
+        """The drift thread: a checked frame's agreement with the float model (it may
+        arrive before the render thread has considered that frame)."""
+        with self._lock:
+            c = self._parked.pop(frame_number, None)
+            if c is None:
+                self._verdicts[frame_number] = miou7
+                for old in sorted(self._verdicts)[:-4]:  # two in the check's queue at most
+                    del self._verdicts[old]
+        if c is not None:
+            self._scored(c, miou7)
+
+    def _scored(self, c: Candidate, miou7: float) -> bool:
+        c.meta["scores"]["disagreement"] = 0.0 if miou7 != miou7 else 1.0 - float(miou7)
+        c.meta["score"], c.meta["reason"] = finish_scores(c.meta["scores"])
+        return self._enqueue(c)
 
     def _rare(self, model_mask: np.ndarray) -> dict:
         share = np.bincount(model_mask.ravel(), minlength=labels.NUM_CATEGORIES)[:labels.NUM_CATEGORIES]
@@ -290,7 +327,7 @@ class Collector:
         rare = 1.0 - float(freq[cat]) if freq[cat] < RARE_SHARE else 0.0
         return {"rare": rare, "rare_category": labels.CATEGORY_NAMES[cat]}
 
-    def _enqueue(self, frame, mask: np.ndarray, scores: dict) -> bool:
+    def _candidate(self, frame, mask: np.ndarray, scores: dict) -> Candidate:
         now = self.clock()
         index = int(frame.index)
         name = None
@@ -301,8 +338,11 @@ class Collector:
                 "model_sha256": self.model_sha256, "reason": None, "score": None,
                 "scores": scores, "labelled": False}
         meta["score"], meta["reason"] = finish_scores(scores)
+        return Candidate(frame.image.copy(), np.ascontiguousarray(mask, np.uint8), meta)
+
+    def _enqueue(self, c: Candidate) -> bool:
         try:
-            self._queue.put_nowait(Candidate(frame.image.copy(), np.ascontiguousarray(mask, np.uint8), meta))
+            self._queue.put_nowait(c)
             return True
         except queue.Full:
             self.dropped_full_queue += 1
@@ -348,7 +388,12 @@ class Collector:
         logs.emit(logging.INFO if logs.is_json() else logging.DEBUG, event, message, **fields)
 
     def close(self, timeout: float = 30.0) -> None:
-        """Write what is queued, then stop."""
+        """Write what is queued, then stop. Frames whose drift check never reported (it
+        stopped, or the run ended first) go without a disagreement score."""
+        with self._lock:
+            parked, self._parked = list(self._parked.values()), {}
+        for c in parked:
+            self._enqueue(c)
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join(timeout=timeout)

@@ -89,6 +89,9 @@ class DriftCheck:
         self.min_check = math.inf
         self.float_ms = 0.0
         self.error: str | None = None
+        # called in this thread with (frame number, agreement mIoU(7)) after each check:
+        # --collect scores the same frame by it instead of running the float model again
+        self.listener: Callable[[int, float], None] | None = None
 
     @property
     def path(self):
@@ -158,6 +161,8 @@ class DriftCheck:
             self._window_checks += 1
             if self._window_checks >= self.window:
                 self._close_window(frame_number)
+        if self.listener is not None:
+            self.listener(frame_number, a["miou7"])
 
     def _close_window(self, last_frame: int) -> None:
         miou = self._window.result()["miou7"]

@@ -84,10 +84,10 @@ class Renderer:
                 model_mask = self.segmenter.postprocess(logits)
                 mask = upsample_mask(model_mask, frame.image.shape)
                 t1 = time.perf_counter()
-                if self.drift is not None:
-                    self.drift.offer(self.frames, frame.image, model_mask)
+                checked = self.drift is not None and self.drift.offer(self.frames, frame.image, model_mask)
                 if self.collect is not None:
-                    self.collect.offer(frame, logits, model_mask, mask)
+                    self.collect.offer(frame, logits, model_mask, mask,
+                                       check=self.frames if checked else None)
                 image = self.overlay.render(frame.image, mask, self._hud() if self.overlay.hud else None)
                 t2 = time.perf_counter()
                 if self.sink is not None:
@@ -296,6 +296,8 @@ class Run:
                                         max_bytes=o.save_max_bytes, log=log.callback("save"))
         if o.collect:
             self._open_collect(model_path)
+            if self.drift:
+                self.collect.follow(self.drift)
         if show:
             self.window = sinks.Window()
         self._open_telemetry()
