@@ -99,7 +99,7 @@ def test_at_most_one_frame_per_interval_of_source_time(tmp_path):
     logits = np.zeros((1, 4, 4, labels.NUM_CATEGORIES), np.int8)
     mask = np.zeros((24, 32), np.uint8)
     taken = []
-    c._enqueue = lambda f, m, s: taken.append(f.index) or True
+    c._enqueue = lambda candidate: taken.append(candidate.meta["frame_index"]) or True
     for i in range(35):
         c.offer(frame(i), logits, mask[:4, :4], mask)
     assert taken == [0, 10, 20, 30] and c.considered == 4
