@@ -248,16 +248,6 @@ def test_an_image_folder_names_each_frame(tiny_models, tmp_path):
     assert np.array_equal(cv2.imread(str(kept[0])), cv2.imread(str(tmp_path / "frames" / "shot0.png")))
 
 
-def test_collecting_into_the_source_folder_is_refused(tiny_models, tmp_path):
-    from conftest import street_frames
-    (tmp_path / "frames").mkdir()
-    cv2.imwrite(str(tmp_path / "frames" / "a.png"), street_frames(1, size=(160, 80))[0])
-    out = edge_seg("run", "--source", str(tmp_path / "frames"), "--model", str(tiny_models["int8"]),
-                   "--headless", "--collect", str(tmp_path / "frames"), block_tf=True)
-    assert out.returncode == EXIT_USAGE and "error: --collect" in out.stderr
-    assert "Traceback" not in out.stderr
-
-
 def test_with_a_drift_check_its_verdict_on_the_same_frame_is_scored(tiny_models, tmp_path):
     from edge_seg.iou import agreement
     from edge_seg.segmenter import Segmenter
