@@ -42,6 +42,7 @@ from edge_seg import labels
 from edge_seg import log as logs
 from edge_seg.errors import OutputError, UserError
 from edge_seg.io.publish import atomic_write_bytes, atomic_write_json, cause, check_output
+from edge_seg.run.drift import lower_priority
 
 DEFAULT_EVERY_S = 1.0
 DEFAULT_MAX_FRAMES = 500
@@ -50,6 +51,7 @@ RARE_SHARE = 0.05         # a category predicted on fewer of the considered fram
 RARE_MIN_FRAMES = 20      # before this many frames, nothing is rare yet
 PRESENT_SHARE = 0.005     # a category counts as predicted on a frame above this pixel share
 QUEUE_SIZE = 2            # frames waiting for the writer; more are dropped and counted
+WRITER_NICE = 10          # the writer yields the cores to the pipeline
 STEM_RE = re.compile(r"\d{8}T\d{6}Z-\d{7}")
 PARTS = ("images", "masks", "meta")
 
@@ -242,6 +244,7 @@ class Collector:
         self.dropped_full_queue = 0
         self.kept_now = 0        # frames this run added
         self.error: str | None = None
+        self.cpu_s = {"render": 0.0, "writer": 0.0}  # CPU time collecting costs, per thread
         self.category_frames = np.zeros(labels.NUM_CATEGORIES, np.int64)
         self._last_t: float | None = None
         self._drift = None
@@ -284,11 +287,13 @@ class Collector:
         following = self._drift is not None and self._drift.error is None
         if not self.due(frame) or (following and check is None):
             return False
+        t0 = time.thread_time()
         self._last_t = self.source_time(frame)
         self.considered += 1
         scores = margin_signals(logits, self.margin_threshold)
         scores.update(self._rare(model_mask))
         c = self._candidate(frame, mask, scores)
+        self.cpu_s["render"] += time.thread_time() - t0
         if not following:
             return self._enqueue(c)
         with self._lock:
@@ -350,18 +355,22 @@ class Collector:
 
     # -- the writer thread ---------------------------------------------------------------
     def _run(self) -> None:
+        lower_priority(WRITER_NICE)
         while True:
             item = self._queue.get()
             if item is None:
                 return
             if self.error is not None:
                 continue
+            t0 = time.thread_time()
             try:
                 self.write(item)
             except (OSError, OutputError) as e:
                 self.error = str(e) if isinstance(e, OutputError) else f"--collect: {cause(e)}"
                 self.log(logs.Line("collect.stopped", f"warning: collection stopped, the run goes "
                                    f"on: {self.error}", path=str(self.folder.root)))
+            finally:
+                self.cpu_s["writer"] += time.thread_time() - t0
 
     def write(self, c: Candidate) -> bool:
         """Keep ``c`` if it fits the caps or beats the least useful kept frame."""
@@ -402,7 +411,7 @@ class Collector:
         return {"path": str(self.folder.root), "kept": len(self.folder.kept),
                 "kept_this_run": self.kept_now, "considered": self.considered,
                 "dropped_full_queue": self.dropped_full_queue, "removed": self.folder.removed,
-                "bytes": self.folder.bytes, "error": self.error}
+                "bytes": self.folder.bytes, "cpu_s": sum(self.cpu_s.values()), "error": self.error}
 
 
 def summary_lines(collected: dict | None) -> list[str]:
