@@ -375,8 +375,8 @@ class Collector:
     def write(self, c: Candidate) -> bool:
         """Keep ``c`` if it fits the caps or beats the least useful kept frame."""
         stem = c.meta["stem"]
-        if stem in self.folder.kept:
-            return False
+        if stem in self.folder.kept or self.folder.victims(c.score, 0) is None:
+            return False  # not worth encoding
         image_png, mask_png = encode_png(c.image), encode_png(c.mask)
         size = len(image_png) + len(mask_png) + 1024  # the JSON: well under a kilobyte
         victims = self.folder.victims(c.score, size)
