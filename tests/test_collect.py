@@ -57,11 +57,14 @@ def stem(i: int) -> str:
 
 
 # -- caps -----------------------------------------------------------------------------
-def test_a_count_cap_drops_the_least_useful_first_and_ties_the_oldest(tmp_path):
+def test_a_count_cap_drops_the_least_useful_first_and_ties_the_oldest(tmp_path, monkeypatch):
     c = collector(tmp_path / "c", max_frames=3)
     for i, score in enumerate([0.3, 0.3, 0.9]):
         assert c.write(candidate(stem(i), score, i))
+    encoded, encode = [], collect_mod.encode_png
+    monkeypatch.setattr(collect_mod, "encode_png", lambda image: encoded.append(1) or encode(image))
     assert not c.write(candidate(stem(3), 0.3, 3)), "as useful as the least useful: not kept"
+    assert encoded == [], "refused before its PNGs were encoded"
     assert c.write(candidate(stem(4), 0.5, 4))
     assert stems(tmp_path / "c") == {stem(1), stem(2), stem(4)}  # the older 0.3 went first
     assert c.write(candidate(stem(5), 0.4, 5))

@@ -160,6 +160,9 @@ CASES = [
     Case("--collect into the source folder is refused",
          ["run", "--source", "frames", "--collect", "frames"], EXIT_USAGE,
          "--collect frames: that is an input of this command", setup=lambda t: png(t, "frames/a.png")),
+    Case("--collect inside the --save frames folder is refused (publishing it would take it along)",
+         ["run", "--source", "a.png", "--save", "out", "--collect", "out/c"], EXIT_USAGE,
+         "--collect out/c: overlaps --save out", setup=png),
 ]
 
 

@@ -86,6 +86,7 @@ def margin_signals(logits: np.ndarray, threshold: float) -> dict:
 
 def make_stem(when: float, frame_index: int) -> str:
     stamp = datetime.fromtimestamp(when, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    # seven digits last a camera four days at 30 fps; the time before them keeps the order
     return f"{stamp}-{frame_index % 10_000_000:07d}"
 
 
@@ -133,7 +134,7 @@ class Folder:
     def open(self, inputs=()) -> None:
         """Create or continue: earlier frames count toward the caps; a frame whose JSON
         never got written (a kill mid-frame) is cleared away."""
-        check_output(self.root, "--collect", inputs=inputs, folder=True)
+        check_target(self.root, inputs)
         try:
             for part in PARTS:
                 (self.root / part).mkdir(parents=True, exist_ok=True)
@@ -213,6 +214,18 @@ class Folder:
         return size
 
 
+def check_target(root, inputs=(), save: str | None = None) -> Path:
+    """Before anything starts. Not an input, and apart from --save: a frames folder is
+    published by replacing the folder, which would take a collection inside it along."""
+    path = check_output(root, "--collect", inputs=inputs, folder=True)
+    if save:
+        ours, theirs = (Path(p).expanduser().absolute() for p in (path, save))
+        if ours == theirs or theirs in ours.parents or ours in theirs.parents:
+            raise UserError(f"--collect {root}: overlaps --save {save}; keep the collection "
+                            f"and the recording apart")
+    return path
+
+
 def encode_png(image: np.ndarray) -> bytes:
     ok, png = cv2.imencode(".png", image)
     if not ok:
@@ -278,6 +291,7 @@ class Collector:
         if self.error is not None:
             return False
         t = self.source_time(frame)
+        # a position behind the last one: the source started over (a stream reconnected)
         return self._last_t is None or t - self._last_t >= self.every_s or t < self._last_t
 
     def offer(self, frame, logits: np.ndarray, model_mask: np.ndarray, mask: np.ndarray,

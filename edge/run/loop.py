@@ -289,15 +289,15 @@ class Run:
             self.drift = DriftCheck(o.check_float, reference_meta=self.segmenter.meta,
                                     every=o.check_every, min_agreement=o.min_agreement,
                                     window=o.agreement_window, log=log.callback("drift"))
+        if o.collect:  # before the recording: a collection that cannot open leaves nothing behind
+            self._open_collect(model_path)
+            if self.drift:
+                self.collect.follow(self.drift)
         if o.save:
             self.sink = sinks.FrameSink(o.save, fps=self.source.fps or 30.0,
                                         inputs=self._inputs(model_path), overwrite=o.overwrite,
                                         segment_s=o.save_segment, max_files=o.save_max_files,
                                         max_bytes=o.save_max_bytes, log=log.callback("save"))
-        if o.collect:
-            self._open_collect(model_path)
-            if self.drift:
-                self.collect.follow(self.drift)
         if show:
             self.window = sinks.Window()
         self._open_telemetry()
@@ -349,6 +349,9 @@ class Run:
         o, inputs = self.opts, self._inputs(model_path)
         if o.save:
             sinks.check_save_target(o.save, inputs, o.overwrite)
+        if o.collect:
+            from edge_seg.run.collect import check_target
+            check_target(o.collect, inputs, o.save)
         if o.report:
             check_output(o.report, "--report", inputs=inputs, overwrite=o.overwrite, need=64 << 10)
             report, save = (Path(p).expanduser().absolute() for p in (o.report, o.save or o.report))
