@@ -73,6 +73,17 @@ def test_a_count_cap_drops_the_least_useful_first_and_ties_the_oldest(tmp_path, 
     complete(tmp_path / "c")
 
 
+def test_a_frame_is_removed_json_first(tmp_path, monkeypatch):
+    c = collector(tmp_path / "c", max_frames=1)
+    c.write(candidate(stem(0), 0.1, 0))
+    removed, unlink = [], Path.unlink
+    monkeypatch.setattr(Path, "unlink", lambda p, **kw: removed.append(
+        (p.parent.name, p.name, p.exists())) or unlink(p, **kw))
+    assert c.write(candidate(stem(1), 0.2, 1))
+    assert removed[:3] == [("meta", f"{stem(0)}.json", True), ("images", f"{stem(0)}.png", True),
+                           ("masks", f"{stem(0)}.png", True)]
+
+
 def test_a_byte_cap_holds_and_removes_as_many_as_needed(tmp_path):
     root = tmp_path / "c"
     probe = collector(tmp_path / "probe", max_frames=10)
@@ -208,7 +219,8 @@ def test_a_run_writes_the_contract_and_data_check_accepts_it(tiny_models, tmp_pa
     for m in metas:
         assert set(m) == META_KEYS and STEM.fullmatch(m["stem"]) and m["labelled"] is False
         assert m["source"] == "demo" and m["source_name"] is None
-        assert m["model"] == tiny_models["int8"].name and len(m["model_sha256"]) == 64
+        assert m["model"] == tiny_models["int8"].name
+        assert m["model_sha256"] == json.loads(tiny_models["int8"].with_suffix(".json").read_text())["model_sha256"]
         image = cv2.imread(str(root / "images" / f"{m['stem']}.png"), cv2.IMREAD_UNCHANGED)
         mask = cv2.imread(str(root / "masks" / f"{m['stem']}.png"), cv2.IMREAD_UNCHANGED)
         assert mask.shape == image.shape[:2] and mask.max() < labels.NUM_CATEGORIES

@@ -303,12 +303,12 @@ class Run:
         self._open_telemetry()
 
     def _open_collect(self, model_path) -> None:
-        from edge_seg.backends.metadata import file_sha256
+        from edge_seg.backends.metadata import model_sha256
         from edge_seg.run.collect import LOW_MARGIN, Collector, output_scale
         o = self.opts
         self.collect = Collector(
             o.collect, source_spec=self.opts.source_spec(), model_path=model_path,
-            model_sha256=file_sha256(model_path), every_s=o.collect_every,
+            model_sha256=model_sha256(model_path), every_s=o.collect_every,
             max_frames=o.collect_max, max_bytes=o.collect_max_bytes, source_fps=self.source.fps,
             source_names=getattr(self.source.reader, "paths", None),
             margin_threshold=LOW_MARGIN / output_scale(self.segmenter),
