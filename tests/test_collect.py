@@ -229,9 +229,12 @@ def test_a_run_writes_the_contract_and_data_check_accepts_it(tiny_models, tmp_pa
     assert collected["bytes"] == sum(p.stat().st_size for p in root.rglob("*.*")
                                      if p.name != "mapping.json")
     complete(root)
-    check = edge_seg("data", "check", str(root), "--splits", "train")
+    check = edge_seg("data", "check", str(root))
     assert check.returncode == 0, check.stdout + check.stderr
     assert "images without masks: 0, masks without images: 0" in check.stdout
+    assert "collection: 3 frames, 0 labelled, 3 not" in check.stdout
+    from edge_seg.train.labeling import read_collection  # what data export reads
+    assert [f.meta for f in read_collection(root)] == metas
 
 
 def test_a_second_run_continues_within_the_cap(tiny_models, tmp_path):
