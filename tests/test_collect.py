@@ -200,12 +200,20 @@ def test_the_collect_folder_must_be_a_folder(tmp_path):
 
 
 # -- through `edge-seg run` ------------------------------------------------------------
+@pytest.fixture
+def roomy_queue(monkeypatch):
+    """A writer slower than the loop drops frames (tested above with the real queue); runs
+    that assert the exact kept set get room for every considered frame, however busy the
+    machine."""
+    monkeypatch.setattr(collect_mod, "QUEUE_SIZE", 64)
+
+
 def run_opts(tiny_models, source, root, **kw) -> RunOptions:
     return RunOptions(source=str(source), model=str(tiny_models["int8"]), show=False, threads=1,
                       quiet=True, collect=str(root), **kw)
 
 
-def test_a_run_writes_the_contract_and_data_check_accepts_it(tiny_models, tmp_path):
+def test_a_run_writes_the_contract_and_data_check_accepts_it(tiny_models, roomy_queue, tmp_path):
     root = tmp_path / "c"
     # the demo clip runs at 30 fps: frames 0, 15 and 30 are half a second apart
     summary = run_pipeline(run_opts(tiny_models, "demo", root, max_frames=40, collect_every=0.5))
@@ -237,7 +245,7 @@ def test_a_run_writes_the_contract_and_data_check_accepts_it(tiny_models, tmp_pa
     assert [f.meta for f in read_collection(root)] == metas
 
 
-def test_a_second_run_continues_within_the_cap(tiny_models, tmp_path):
+def test_a_second_run_continues_within_the_cap(tiny_models, roomy_queue, tmp_path):
     root = tmp_path / "c"
     run_pipeline(run_opts(tiny_models, "demo", root, max_frames=40, collect_every=0.5))
     first = sorted(json.loads(p.read_text())["score"] for p in (root / "meta").glob("*.json"))
@@ -253,7 +261,7 @@ def test_a_second_run_continues_within_the_cap(tiny_models, tmp_path):
     complete(root)
 
 
-def test_an_image_folder_names_each_frame(tiny_models, tmp_path):
+def test_an_image_folder_names_each_frame(tiny_models, roomy_queue, tmp_path):
     from conftest import street_frames
     (tmp_path / "frames").mkdir()
     for i, image in enumerate(street_frames(3, size=(160, 80))):
@@ -266,7 +274,7 @@ def test_an_image_folder_names_each_frame(tiny_models, tmp_path):
     assert np.array_equal(cv2.imread(str(kept[0])), cv2.imread(str(tmp_path / "frames" / "shot0.png")))
 
 
-def test_with_a_drift_check_its_verdict_on_the_same_frame_is_scored(tiny_models, tmp_path):
+def test_with_a_drift_check_its_verdict_on_the_same_frame_is_scored(tiny_models, roomy_queue, tmp_path):
     from edge_seg.iou import agreement
     from edge_seg.segmenter import Segmenter
     root = tmp_path / "c"
@@ -293,7 +301,7 @@ def test_the_score_and_reason_are_the_sum_and_the_largest_term():
         pytest.approx(1.1), "rare:human")
 
 
-def test_json_logs_carry_kept_and_removed_and_the_summary_the_counts(tiny_models, tmp_path, capsys):
+def test_json_logs_carry_kept_and_removed_and_the_summary_the_counts(tiny_models, roomy_queue, tmp_path, capsys):
     from edge_seg import log as logs
     logs.configure("info", "json")
     try:
