@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -334,3 +335,21 @@ def test_a_run_whose_collection_fails_goes_on_and_says_so(tiny_models, tmp_path,
     assert "collection stopped early" in out.out
     assert json.loads((tmp_path / "r.json").read_text())["collected"]["error"]
     complete(tmp_path / "c")
+
+
+def test_a_file_source_waits_for_the_writer_so_nothing_is_dropped(tiny_models, tmp_path, monkeypatch):
+    """A folder delivers every frame, so what it keeps must not depend on the machine's load:
+    with a one-place queue and a slow writer, every considered frame is still written."""
+    from conftest import street_frames
+    (tmp_path / "frames").mkdir()
+    for i, image in enumerate(street_frames(6, size=(160, 80))):
+        cv2.imwrite(str(tmp_path / "frames" / f"shot{i}.png"), image)
+    monkeypatch.setattr(collect_mod, "QUEUE_SIZE", 1)
+    encode = collect_mod.encode_png
+    monkeypatch.setattr(collect_mod, "encode_png", lambda image: time.sleep(0.05) or encode(image))
+    root = tmp_path / "c"
+    summary = run_pipeline(run_opts(tiny_models, tmp_path / "frames", root, collect_every=0.0))
+    assert summary["collected"]["considered"] == 6
+    assert summary["collected"]["dropped_full_queue"] == 0
+    assert len(stems(root)) == 6
+    complete(root)

@@ -241,7 +241,7 @@ class Collector:
                  max_bytes: int | None = None, source_fps: float | None = None,
                  source_names: list | None = None, margin_threshold: float = LOW_MARGIN,
                  inputs=(), clock: Callable[[], float] = time.time,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, wait: bool = False):
         if every_s < 0:
             raise UserError(f"--collect-every {every_s:g}: must be 0 (every frame) or more")
         if max_frames < 1:
@@ -253,6 +253,9 @@ class Collector:
         self.every_s, self.source_fps, self.source_names = float(every_s), source_fps, source_names
         self.margin_threshold = margin_threshold
         self.clock, self.log = clock, log or logs.callback("collect")
+        # A file or folder delivers every frame and can wait for the writer, so what is kept
+        # does not depend on how busy the machine is; a live source never waits.
+        self.wait = wait
         self.considered = 0
         self.dropped_full_queue = 0
         self.kept_now = 0        # frames this run added
@@ -361,7 +364,7 @@ class Collector:
 
     def _enqueue(self, c: Candidate) -> bool:
         try:
-            self._queue.put_nowait(c)
+            self._queue.put(c, block=self.wait)
             return True
         except queue.Full:
             self.dropped_full_queue += 1

@@ -312,7 +312,8 @@ class Run:
             max_frames=o.collect_max, max_bytes=o.collect_max_bytes, source_fps=self.source.fps,
             source_names=getattr(self.source.reader, "paths", None),
             margin_threshold=LOW_MARGIN / output_scale(self.segmenter),
-            inputs=self._inputs(model_path), log=log.callback("collect"))
+            inputs=self._inputs(model_path), log=log.callback("collect"),
+            wait=not self.source.newest_only)
 
     def _open_telemetry(self) -> None:
         """--report-every and --serve, last: bound before the run starts (a port in use is
