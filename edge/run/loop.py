@@ -266,6 +266,9 @@ class Run:
             litert.check_model_file(o.check_float)
             read_meta(o.check_float, trust_sidecar=o.trust_sidecar, warn=lambda m: None)
         self._check_outputs(model_path)
+        if o.serve:
+            from edge_seg.serve.server import check_address
+            check_address(o.serve)
         show = o.show
         if show is None:
             show = sinks.gui_available()

@@ -233,6 +233,25 @@ class StatsCollector:
 
 
 # -- the HTTP server ------------------------------------------------------------------------------
+def listen_error(address: str, host: str, port: int, e: OSError) -> UserError:
+    what = "the port is in use (another program or edge-seg run listens there); choose " \
+           "another PORT" if e.errno in (98, 48, 10048) else (e.strerror or str(e))
+    return UserError(f"--serve {address}: cannot listen on {host}:{port}: {what}")
+
+
+def check_address(address: str) -> None:
+    """Fail now, with the server's own error, if ``address`` cannot be listened on: a run
+    checks this before opening its source (which can take seconds), binds for real last."""
+    host, port = parse_address(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server binds
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise listen_error(address, host, port, e) from None
+
+
 class Server:
     """The web server beside the loop. Bind happens in the constructor (so a port in use is
     a UserError before the run starts); ``start()`` serves from a daemon thread."""
@@ -269,9 +288,7 @@ class Server:
         try:
             self.httpd = server_class((self.host, port), _Handler)
         except OSError as e:
-            what = "the port is in use (another program or edge-seg run listens there); choose " \
-                   "another PORT" if e.errno in (98, 48, 10048) else (e.strerror or str(e))
-            raise UserError(f"--serve {address}: cannot listen on {self.host}:{port}: {what}") from None
+            raise listen_error(address, self.host, port, e) from None
         self.httpd.owner = self
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self._serve, name="serve", daemon=True)
