@@ -108,7 +108,26 @@ def test_estimates_from_a_saved_run_without_timing(tmp_path, capsys):
     assert pi4 and pi4[0]["estimate_ms"] == pytest.approx(61.88 * 4.0)
 
 
-@pytest.mark.parametrize("argv", [["--threads", "0"], ["--threads", "a"], ["--references", "resnet18"],
+def test_a_saved_run_is_summarised_again_from_its_block_medians_by_the_chosen_statistic(tmp_path):
+    from benchmarks.machine import machine
+
+    with_blocks = []
+    for g in GRAPHS:  # three blocks a graph: its 1-thread ms once, twice and three times
+        m = g["ms"]["1"]
+        with_blocks.append({**g, "ms": {}, "blocks": {"1": [3 * m, m, 2 * m]}})
+    saved = {"machine": machine([1]), "command": "c", "threads": [1], "graphs": with_blocks,
+             "load_avg_at_start": 0.5, "timing": {"rounds": 3, "block": 10, "warmup": 3, "pause_s": 0.3}}
+    src = tmp_path / "run.json"
+    src.write_text(json.dumps(saved))
+    for statistic, factor in (("median", 2), ("min", 1)):
+        out = tmp_path / f"{statistic}.json"
+        assert br.main(["--from", str(src), "--statistic", statistic, "--json", str(out)]) == 0
+        result = json.loads(out.read_text())
+        ours = {r["model"]: r for r in result["ratios"]}["ours fp32"]
+        assert ours["ours_ms"] == pytest.approx(40.0 * factor) and ours["ratio"] == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("argv", [["--threads", "0"], ["--statistic", "mean"], ["--threads", "a"], ["--references", "resnet18"],
                                   ["--rounds", "0"], ["--model", "missing.tflite"], ["--model", "README.md"],
                                   ["--no-defaults"], ["--from", "missing.json"]])
 def test_bad_options_are_one_error_line_and_exit_2(argv, capsys, monkeypatch):
