@@ -65,35 +65,29 @@ NCNN = "Tencent/ncnn benchmark/README.md"
 NCNN_BOARDS = "nihui/ncnn-small-board README.md"
 # Published latencies of the references (ms per 224x224 image, batch 1). ncnn's benchncnn
 # runs random weights, like ours; "avg" of its loop unless the note says otherwise.
+_PI4 = {"device": "Raspberry Pi 4 Model B", "cpu": "BCM2711, 4x Cortex-A72 1.8 GHz", "int8_dot": False,
+        "framework": "ncnn", "source": NCNN}
+_ROCK5B = {"device": "Raspberry Pi 5 (proxy: Radxa Rock 5B)", "cpu": "RK3588, 4x Cortex-A76 2.4 GHz",
+           "int8_dot": True, "framework": "ncnn", "source": NCNN}
+_NOT_A_PI5 = ("not a Pi 5: the same cores and clock, more cache and memory bandwidth; ncnn computes "
+              "in fp16 on these cores")
 PUBLISHED = (
-    {"device": "Raspberry Pi 4 Model B", "cpu": "BCM2711, 4x Cortex-A72 1.8 GHz", "int8_dot": False,
-     "network": "mobilenet_v2", "framework": "ncnn", "precision": "fp32", "threads": 4, "ms": 61.88,
-     "source": NCNN, "note": "`benchncnn 10 4 0 -1 1`"},
-    {"device": "Raspberry Pi 4 Model B", "cpu": "BCM2711, 4x Cortex-A72 1.8 GHz", "int8_dot": False,
-     "network": "mobilenet_v2", "framework": "ncnn", "precision": "fp32", "threads": 1, "ms": 93.48,
-     "source": NCNN, "note": "`benchncnn 10 1 0 -1 1`"},
-    {"device": "Raspberry Pi 4 Model B", "cpu": "BCM2711, 4x Cortex-A72 1.8 GHz", "int8_dot": False,
-     "network": "mobilenet_v1", "framework": "ncnn", "precision": "fp32", "threads": 4, "ms": 61.17,
-     "source": NCNN, "note": "`benchncnn 10 4 0 -1 1`"},
-    {"device": "Raspberry Pi 4 Model B", "cpu": "BCM2711, 4x Cortex-A72 1.8 GHz", "int8_dot": False,
-     "network": "mobilenet_v1", "framework": "ncnn", "precision": "int8", "threads": 4, "ms": 34.37,
-     "source": NCNN, "note": "`benchncnn 10 4 0 -1 1`, mobilenet_int8"},
-    {"device": "Raspberry Pi 4 Model B", "cpu": "BCM2711, 4x Cortex-A72 1.5 GHz", "int8_dot": False,
-     "network": "mobilenet_v2", "framework": "ncnn", "precision": "fp32", "threads": 4, "ms": 72.62,
-     "source": NCNN, "note": "`benchncnn 8 4 0`, the board's original 1.5 GHz clock"},
-    {"device": "Raspberry Pi 5 (proxy: Radxa Rock 5B)", "cpu": "RK3588, 4x Cortex-A76 2.4 GHz",
-     "int8_dot": True, "network": "mobilenet_v2", "framework": "ncnn", "precision": "fp32",
-     "threads": 4, "ms": 5.50, "source": NCNN,
-     "note": "`benchncnn 10 4 2 -1 0` (big cores); not a Pi 5: the same cores and clock, more "
-             "cache and memory bandwidth; ncnn computes in fp16 on these cores"},
-    {"device": "Raspberry Pi 5 (proxy: Radxa Rock 5B)", "cpu": "RK3588, 4x Cortex-A76 2.4 GHz",
-     "int8_dot": True, "network": "mobilenet_v1", "framework": "ncnn", "precision": "int8",
-     "threads": 4, "ms": 5.15, "source": NCNN,
-     "note": "`benchncnn 10 4 2 -1 0`, mobilenet_int8; not a Pi 5 (as above)"},
-    {"device": "Raspberry Pi 5 (proxy: Radxa Rock 5B)", "cpu": "RK3588, 1x Cortex-A76 2.4 GHz",
-     "int8_dot": True, "network": "mobilenet_v2", "framework": "ncnn", "precision": "fp32",
-     "threads": 1, "ms": 18.96, "source": NCNN,
-     "note": "`benchncnn 10 1 0 -1 0`; not a Pi 5 (as above)"},
+    {**_PI4, "network": "mobilenet_v2", "precision": "fp32", "threads": 4, "ms": 61.88,
+     "note": "`benchncnn 10 4 0 -1 1`"},
+    {**_PI4, "network": "mobilenet_v2", "precision": "fp32", "threads": 1, "ms": 93.48,
+     "note": "`benchncnn 10 1 0 -1 1`"},
+    {**_PI4, "network": "mobilenet_v1", "precision": "fp32", "threads": 4, "ms": 61.17,
+     "note": "`benchncnn 10 4 0 -1 1`"},
+    {**_PI4, "network": "mobilenet_v1", "precision": "int8", "threads": 4, "ms": 34.37,
+     "note": "`benchncnn 10 4 0 -1 1`, mobilenet_int8"},
+    {**_PI4, "cpu": "BCM2711, 4x Cortex-A72 1.5 GHz", "network": "mobilenet_v2", "precision": "fp32",
+     "threads": 4, "ms": 72.62, "note": "`benchncnn 8 4 0`, the board's original 1.5 GHz clock"},
+    {**_ROCK5B, "network": "mobilenet_v2", "precision": "fp32", "threads": 4, "ms": 5.50,
+     "note": f"`benchncnn 10 4 2 -1 0` (big cores); {_NOT_A_PI5}"},
+    {**_ROCK5B, "network": "mobilenet_v1", "precision": "int8", "threads": 4, "ms": 5.15,
+     "note": f"`benchncnn 10 4 2 -1 0`, mobilenet_int8; {_NOT_A_PI5}"},
+    {**_ROCK5B, "cpu": "RK3588, 1x Cortex-A76 2.4 GHz", "network": "mobilenet_v2", "precision": "fp32",
+     "threads": 1, "ms": 18.96, "note": f"`benchncnn 10 1 0 -1 0`; {_NOT_A_PI5}"},
     {"device": "Jetson AGX Orin (CPU)", "cpu": "12x Cortex-A78AE 2.2 GHz", "int8_dot": True,
      "network": "mobilenet_v1", "framework": "ncnn", "precision": "fp32", "threads": 12, "ms": 3.49,
      "source": NCNN_BOARDS,
@@ -463,9 +457,18 @@ def load_result(path: str) -> dict:
     return result
 
 
-def main(argv=None) -> int:
+def write_outputs(result: dict, text: str, json_path: str | None, markdown_path: str | None) -> None:
+    """The tables to stdout, and each file asked for written whole or not at all."""
     from edge_seg.io.publish import atomic_write_bytes, atomic_write_json
 
+    print(text)
+    for path, write in ((json_path, lambda p: atomic_write_json(p, result, "--json")),
+                        (markdown_path, lambda p: atomic_write_bytes(p, text.encode(), "--markdown"))):
+        if path:
+            write(path)
+
+
+def main(argv=None) -> int:
     args = parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     try:
@@ -484,12 +487,7 @@ def main(argv=None) -> int:
         result["statistic"] = args.statistic
         result["ratios"] = ratios(result["graphs"], args.statistic)
         result["estimates"] = estimates(result["ratios"])
-        text = markdown(result, args.estimates)
-        print(text)
-        if args.json:
-            atomic_write_json(args.json, result, "--json")
-        if args.markdown:
-            atomic_write_bytes(args.markdown, text.encode(), "--markdown")
+        write_outputs(result, markdown(result, args.estimates), args.json, args.markdown)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
