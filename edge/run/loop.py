@@ -72,6 +72,11 @@ class Renderer:
             extra = f"float agreement {self.drift.per_check[-1]:.2f}"
         return hud_lines(self._fps, self.times.recent(), extra)
 
+    def _draw(self, frame, model_mask):
+        """The output image, drawn from the mask at the model's output size (colouring the
+        small mask and resizing the colours NEAREST equals colouring the upsampled mask)."""
+        return self.overlay.render(frame.image, model_mask, self._hud() if self.overlay.hud else None)
+
     def _run(self) -> None:
         from edge_seg.preprocess import upsample_mask
         try:
@@ -82,20 +87,29 @@ class Renderer:
                 frame, logits = item
                 t0 = time.perf_counter()
                 model_mask = self.segmenter.postprocess(logits)
-                mask = upsample_mask(model_mask, frame.image.shape)
                 t1 = time.perf_counter()
                 checked = self.drift is not None and self.drift.offer(self.frames, frame.image, model_mask)
                 if self.collect is not None:
+                    # the frame-size mask only for a frame the collector considers
+                    mask = upsample_mask(model_mask, frame.image.shape) if self.collect.due(frame) else None
                     self.collect.offer(frame, logits, model_mask, mask,
                                        check=self.frames if checked else None)
-                image = self.overlay.render(frame.image, mask, self._hud() if self.overlay.hud else None)
+                # Drawn only for an output that takes every frame: with the model on every
+                # core, drawing nobody sees slows the model. The viewers of --serve draw
+                # the newest frame themselves, and only while they watch.
+                image = None
+                if self.sink is not None or self.window is not None:
+                    image = self._draw(frame, model_mask)
                 t2 = time.perf_counter()
                 if self.sink is not None:
                     self.sink.write(image)
                 if self.window is not None:
                     self.window.put(image)
                 if self.hub is not None:
-                    self.hub.put(image)
+                    if image is not None:
+                        self.hub.put(image)
+                    else:
+                        self.hub.offer(lambda f=frame, m=model_mask: self._draw(f, m))
                 t3 = time.perf_counter()
                 self.times.add("post", (t1 - t0) * 1e3)
                 self.times.add("draw", (t2 - t1) * 1e3)
