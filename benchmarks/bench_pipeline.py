@@ -26,9 +26,10 @@ Timing: every (threads, mode) pair is one short block (one pass over the clip, o
 model-alone runs), all pairs in a new random order each round, a pause between blocks;
 figures are medians over rounds. Beside wall-clock FPS each block records the CPU time of
 every thread of the process (``/proc/self/task/*/schedstat``) per frame: main (read the
-queue, pre-process, invoke), capture (decode), render (post-process, draw), writer (encode),
-serve (viewers' JPEG), and native (the interpreter's worker threads, OpenCV's pool): who
-takes the cores the model's threads need.
+queue, pre-process, invoke), native (the interpreter's worker threads, OpenCV's pool),
+capture and decode (reading the clip, FFmpeg's decoding threads), render (post-process,
+draw), writer and native-new (encoding, the encoder's own threads), serve (the viewers' draw
+and JPEG): who takes the cores the model's threads need.
 """
 from __future__ import annotations
 
@@ -104,12 +105,13 @@ def float_twin(model: Path) -> Path | None:
 
 
 # -- CPU time per thread -----------------------------------------------------------------
-def _task_cpu_ns() -> dict[int, int]:
-    """{thread id: CPU ns so far} for every thread of the process, native ones included."""
+def _task_cpu_ns() -> dict[int, tuple[str, int]]:
+    """{thread id: (kernel thread name, CPU ns so far)} for every thread of the process."""
     out = {}
     for task in Path("/proc/self/task").iterdir():
         try:
-            out[int(task.name)] = int((task / "schedstat").read_text().split()[0])
+            out[int(task.name)] = ((task / "comm").read_text().strip(),
+                                   int((task / "schedstat").read_text().split()[0]))
         except (OSError, ValueError, IndexError):
             pass
     return out
@@ -160,18 +162,26 @@ class ThreadCPU:
         self.start_ns = _task_cpu_ns()
 
     def stop(self) -> dict:
-        """{group: CPU seconds}, plus "wall" (seconds since ``start``)."""
+        """{group: CPU seconds}, plus "wall" (seconds since ``start``). Native threads are
+        "decode" (FFmpeg's, named av:...), "native" when they ran before ``start`` (the
+        interpreter's workers, OpenCV's pool) and "native-new" when they started after it
+        (an encoder's)."""
         now = _task_cpu_ns()
         wall = time.perf_counter() - self.t0
         names = {t.native_id: t.name for t in threading.enumerate()}
         for tid, (name, ns) in list(self._ended.items()):
-            names[tid], now[tid] = name, ns
+            names[tid], now[tid] = name, ("python", ns)
         out: dict[str, float] = {}
-        for tid, ns in now.items():
+        for tid, (comm, ns) in now.items():
             if tid in self.exclude:
                 continue
-            group = _group(names[tid]) if tid in names else "native"
-            out[group] = out.get(group, 0.0) + (ns - self.start_ns.get(tid, 0)) / 1e9
+            if tid in names:
+                group = _group(names[tid])
+            elif comm.startswith("av:"):
+                group = "decode"
+            else:
+                group = "native" if tid in self.start_ns else "native-new"
+            out[group] = out.get(group, 0.0) + (ns - self.start_ns.get(tid, ("", 0))[1]) / 1e9
         out["wall"] = wall
         return out
 
@@ -339,7 +349,7 @@ def summarize(blocks: dict, threads: list[int], modes: list[str]) -> dict:
 
 
 def print_table(summary: dict) -> None:
-    groups = ("main", "native", "capture", "render", "writer", "serve", "other")
+    groups = ("main", "native", "capture", "decode", "render", "writer", "native-new", "serve", "other")
     print(f"\n{'threads':>7} {'mode':<9} {'FPS med (min-max)':>20} {'/alone':>7} "
           f"{'p50/p99 ms':>11} | CPU ms/frame: " + " ".join(f"{g:>7}" for g in groups)
           + f" {'total':>7} {'cores':>6}")
