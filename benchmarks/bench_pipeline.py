@@ -349,9 +349,12 @@ def summarize(blocks: dict, threads: list[int], modes: list[str]) -> dict:
 
 
 def print_table(summary: dict) -> None:
-    groups = ("main", "native", "capture", "decode", "render", "writer", "native-new", "serve", "other")
+    order = ("main", "native", "capture", "decode", "render", "writer", "native-new", "serve",
+             "drift-check", "other")
+    present = {g for rows in summary.values() for row in rows.values() for g in row["cpu_ms_per_frame"]}
+    groups = [g for g in order if g in present]
     print(f"\n{'threads':>7} {'mode':<9} {'FPS med (min-max)':>20} {'/alone':>7} "
-          f"{'p50/p99 ms':>11} | CPU ms/frame: " + " ".join(f"{g:>7}" for g in groups)
+          f"{'p50/p99 ms':>11} | CPU ms/frame: " + " ".join(f"{g:>{max(7, len(g))}}" for g in groups)
           + f" {'total':>7} {'cores':>6}")
     for t, rows in summary.items():
         for m, row in rows.items():
@@ -359,7 +362,8 @@ def print_table(summary: dict) -> None:
             lat = f"{row['frame_p50_ms']:.0f}/{row['frame_p99_ms']:.0f}" if "frame_p50_ms" in row else "-"
             ratio = f"{row['ratio_median']:.0%}" if "ratio_median" in row else "-"
             print(f"{t:>7} {m:<9} {row['fps_median']:7.1f} ({row['fps_min']:5.1f}-{row['fps_max']:5.1f}) "
-                  f"{ratio:>7} {lat:>11} |               " + " ".join(f"{c.get(g, 0):7.2f}" for g in groups)
+                  f"{ratio:>7} {lat:>11} |               "
+                  + " ".join(f"{c.get(g, 0):{max(7, len(g))}.2f}" for g in groups)
                   + f" {c['total']:7.2f} {c['cores']:6.2f}")
         for m, row in rows.items():
             if "stages_p50_ms" in row:
