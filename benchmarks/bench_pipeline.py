@@ -38,6 +38,7 @@ import contextlib
 import io
 import os
 import random
+import socket
 import statistics
 import sys
 import tempfile
@@ -102,6 +103,32 @@ def float_twin(model: Path) -> Path | None:
     maths, so it serves as the drift check's reference."""
     twin = model.with_name(model.name.replace("-int8.tflite", "-fp16.tflite"))
     return twin if twin != model and twin.is_file() else None
+
+
+class Viewer:
+    """Reads /stream.mjpg as fast as the socket allows; counts the parts."""
+
+    def __init__(self, port: int):
+        self.parts = self.bytes = 0
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.sock.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: bench\r\n\r\n")
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        marker = b"Content-Type: image/jpeg"
+        tail = b""
+        try:
+            while chunk := self.sock.recv(1 << 16):
+                self.bytes += len(chunk)
+                self.parts += (tail + chunk).count(marker)
+                tail = chunk[-len(marker):]
+        except OSError:
+            pass
+
+    def close(self):
+        self.thread.join(timeout=10)
+        self.sock.close()
 
 
 # -- CPU time per thread -----------------------------------------------------------------
@@ -215,7 +242,6 @@ def pipeline(model: Path, video: Path, threads: int, mode: str, tmp: Path,
              float_model: Path | None = None, every: int = 10, realtime: bool = False,
              collect: Path | None = None, collect_every: float = 1.0) -> dict:
     """One pass of ``edge-seg run`` over ``video``; ``mode`` is one of MODES or "drift"."""
-    from benchmarks.bench_serve import Viewer  # it imports this module
     cpu, held, viewers = ThreadCPU(), [], []
 
     def on_start(run):
