@@ -77,8 +77,9 @@ def test_headless_without_outputs_draws_nothing_and_still_post_processes_every_f
 
 
 def test_saved_frames_are_drawn_from_the_mask_at_the_model_output_size():
-    # output == model input (64x32) and output at stride 2 (32x16): both upsampled to the frame
-    for out_hw in ((32, 64), (16, 32)):
+    # output == model input (64x32) and output at stride 2 (32x16), coloured before they are
+    # resized to the frame; a mask over a third of the frame (96x64) is resized first
+    for out_hw in ((64, 96), (32, 64), (16, 32)):
         items = list(frames_and_logits(3, out_hw, seed=out_hw[0]))
         sink, overlay = ListSink(), CountingOverlay(legend=False, hud=False)
         run_renderer(items, overlay, sink=sink)
