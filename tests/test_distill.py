@@ -137,3 +137,17 @@ def test_a_short_distilled_run_checkpoints_and_resumes(synthetic_camvid, tmp_pat
     _tiny_teacher(teacher, (64, 32))  # another teacher under the same name
     out = edge_seg("train", *common, "--resume", "--epochs", "3", env=QUIET_TF)
     assert out.returncode == 2 and "changed since the run began" in out.stderr
+
+
+def test_decoder_widths_narrow_the_student_and_its_macs():
+    from edge_seg.errors import UserError
+    from edge_seg.train.models import build_model, count_macs
+
+    wide = build_model("unet-mobilenetv2", (64, 32), 0.35)
+    narrow = build_model("unet-mobilenetv2", (64, 32), 0.35, decoder_widths=[32, 24, 16, 8])
+    assert [narrow.get_layer(f"dec{s}_a_pw_conv").filters for s in (16, 8, 4, 2)] == [32, 24, 16, 8]
+    assert count_macs(narrow) < count_macs(wide)
+    with pytest.raises(UserError, match="unet-mobilenetv2 only"):
+        build_model("unet-small", (64, 32), 0.5, decoder_widths=[32, 24, 16, 8])
+    with pytest.raises(UserError, match="four positive"):
+        build_model("unet-mobilenetv2", (64, 32), 0.35, decoder_widths=[32, 24, 16])
