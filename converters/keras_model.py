@@ -44,3 +44,34 @@ def model_input_size(model) -> tuple[int, int]:
     if h is None or w is None or c != 3:
         raise UserError(f"model {model.name}: input shape {shape}; expected a fixed (H, W, 3) input")
     return int(w), int(h)
+
+
+# The runtime argmaxes at the model's output size and resizes the mask NEAREST to the frame, so
+# a final bilinear upsampling of the logits only costs time (and a 4x larger output to read
+# and argmax). Up to this factor the upsampling is left out of exported TFLite graphs; a
+# coarser one (LR-ASPP's x8) would show blocks in the mask, and stays in.
+MAX_TRIMMED_UPSAMPLING = 2
+
+
+def final_upsampling(model) -> int:
+    """The factor of the model's last layer when it is a bilinear UpSampling2D (also inside a
+    tfmot quantize wrapper), else 1."""
+    last = model.layers[-1]
+    layer = getattr(last, "layer", last)
+    if type(layer).__name__ != "UpSampling2D" or getattr(layer, "interpolation", "") != "bilinear":
+        return 1
+    factors = {int(f) for f in layer.size}
+    return factors.pop() if len(factors) == 1 else 1
+
+
+def logits_model(model, full_resolution: bool = False):
+    """(model, output stride): ``model`` without its final bilinear upsampling of the logits
+    when that is at most MAX_TRIMMED_UPSAMPLING, else (or with ``full_resolution``) the model
+    itself at stride 1."""
+    factor = final_upsampling(model)
+    if full_resolution or not 1 < factor <= MAX_TRIMMED_UPSAMPLING:
+        return model, 1
+    import tf_keras as keras
+
+    last = model.layers[-1]
+    return keras.Model(model.inputs, last.input, name=model.name), factor
