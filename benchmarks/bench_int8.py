@@ -12,8 +12,10 @@ XNNPACK (the interpreter's default CPU delegate, as edge_seg.segmenter runs them
   logits at stride 2): ``<model>-int8.tflite`` beside the model when present, else converted
   in memory;
 * **int8 baseline**: the model as bundled before, uint8 input and output and the logits
-  upsampled x2 in the graph (``--baseline FILE``, else ``convert --int8 --io uint8
-  --full-res-logits`` in memory, which reproduces that file byte for byte);
+  upsampled x2 in the graph: ``--baseline FILE`` (the bundled file is in the repository's
+  history, docs/benchmarks.md), else ``convert --int8 --io uint8 --full-res-logits`` in
+  memory, the same graph (its calibration scales can differ from the bundled file's in the
+  last float bit, docs/quantisation.md);
 * **fp32** the same two ways (logits at stride 2, and x2 in the graph);
 * the float Keras model through a compiled ``tf.function`` and ONNX Runtime (CPU execution
   provider) on the tf2onnx export, at the largest thread count only (TensorFlow's thread

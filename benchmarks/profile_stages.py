@@ -353,15 +353,18 @@ def load(args, size):
     model = load_keras_model(Path(args.model))
     if size:
         model = rebuild_at_size(model, size)
+    # the digest of the whole model: a cut of the model without its last upsampling is the
+    # same cut of the whole model, so both profiles share their converted prefixes
+    digest = model_digest(model)
     model, _ = logits_model(model, args.full_res_logits)
-    return model, model_input_size(model)
+    return model, model_input_size(model), digest
 
 
 def run(args) -> dict:
     from edge_seg.train.models import count_macs
 
     threads, size = check_args(args)
-    model, size = load(args, size)
+    model, size, digest = load(args, size)
     stages = find_stages(model)
     if args.stages:
         for s in stages:
@@ -369,7 +372,7 @@ def run(args) -> dict:
         return {"stages": [s.as_dict() for s in stages]}
     header = print_header(threads, size, args.model)
     cal = calibration_frames(args.calibration, size, args.calibration_frames)
-    cache, digest = Path(args.cache), model_digest(model)
+    cache = Path(args.cache)
     graphs = {}
     for i, stage in enumerate(stages):
         print(f"converting prefix {i + 1}/{len(stages)} (.. {stage.output})", file=sys.stderr, flush=True)

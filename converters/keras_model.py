@@ -53,11 +53,23 @@ def model_input_size(model) -> tuple[int, int]:
 MAX_TRIMMED_UPSAMPLING = 2
 
 
+def _is_identity(layer) -> bool:
+    """A linear Activation: the float32 ``logits`` layer train.models ends every model with."""
+    return type(layer).__name__ == "Activation" and getattr(layer.activation, "__name__", "") == "linear"
+
+
+def _final_upsampling_layer(model):
+    """The model's last layer past any identity layers, unwrapped from a tfmot quantize wrapper,
+    and the layer object the graph holds (wrapped or not)."""
+    layers = [layer for layer in model.layers if not _is_identity(getattr(layer, "layer", layer))]
+    last = layers[-1] if layers else model.layers[-1]
+    return getattr(last, "layer", last), last
+
+
 def final_upsampling(model) -> int:
-    """The factor of the model's last layer when it is a bilinear UpSampling2D (also inside a
-    tfmot quantize wrapper), else 1."""
-    last = model.layers[-1]
-    layer = getattr(last, "layer", last)
+    """The factor of the model's final bilinear UpSampling2D (only identity layers after it),
+    else 1."""
+    layer, _ = _final_upsampling_layer(model)
     if type(layer).__name__ != "UpSampling2D" or getattr(layer, "interpolation", "") != "bilinear":
         return 1
     factors = {int(f) for f in layer.size}
@@ -65,13 +77,13 @@ def final_upsampling(model) -> int:
 
 
 def logits_model(model, full_resolution: bool = False):
-    """(model, output stride): ``model`` without its final bilinear upsampling of the logits
-    when that is at most MAX_TRIMMED_UPSAMPLING, else (or with ``full_resolution``) the model
-    itself at stride 1."""
+    """(model, output stride): ``model`` ending before its final bilinear upsampling of the
+    logits when that is at most MAX_TRIMMED_UPSAMPLING, else (or with ``full_resolution``) the
+    model itself at stride 1."""
     factor = final_upsampling(model)
     if full_resolution or not 1 < factor <= MAX_TRIMMED_UPSAMPLING:
         return model, 1
     import tf_keras as keras
 
-    last = model.layers[-1]
-    return keras.Model(model.inputs, last.input, name=model.name), factor
+    _, held = _final_upsampling_layer(model)
+    return keras.Model(model.inputs, held.input, name=model.name), factor

@@ -232,8 +232,8 @@ def test_io_types(tiny_keras, manifest, tmp_path, io):
 # ------------------------------------------------------------------ int8 I/O, logits at stride 2
 
 def strided_model(size=SIZE):
-    """The reference U-Net's ending in small: a 1x1 head at stride 2, then the logits upsampled
-    x2 (bilinear) to the input size."""
+    """The reference U-Net's ending in small (train.models): a 1x1 head at stride 2, the logits
+    upsampled x2 (bilinear) to the input size, the float32 ``logits`` identity."""
     import tf_keras as keras
     L = keras.layers
     inp = keras.Input((size[1], size[0], 3), name="image")
@@ -244,6 +244,7 @@ def strided_model(size=SIZE):
     x = L.ReLU(6.0, name="r2")(x)
     x = L.Conv2D(labels.NUM_CATEGORIES, 1, name="head")(x)
     x = L.UpSampling2D(2, interpolation="bilinear", name="head_up")(x)
+    x = L.Activation("linear", dtype="float32", name="logits")(x)
     return keras.Model(inp, x, name="strided")
 
 
