@@ -21,7 +21,7 @@ from edge_seg.errors import UserError
 from edge_seg.backends.metadata import read_meta
 from edge_seg.overlay import Overlay
 from edge_seg.preprocess import (NORMALIZATION, bgr_to_model_rgb, normalize, quantize_input, resize_image,
-                                 upsample_mask)
+                                 upsample_logits, upsample_mask)
 
 
 @dataclass
@@ -180,11 +180,21 @@ class Segmenter:
         """argmax over categories, straight on the integer logits (dequantising is monotonic)."""
         return argmax_categories(logits[0])
 
+    def frame_mask(self, logits: np.ndarray, model_mask: np.ndarray, frame_shape) -> np.ndarray:
+        """The mask at the frame's size. Logits smaller than the input (a stride-2 output) are
+        upsampled bilinearly to the input size and argmaxed there first: the stride-2 mask
+        resized NEAREST loses 0.3 point of mIoU(7) more on CamVid drive-val
+        (docs/quantisation.md)."""
+        if self.output_size != self.input_size:
+            model_mask = argmax_categories(upsample_logits(logits[0], self.input_size))
+        return upsample_mask(model_mask, frame_shape)
+
     # -- convenience ---------------------------------------------------------------
     def predict_mask(self, frame_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(mask at the model's output size, mask at the frame's size), uint8 catIds."""
-        model_mask = self.postprocess(self.infer(self.preprocess(frame_bgr)))
-        return model_mask, upsample_mask(model_mask, frame_bgr.shape)
+        logits = self.infer(self.preprocess(frame_bgr))
+        model_mask = self.postprocess(logits)
+        return model_mask, self.frame_mask(logits, model_mask, frame_bgr.shape)
 
     def __call__(self, frame_bgr: np.ndarray) -> Result:
         t0 = time.perf_counter()
@@ -193,7 +203,7 @@ class Segmenter:
         logits = self.infer(tensor)
         t2 = time.perf_counter()
         model_mask = self.postprocess(logits)
-        mask = upsample_mask(model_mask, frame_bgr.shape)
+        mask = self.frame_mask(logits, model_mask, frame_bgr.shape)
         t3 = time.perf_counter()
         overlay = self.overlay.render(frame_bgr, mask)
         t4 = time.perf_counter()

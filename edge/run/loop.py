@@ -72,7 +72,6 @@ class Renderer:
         return hud_lines(self._fps, self.times.recent(), extra)
 
     def _run(self) -> None:
-        from edge_seg.preprocess import upsample_mask
         try:
             while True:
                 item = self._queue.get()
@@ -81,7 +80,7 @@ class Renderer:
                 frame, logits = item
                 t0 = time.perf_counter()
                 model_mask = self.segmenter.postprocess(logits)
-                mask = upsample_mask(model_mask, frame.image.shape)
+                mask = self.segmenter.frame_mask(logits, model_mask, frame.image.shape)
                 t1 = time.perf_counter()
                 if self.drift is not None:
                     self.drift.offer(self.frames, frame.image, model_mask)
