@@ -45,7 +45,10 @@ def scenes(tmp_path_factory) -> Path:
     return write_scenes(tmp_path_factory.mktemp("scenes"), 10, 3, (128, 64), seed=1)
 
 
-def tiny_model(size=SIZE, extra=None):
+def tiny_model(size=SIZE, extra=None, head_at_stride2: bool = False):
+    """A stride-2 conv, a depthwise conv, x2 bilinear upsampling and a 1x1 head; with
+    ``head_at_stride2`` the reference U-Net's ending in small (train.models): the head at
+    stride 2, the logits upsampled x2 to the input size, the float32 ``logits`` identity."""
     import tf_keras as keras
     L = keras.layers
     inp = keras.Input((size[1], size[0], 3), name="image")
@@ -56,18 +59,27 @@ def tiny_model(size=SIZE, extra=None):
     x = L.ReLU(6.0, name="r2")(x)
     if extra is not None:
         x = extra(x)
+    if head_at_stride2:
+        x = L.Conv2D(labels.NUM_CATEGORIES, 1, name="head")(x)
+        x = L.UpSampling2D(2, interpolation="bilinear", name="head_up")(x)
+        x = L.Activation("linear", dtype="float32", name="logits")(x)
+        return keras.Model(inp, x, name="strided")
     x = L.UpSampling2D(2, interpolation="bilinear", name="up")(x)
     x = L.Conv2D(labels.NUM_CATEGORIES, 1, name="head")(x)
     return keras.Model(inp, x, name="tiny")
 
 
+def saved_model(tmp_path_factory, name: str, seed: int, **options) -> Path:
+    import tf_keras as keras
+    keras.utils.set_random_seed(seed)
+    path = tmp_path_factory.mktemp(name) / f"{name}.keras"
+    tiny_model(**options).save(path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def tiny_keras(tmp_path_factory) -> Path:
-    import tf_keras as keras
-    keras.utils.set_random_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    tiny_model().save(path)
-    return path
+    return saved_model(tmp_path_factory, "tiny", 0)
 
 
 @pytest.fixture(scope="module")
@@ -231,30 +243,9 @@ def test_io_types(tiny_keras, manifest, tmp_path, io):
 
 # ------------------------------------------------------------------ int8 I/O, logits at stride 2
 
-def strided_model(size=SIZE):
-    """The reference U-Net's ending in small (train.models): a 1x1 head at stride 2, the logits
-    upsampled x2 (bilinear) to the input size, the float32 ``logits`` identity."""
-    import tf_keras as keras
-    L = keras.layers
-    inp = keras.Input((size[1], size[0], 3), name="image")
-    x = L.Conv2D(16, 3, strides=2, padding="same", use_bias=False, name="c1")(inp)
-    x = L.BatchNormalization(name="bn1")(x)
-    x = L.ReLU(6.0, name="r1")(x)
-    x = L.DepthwiseConv2D(3, padding="same", name="dw")(x)
-    x = L.ReLU(6.0, name="r2")(x)
-    x = L.Conv2D(labels.NUM_CATEGORIES, 1, name="head")(x)
-    x = L.UpSampling2D(2, interpolation="bilinear", name="head_up")(x)
-    x = L.Activation("linear", dtype="float32", name="logits")(x)
-    return keras.Model(inp, x, name="strided")
-
-
 @pytest.fixture(scope="module")
 def strided_keras(tmp_path_factory) -> Path:
-    import tf_keras as keras
-    keras.utils.set_random_seed(3)
-    path = tmp_path_factory.mktemp("strided") / "strided.keras"
-    strided_model().save(path)
-    return path
+    return saved_model(tmp_path_factory, "strided", 3, head_at_stride2=True)
 
 
 @pytest.fixture(scope="module")
