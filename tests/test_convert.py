@@ -338,6 +338,16 @@ def test_a_stride2_model_runs_through_segmenter_drift_and_eval(strided, scenes):
         assert abs(got["miou7"] - ref["miou7"]) < 0.1 or np.isnan(ref["miou7"])
 
 
+def test_qat_export_also_ends_at_stride_2(strided_keras, manifest, tmp_path):
+    """The fine-tuned model's layers are tfmot wrappers: the upsampling is found inside them."""
+    from edge_seg.backends.metadata import read_meta
+    from edge_seg.converters.tflite_export import export
+    (path,) = export(strided_keras, ["qat-int8"], tmp_path, str(manifest), qat_steps=2, log=lambda m: None)
+    meta = read_meta(path)
+    assert meta["output_stride"] == 2 and meta["input"]["dtype"] == "int8"
+    assert meta["output"]["shape"] == [1, SIZE[1] // 2, SIZE[0] // 2, labels.NUM_CATEGORIES]
+
+
 def test_full_res_logits_applies_to_tflite_formats_only(strided_keras):
     res = edge_seg("convert", str(strided_keras), "--onnx", "--full-res-logits")
     assert res.returncode == 2
