@@ -14,7 +14,7 @@ from edge_seg.io.sources import Frame
 from edge_seg.labels import CATEGORIES
 from edge_seg.overlay import Overlay
 from edge_seg.run.loop import STAGES, Renderer
-from edge_seg.segmenter import Segmenter
+from edge_seg.segmenter import decode_logits
 from edge_seg.serve.server import FrameHub
 from edge_seg.timing import StageTimes
 
@@ -62,7 +62,9 @@ def reference_overlay(image, logits, alpha=0.5):
 
 def run_renderer(items, overlay, **outputs):
     times = StageTimes(STAGES)
-    renderer = Renderer(SimpleNamespace(postprocess=Segmenter.postprocess), overlay, times, **outputs)
+    # a segmenter whose input size is its logits' size
+    segmenter = SimpleNamespace(postprocess=lambda logits: decode_logits(logits, logits.shape[2:0:-1]))
+    renderer = Renderer(segmenter, overlay, times, **outputs)
     for frame, logits in items:
         renderer.submit(frame, logits)
     renderer.close()
