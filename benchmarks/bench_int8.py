@@ -1,5 +1,5 @@
-"""int8 speed: today's int8 model, the new default int8 and fp32 TFLite, in one run, on the CPU
-named in the header.
+"""int8 speed: the default int8 model, a baseline int8 (uint8 I/O, full-resolution logits)
+and fp32 TFLite, in one run, on the CPU named in the header.
 
     .venv/bin/python benchmarks/bench_int8.py [--model models/unet-mobilenetv2-camvid-idd.keras]
         [--threads 1,2] [--baseline FILE.tflite] [--rounds 7] [--block 10] [--pause 0.2]
