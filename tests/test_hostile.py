@@ -15,6 +15,7 @@ import socket
 import subprocess
 import threading
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -88,6 +89,14 @@ def evaluation_only_cityscapes(tmp: Path) -> None:
         shutil.rmtree(root / top / "train")
 
 
+def collection_and_foreign_zip(tmp: Path) -> None:
+    """A collection, and a zip that is some other tool's export."""
+    from test_labeling import make_collection
+    make_collection(tmp / "col")
+    with zipfile.ZipFile(tmp / "other.zip", "w") as z:
+        z.writestr("annotations/instances_default.json", "{}")
+
+
 CASES = [
     Case("non-UTF-8 image name as --source: read from its bytes",
          ["run", "--source", f"{BAD}.png"], EXIT_OK, "stopped by end of source",
@@ -131,6 +140,13 @@ CASES = [
     Case("data check on an evaluation-only Cityscapes folder says what its val/ is",
          ["data", "check", "cs"], 1, "'test' is the official val/ folder: to check only test, "
          "pass --splits test", setup=evaluation_only_cityscapes),
+    Case("data export of a missing collection: one line",
+         ["data", "export", "nope", "--format", "cvat", "-o", "out"], EXIT_USAGE,
+         "nope: collection folder not found"),
+    Case("data import of a zip that is not CVAT's: one line, nothing written",
+         ["data", "import", "col", "other.zip", "-o", "lab", "--format", "cvat"], EXIT_USAGE,
+         "other.zip: not a CVAT 'Segmentation mask 1.1' export (no labelmap.txt)",
+         setup=collection_and_foreign_zip),
 ]
 
 

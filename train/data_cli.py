@@ -1,4 +1,5 @@
-"""`edge-seg data check` and `edge-seg data preview`: see a dataset before training on it."""
+"""`edge-seg data check` and `edge-seg data preview`: see a dataset before training on it;
+`edge-seg data export` and `data import`: collected frames through a labelling tool."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -10,6 +11,8 @@ import numpy as np
 from edge_seg import labels
 from edge_seg import log as logs
 from edge_seg.errors import UserError
+
+from . import labeling
 
 FORMAT_CHOICE = click.Choice(["auto", "cityscapes", "camvid", "folder"])
 TRAINING_SPLITS = ("train", "val")
@@ -70,6 +73,8 @@ def check(root, fmt, limit, splits, **folder):
     wanted = _wanted_splits(splits) if splits else list(TRAINING_SPLITS)
     layout = scan(root, fmt, **folder)
     click.echo(f"{root}: {layout.fmt} dataset")
+    if layout.fmt == "folder" and (root / "meta").is_dir():
+        click.echo(labeling.summary(labeling.read_collection(root)))
     problems = _missing_splits(root, fmt, layout, wanted, folder)
     read = wanted if splits else list(layout.splits)
     problems += [f"image without mask: {p}" for p in layout.orphan_images]
@@ -229,3 +234,42 @@ def _legend(width: int) -> np.ndarray:
         cv2.rectangle(bar, (x + 4, 6), (x + 20, 22), tuple(int(v) for v in colour), -1)
         cv2.putText(bar, c.name, (x + 24, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
     return bar
+
+
+def labeling_options(output_help: str):
+    """--format (from the one table of labelling tools), -o and --overwrite."""
+    tools = ", ".join(f"{name} ({tool.title})" for name, tool in labeling.FORMATS.items())
+
+    def wrap(f):
+        f = click.option("--overwrite", is_flag=True, help="replace the contents of a non-empty -o folder")(f)
+        f = click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help=output_help)(f)
+        return click.option("--format", "fmt", type=click.Choice(list(labeling.FORMATS)), required=True,
+                            help=f"the labelling tool: {tools}")(f)
+    return wrap
+
+
+@data.command("export")
+@click.argument("collection", type=click.Path(path_type=Path))
+@labeling_options("folder to write: the images to upload and the tool's import files")
+@click.option("--image-url", default="", metavar="PREFIX",
+              help="labelstudio: where the tasks find the images, PREFIX<stem>.png "
+                   "[default: Label Studio's local files, /data/local-files/?d=OUT/images/]")
+def export(collection, fmt, output, image_url, overwrite):
+    """Write the frames of a collection (`edge-seg run --collect COLLECTION`) with the
+    model's masks as pre-labels, for CVAT or Label Studio; prints what to do in the tool.
+    The collection is only read."""
+    how_to = labeling.export_collection(collection, output, fmt, overwrite, image_url)
+    click.echo(f"wrote {output}\n\n{how_to}")
+
+
+@data.command("import")
+@click.argument("collection", type=click.Path(path_type=Path))
+@click.argument("annotations", type=click.Path(path_type=Path))
+@labeling_options("the folder dataset to write (new; the collection is never rewritten)")
+def import_(collection, annotations, fmt, output, overwrite):
+    """Bring corrected labels back from the tool's export ANNOTATIONS (CVAT: its
+    'Segmentation mask 1.1' zip; Label Studio: its JSON export): a new folder dataset of the
+    frames it labels (images, masks as category ids, pixels left unlabelled 255 = ignore,
+    each frame's record marked labelled), ready for `edge-seg data check` and training."""
+    count = labeling.import_annotations(collection, annotations, output, fmt, overwrite)
+    click.echo(f"wrote {output}: {count} labelled frame(s) of {collection}")
