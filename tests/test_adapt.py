@@ -21,8 +21,8 @@ def write_labelled(root: Path, n: int, labelled: bool = True, size=(128, 64), or
     """A labelled folder in the collection layout (images/, masks/ catIds, mapping.json,
     meta/), its frames written in ``order`` (default: shuffled) so that nothing but the stems
     can give the capture order; the stems in capture order."""
-    from edge_seg.labels import CATEGORY_NAMES, IGNORE
     from edge_seg.scenes.clip import render_scene
+    from edge_seg.train.labeling import mapping_json
 
     stems = [f"{STAMP}-{i:07d}" for i in range(n)]
     order = order if order is not None else list(np.random.default_rng(7).permutation(n))
@@ -34,8 +34,7 @@ def write_labelled(root: Path, n: int, labelled: bool = True, size=(128, 64), or
         cv2.imwrite(str(root / "masks" / f"{stems[i]}.png"), scene.categories)
         (root / "meta" / f"{stems[i]}.json").write_text(json.dumps(
             {"stem": stems[i], "frame_index": int(i), "labelled": labelled}))
-    mapping = {**{str(k): name for k, name in enumerate(CATEGORY_NAMES)}, str(IGNORE): "ignore"}
-    (root / "mapping.json").write_text(json.dumps(mapping))
+    (root / "mapping.json").write_text(json.dumps(mapping_json()))
     return stems
 
 
@@ -104,7 +103,7 @@ def test_a_failed_run_leaves_no_output(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("case, args, message", [
-    ("empty", [], "not a labelled folder"),
+    ("empty", [], "not a collection folder"),
     ("collected", [], "pre-labels"),
     ("one", [], "too few"),
     ("one", ["--new-weight", "0"], "--new-weight"),

@@ -82,37 +82,25 @@ class AdaptOptions:
 
 # ------------------------------------------------------------------ the new frames
 
-def is_labelled(root: Path, stem: str) -> bool:
-    """A frame with meta/<stem>.json is labelled when that says so (a collection's pre-label
-    is the model's own guess, not ground truth); one without meta is a plain folder dataset's."""
-    meta = root / "meta" / f"{stem}.json"
-    if not meta.is_file():
-        return True
-    try:
-        return json.loads(meta.read_text()).get("labelled") is True
-    except (OSError, ValueError) as e:
-        raise UserError(f"{meta}: unreadable frame metadata ({e})") from None
-
-
 def labelled_frames(root: Path) -> list:
-    """The labelled frames of a collection folder (images/ + masks/ + mapping.json), in capture
-    order (their stems sort in it)."""
-    from .datasets import scan
+    """The labelled frames of a folder written by `edge-seg data import` (a collection's
+    layout, every frame's record marked labelled), in capture order. A collection's own
+    masks are the model's pre-labels, its guesses, never trained on."""
+    from edge_seg.mapping import find_mapping, read_mapping
 
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"{root}: labelled folder not found")
-    if not ((root / "images").is_dir() and (root / "masks").is_dir()):
-        raise UserError(f"{root}: not a labelled folder (images/ + masks/ + mapping.json, as "
-                        "'edge-seg data import' writes it)")
-    layout = scan(root, "folder", val_fraction=0.0)
-    samples = sorted((s for split in layout.splits.values() for s in split), key=lambda s: s.name)
-    kept = [s for s in samples if is_labelled(root, s.name)]
+    from .datasets import Sample
+    from .labeling import read_collection
+
+    frames = read_collection(root)
+    kept = [f for f in frames if f.meta.get("labelled") is True]
     if not kept:
-        why = (f"its {len(samples)} masks are pre-labels (meta 'labelled': false); correct them and "
-               "'edge-seg data import' them first") if samples else "no image has a mask of the same name"
-        raise UserError(f"{root}: no labelled frames ({why})")
-    return kept
+        raise UserError(f"{root}: no labelled frames (its {len(frames)} masks are pre-labels, the "
+                        "model's guesses); label them and bring them back with 'edge-seg data import'")
+    mapping = find_mapping(Path(root))
+    if mapping is None:
+        raise UserError(f"{root}: no mapping.json (mask value -> category) beside images/ and masks/")
+    pairs = read_mapping(mapping)
+    return [Sample(f.image, f.mask, f.stem, "folder", mapping=pairs) for f in kept]
 
 
 def split_holdout(samples: list, fraction: float) -> tuple[list, list]:
