@@ -75,6 +75,15 @@ def test_too_few_frames_for_the_holdout(tmp_path):
         split_holdout(labelled_frames(tmp_path / "street"), 0.2)
 
 
+def test_encoder_blocks_by_layer_name():
+    """--freeze-blocks N reaches MobileNetV2's stem and blocks below N, never the decoder."""
+    from edge_seg.train.adapt import block_of
+
+    assert [block_of(n) for n in ("Conv1", "bn_Conv1", "expanded_conv_project_BN", "block_2_add",
+                                  "block_12_depthwise", "dec16_a_dw", "head", "block_x")] == \
+        [0, 0, 0, 2, 12, None, None, None]
+
+
 def test_a_failed_run_leaves_no_output(tmp_path, monkeypatch):
     """The run folder appears complete or not at all: a failure after training started
     removes everything written under the temporary name."""

@@ -62,10 +62,10 @@ class AdaptOptions:
     out: Path
     model: Path
     base_data: tuple = DEFAULT_BASE
-    new_weight: float = 0.4
+    new_weight: float = 0.3
     holdout: float = 0.2
     steps: int = 200
-    lr: float = 2e-4
+    lr: float = 1e-4
     warmup_steps: int = 20
     batch: int = 8
     crop: tuple | None = None
@@ -157,14 +157,14 @@ def freeze(model, bn: bool, blocks: int) -> list[str]:
     return frozen
 
 
-def train_config(opts: AdaptOptions, run_dir: Path, size):
+def train_config(opts: AdaptOptions, run_dir: Path, size, crop):
     from .trainer import TrainConfig
 
     share = (1.0 - opts.new_weight) / len(opts.base_data)
     return TrainConfig(
         data=[str(opts.labelled), *map(str, opts.base_data)], data_weights=[opts.new_weight] + [share] * len(opts.base_data),
         train_split=opts.base_split, val_split="holdout", format="auto", arch="parent", alpha=None,
-        input_size=tuple(size), crop=tuple(opts.crop) if opts.crop else None, epochs=1, batch=opts.batch,
+        input_size=tuple(size), crop=None if tuple(crop) == tuple(size) else tuple(crop), epochs=1, batch=opts.batch,
         lr=opts.lr, warmup_epochs=opts.warmup_steps / opts.steps, loss="ce+dice",
         class_weights="sqrt-median-freq", max_class_weight=5.0, seed=opts.seed, run_dir=str(run_dir),
         steps_per_epoch=opts.steps, patience=None, augment=True, init_from=str(opts.model))
@@ -203,10 +203,10 @@ def train_adapted(opts: AdaptOptions, new_train: list, val: list, run_dir: Path,
     keras.utils.set_random_seed(opts.seed)
     model = load_keras_model(opts.model)
     size = model_input_size(model)
-    crop = check_input_size(opts.crop) if opts.crop else size
+    crop = check_input_size(opts.crop) if opts.crop else (min(size), min(size))
     if crop[0] > size[0] or crop[1] > size[1]:
         raise UserError(f"--crop {crop[0]}x{crop[1]} is larger than the model's input {size[0]}x{size[1]}")
-    cfg = train_config(opts, run_dir, size)
+    cfg = train_config(opts, run_dir, size, crop)
     data = run_data(cfg, opts, new_train, val)
     run_dir.mkdir(parents=True)
     strategy = make_strategy("none")
@@ -537,16 +537,18 @@ Example (a collection labelled in CVAT and imported, then adapted):
 @click.option("--base-split", default="drive-train", show_default=True, help="split of --base-data to train on")
 @click.option("--eval-split", default="val", show_default=True,
               help="split of --base-data the card scores parent and adapted model on")
-@click.option("--new-weight", type=float, default=0.4, show_default=True,
+@click.option("--new-weight", type=float, default=0.3, show_default=True,
               help="share of training frames drawn from the new frames (the rest: --base-data, equally)")
 @click.option("--holdout", type=float, default=0.2, show_default=True,
               help="last fraction of the labelled frames (in time order) kept out of training, scored in the card")
 @click.option("--steps", type=int, default=200, show_default=True)
 @click.option("--batch", type=int, default=8, show_default=True)
-@click.option("--lr", type=float, default=2e-4, show_default=True, help="peak learning rate (AdamW)")
+@click.option("--lr", type=float, default=1e-4, show_default=True, help="peak learning rate (AdamW)")
 @click.option("--warmup-steps", type=int, default=20, show_default=True)
 @click.option("--crop", default=None, metavar="WxH", callback=_size,
-              help="train on WxH windows of the frames (cheaper steps) [default: whole frames]")
+              help="train on WxH windows of the frames; the model's input size trains on whole "
+                   "frames [default: HxH squares of the input's height, 256x256 at 512x256: half "
+                   "the cost of a whole frame]")
 @click.option("--freeze-bn/--train-bn", default=True, show_default=True,
               help="keep the parent's BatchNorm statistics and scales")
 @click.option("--freeze-blocks", type=int, default=0, show_default=True,

@@ -59,7 +59,7 @@ def collect(out: Path, every: int) -> Path:
     from edge_seg.segmenter import Segmenter
     from edge_seg.train.labeling import mapping_json
 
-    root = out / "collection"
+    root = out / f"collection-every{every}"
     if (root / "mapping.json").is_file():
         return root
     seg = Segmenter(PARENT_INT8, threads=2)
@@ -80,9 +80,10 @@ def collect(out: Path, every: int) -> Path:
 
 
 def prepare(out: Path, n: int, every: int) -> tuple[Path, Path]:
-    """OUT/labelled-N: the first N collected frames labelled with CamVid's ground truth, through
-    CVAT's export format and `edge-seg data import`; OUT/rest-N: the drive's other frames, as
-    a folder dataset of split test (the frames scored)."""
+    """OUT/labelled-N-everyK: the first N frames collected (one in ``every``) labelled with
+    CamVid's ground truth, through CVAT's export format and `edge-seg data import`;
+    OUT/rest-N-everyK: the drive's other frames, as a folder dataset of split test (the
+    frames scored)."""
     from edge_seg.train.datasets import read_mask
     from edge_seg.train.labeling import mapping_json, write_cvat_annotations
 
@@ -92,9 +93,9 @@ def prepare(out: Path, n: int, every: int) -> tuple[Path, Path]:
     if n > len(metas):
         raise SystemExit(f"error: --n {n}: only {len(metas)} frames collected (every {every})")
     chosen = {m["stem"]: by_name[m["source_name"]] for m in metas[:n]}
-    labelled, rest = out / f"labelled-{n}", out / f"rest-{n}"
+    labelled, rest = out / f"labelled-{n}-every{every}", out / f"rest-{n}-every{every}"
     if not labelled.exists():
-        annotations = out / f"cvat-{n}.zip"  # what CVAT exports once the labeller is done
+        annotations = out / f"cvat-{n}-every{every}.zip"  # what CVAT exports once the labeller is done
         write_cvat_annotations({stem: read_mask(s) for stem, s in chosen.items()}, annotations)
         subprocess.run([str(EDGE_SEG), "data", "import", str(collection), str(annotations), "--format",
                         "cvat", "-o", str(labelled)], check=True)
@@ -130,10 +131,10 @@ def rest_scores(run: Path, rest: Path) -> dict:
                                               run / card["files"]["adapted_int8"]["file"], es))}
 
 
-def row(n: int, run: Path, rest: Path, seconds: float) -> dict:
+def row(n: int, every: int, run: Path, rest: Path, seconds: float) -> dict:
     card = json.loads((run / "adapt.json").read_text())
     sets = {"rest of 0006R0": rest_scores(run, rest), **{s["set"]: s for s in card["scores"]}}
-    return {"n": n, "adapt_seconds": round(seconds), "adapted_sha256": card["files"]["adapted"]["sha256"],
+    return {"n": n, "every": every, "adapt_seconds": round(seconds), "adapted_sha256": card["files"]["adapted"]["sha256"],
             "adapted_int8_sha256": card["files"]["adapted_int8"]["sha256"], "recipe": card["recipe"],
             "command": card["command"], "frames": {k: v.get("frames") for k, v in sets.items()},
             "sets": {k: {"parent": v["parent"], "adapted": v["adapted"]} for k, v in sets.items()}}
@@ -142,7 +143,7 @@ def row(n: int, run: Path, rest: Path, seconds: float) -> dict:
 def table(rows: list[dict]) -> str:
     """mIoU(7) of parent -> adapted, float (int8), per N and set."""
     names = list(rows[0]["sets"])
-    lines = ["| N | " + " | ".join(f"{s}: parent -> adapted (points)" for s in names) + " | adapt wall |",
+    lines = ["| N (one frame in K collected) | " + " | ".join(f"{s}: parent -> adapted (points)" for s in names) + " | adapt wall |",
              "|---" * (len(names) + 2) + "|"]
     for r in rows:
         cells = []
@@ -151,23 +152,34 @@ def table(rows: list[dict]) -> str:
             cells.append(f"{100 * p['float']['miou7']:.1f} -> {100 * a['float']['miou7']:.1f} "
                          f"({100 * (a['float']['miou7'] - p['float']['miou7']):+.1f}; int8 "
                          f"{100 * (a['int8']['miou7'] - p['int8']['miou7']):+.1f})")
-        lines.append(f"| {r['n']} | " + " | ".join(cells) + f" | {r['adapt_seconds'] / 60:.1f} min |")
+        lines.append(f"| {r['n']} (K {r['every']}) | " + " | ".join(cells) + f" | {r['adapt_seconds'] / 60:.1f} min |")
     return "\n".join(lines) + "\n"
+
+
+def merged(path: Path, rows: list[dict]) -> list[dict]:
+    """``rows`` with those of an earlier (or parallel) run of the script on other N, by N."""
+    old = json.loads(path.read_text()) if path.is_file() else []
+    mine = {(r["n"], r["every"]) for r in rows}
+    return sorted([r for r in old if (r["n"], r["every"]) not in mine] + rows, key=lambda r: (r["every"], r["n"]))
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--n", type=int, action="append", help="labelled frames (repeat)")
-    parser.add_argument("--every", type=int, default=2, help="collect every k-th frame of the drive")
+    parser.add_argument("--every", type=int, default=None,
+                        help="collect one frame in K [default: 101 // N, a collection spread over "
+                             "the whole drive]")
     parser.add_argument("extra", nargs="*", help="options passed on to edge-seg adapt (after --)")
     args = parser.parse_args(argv)
     rows = []
     for n in args.n or [5, 10, 20, 40]:
-        labelled, rest = prepare(args.out, n, args.every)
-        run = args.out / f"run-{n}"
+        every = args.every or len(drive_frames()) // n
+        labelled, rest = prepare(args.out, n, every)
+        run = args.out / f"run-{n}-every{every}"
         seconds = adapt(labelled, run, args.extra)
-        rows.append(row(n, run, rest, seconds))
+        rows.append(row(n, every, run, rest, seconds))
+        rows = merged(args.out / "curve.json", rows)
         atomic_write_json(args.out / "curve.json", rows)
         atomic_write_bytes(args.out / "curve.md", table(rows).encode())
         print(table(rows), flush=True)
