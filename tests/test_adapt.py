@@ -173,8 +173,16 @@ def test_adapt_writes_the_card_and_names_the_parent(tmp_path, tiny_parent):
     assert parent_sha[:12] in card and "tiny-parent.keras" in card and stems[4] in card
 
     int8 = run / "tiny-parent-adapted-int8.tflite"
-    assert read_meta(int8)["parent"] == report["parent"]           # sidecar ...
-    assert read_embedded(int8)["parent"] == report["parent"]       # ... and the copy inside
+    for variant in (int8, run / "tiny-parent-adapted-fp16.tflite"):
+        assert read_meta(variant)["parent"] == report["parent"]      # sidecar ...
+        assert read_embedded(variant)["parent"] == report["parent"]  # ... and the copy inside
+    assert read_meta(int8)["accuracy"]["labelled_set"]["frames"] == 2  # the gate, on the held-out frames
     assert read_meta(int8)["source_model"]["sha256"] == model_sha256(run / "tiny-parent-adapted.keras")
     assert "adapted from tiny-parent.keras " + parent_sha[:12] in Segmenter(int8, threads=1).describe()
     assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+    # the run folder is a set of variants `tune` measures as it is
+    tuned = edge_seg("tune", "--models", run, "--frames", "demo", "--n-frames", "2", "--threads", "1",
+                     "--delegates", "xnnpack", "--seconds", "0.2", "--warmup", "1", "--no-profile",
+                     "--no-progress")
+    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    assert "tiny-parent-adapted-int8.tflite" in tuned.stdout

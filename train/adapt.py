@@ -21,6 +21,8 @@ temporary name and published complete:
     RUN_DIR/<parent>-adapted-int8.tflite (+ .json)  its int8 variant, as `edge-seg convert
                                      --int8` makes it, calibrated on the committed manifest plus
                                      the new training frames; metadata names the parent
+    RUN_DIR/<parent>-adapted-fp16.tflite (+ .json)  the float16 variant (the GPU delegate's,
+                                     and the reference `edge-seg tune --models RUN_DIR` needs)
     RUN_DIR/holdout/                 the held-out frames as a folder dataset (links)
     RUN_DIR/train/                   the training run: config.json, history.csv
 """
@@ -246,20 +248,23 @@ def calibration_sets(opts: AdaptOptions, new_train: list, size):
     return base, Calibration(base.samples + new_train, base.root, base.source, described, base.sha256)
 
 
-def convert_int8(model_path: Path, cal, log) -> Path:
-    """``model_path``'s int8 variant beside it, made as `edge-seg convert --int8` makes it."""
+def convert(model_path: Path, cal, log, variants=("int8",)) -> dict[str, Path]:
+    """``model_path``'s variants beside it, made as `edge-seg convert --int8 --fp16` makes them."""
     from edge_seg import model_formats
     from edge_seg.backends.metadata import file_sha256
     from edge_seg.converters.keras_model import load_keras_model, model_input_size
     from edge_seg.converters.tflite_export import ExportJob, export_tflite
 
-    fmt = model_formats.get("int8")
     model = load_keras_model(model_path)
     size = model_input_size(model)
     job = ExportJob(model_path, file_sha256(model_path), size, cal, model_formats.io_choices()[0], log=log)
-    path = model_path.with_name(fmt.file_name(model_path.stem))
-    export_tflite(job, fmt, model, size, path)
-    return path
+    paths = {}
+    for name in variants:
+        fmt = model_formats.get(name)
+        log(f"converting {model_path.name} -> {name}")
+        paths[name] = model_path.with_name(fmt.file_name(model_path.stem))
+        export_tflite(job, fmt, model, size, paths[name])
+    return paths
 
 
 def name_parent(model_path: Path, parent: dict) -> dict:
@@ -281,7 +286,7 @@ def parent_int8(opts: AdaptOptions, cal, work: Path, log) -> Path:
     (work / "parent").mkdir()
     copy = work / "parent" / opts.model.name
     shutil.copyfile(opts.model, copy)
-    return convert_int8(copy, cal, log)
+    return convert(copy, cal, log)["int8"]
 
 
 # ------------------------------------------------------------------ scores
@@ -485,10 +490,13 @@ def adapt_into(opts: AdaptOptions, work: Path, frames: list, new_train: list, he
     training = train_adapted(opts, new_train, held or new_train, work / "train", adapted)
     size = training["input_size"]
     base_cal, cal = calibration_sets(opts, new_train, size)
-    log(f"converting {adapted.name} -> int8")
-    models = {"parent": opts.model, "adapted": adapted, "adapted_int8": convert_int8(adapted, cal, log)}
+    # fp16 too: the float reference `edge-seg tune --models RUN_DIR` measures agreement against
+    variants = convert(adapted, cal, log, ("int8", "fp16"))
+    models = {"parent": opts.model, "adapted": adapted, "adapted_int8": variants["int8"],
+              "adapted_fp16": variants["fp16"]}
     parent = {"model": opts.model.name, "sha256": model_sha256(opts.model)}
-    name_parent(models["adapted_int8"], parent)
+    for path in variants.values():
+        name_parent(path, parent)
     models["parent_int8"] = parent_int8(opts, base_cal, work, log)
     scores, gate_result = score_sets(eval_sets(opts, holdout_root), models, work)
     violations = check_budgets(gate_result, opts.max_drop)
@@ -496,7 +504,7 @@ def adapt_into(opts: AdaptOptions, work: Path, frames: list, new_train: list, he
     report = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "command": opts.command, "parent": parent,
         "files": {k: {"file": models[k].name, "sha256": model_sha256(models[k]), "bytes": models[k].stat().st_size}
-                  for k in ("adapted", "adapted_int8")},
+                  for k in ("adapted", "adapted_int8", "adapted_fp16")},
         "new_frames": {"folder": str(opts.labelled), "labelled": len(frames), "sha256": frames_sha256(frames),
                        "train": [s.name for s in new_train], "holdout": [s.name for s in held]},
         "recipe": {**{k: v for k, v in asdict(opts).items() if k not in ("labelled", "out", "model", "command",

@@ -126,7 +126,8 @@ def rest_scores(run: Path, rest: Path) -> dict:
 
     card = json.loads((run / "adapt.json").read_text())
     es = EvalSet("rest of 0006R0", rest, "test")
-    return {"parent": scores_of(compare_pair(PARENT, PARENT_INT8, es)),
+    return {"frames": len(list((rest / "images" / "test").iterdir())),
+            "parent": scores_of(compare_pair(PARENT, PARENT_INT8, es)),
             "adapted": scores_of(compare_pair(run / card["files"]["adapted"]["file"],
                                               run / card["files"]["adapted_int8"]["file"], es))}
 
@@ -160,7 +161,7 @@ def merged(path: Path, rows: list[dict]) -> list[dict]:
     """``rows`` with those of an earlier (or parallel) run of the script on other N, by N."""
     old = json.loads(path.read_text()) if path.is_file() else []
     mine = {(r["n"], r["every"]) for r in rows}
-    return sorted([r for r in old if (r["n"], r["every"]) not in mine] + rows, key=lambda r: (r["every"], r["n"]))
+    return sorted([r for r in old if (r["n"], r["every"]) not in mine] + rows, key=lambda r: (r["n"], r["every"]))
 
 
 def main(argv=None) -> None:
