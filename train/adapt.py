@@ -534,7 +534,8 @@ Example (a collection labelled in CVAT and imported, then adapted):
 """
 
 
-@click.command("adapt", epilog=EXAMPLE)
+@click.command("adapt", epilog=EXAMPLE,
+               short_help="Fine-tune the model to your own street.")
 @click.argument("labelled_dir", type=click.Path(path_type=Path))
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True,
               help="run folder to create: the adapted model, its int8 variant, the model card")
