@@ -1,34 +1,43 @@
-"""int8 speed targets, side by side in one run, on the CPU named in the header.
+"""int8 speed: today's int8 model, the new default int8 and fp32 TFLite, in one run, on the CPU
+named in the header.
 
     .venv/bin/python benchmarks/bench_int8.py [--model models/unet-mobilenetv2-camvid-idd.keras]
-        [--threads 2] [--runs 40] [--json out.json] [--markdown out.md]
+        [--threads 1,2] [--baseline FILE.tflite] [--rounds 7] [--block 10] [--pause 0.2]
+        [--json out.json] [--markdown out.md]
 
-Rows, batch 1 at the model's input size, ``--threads`` threads:
+Rows, batch 1 at the model's input size, per ``--threads`` count, all through LiteRT with
+XNNPACK (the interpreter's default CPU delegate, as edge_seg.segmenter runs them):
 
-* int8 TFLite (full-integer, uint8 I/O) and fp32 TFLite through LiteRT with XNNPACK (the
-  interpreter's default CPU delegate, as edge_seg.segmenter runs them). Uses
-  ``<model>-int8.tflite`` / ``-fp32.tflite`` beside the model when present, else converts
-  in memory (int8 calibrated with the committed CamVid manifest when the data is there,
-  else on random frames: speed does not depend on calibration);
-* the float Keras model called through a compiled ``tf.function`` (graph mode);
-* ONNX Runtime (CPU execution provider) on the same float model exported with tf2onnx
-  (converters.onnx_export), the alternative a user might pick;
-* the CPU's practical int8 peak: a large int8 model of stacked 1x1 convolutions
-  (``--peak-layers`` x 512->512 channels on 64x64) through the same LiteRT runtime,
-  reported in GMAC/s; the model's own int8 GMAC/s over it is the fraction of peak.
+* **int8 default**: what ``edge-seg convert --int8`` makes now (int8 input and output, the
+  logits at stride 2): ``<model>-int8.tflite`` beside the model when present, else converted
+  in memory;
+* **int8 baseline**: the model as bundled before, uint8 input and output and the logits
+  upsampled x2 in the graph: ``--baseline FILE`` (the bundled file is in the repository's
+  history, docs/benchmarks.md), else ``convert --int8 --io uint8 --full-res-logits`` in
+  memory, the same graph (its calibration scales can differ from the bundled file's in the
+  last float bit, docs/quantisation.md);
+* **fp32** the same two ways (logits at stride 2, and x2 in the graph);
+* the float Keras model through a compiled ``tf.function`` and ONNX Runtime (CPU execution
+  provider) on the tf2onnx export, at the largest thread count only (TensorFlow's thread
+  pool is set once per process);
+* the CPU's practical int8 and fp32 GEMM peaks: stacked 1x1 convolutions (``--peak-layers``
+  x 512->512 channels on 64x64), in GMAC/s; the model's own int8 GMAC/s over the int8 one is
+  the fraction of peak.
 
-Measurements are interleaved (round-robin, ``--rounds`` rounds) so a noisy neighbour
-hurts every row alike. Targets: int8 >= 2.5x faster than fp32 TFLite, >= 4x faster than
-the Keras tf.function.
+Every row is timed in short blocks, the rows shuffled each round with a pause between blocks
+(benchmarks/blocks.py), never one invocation per row in turn. Converted in memory, int8 is
+calibrated on the committed CamVid manifest when the data is there, else on random frames
+(speed does not depend on calibration; the baseline then is not the bundled file).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from edge_seg.train.tf_env import use_legacy_keras  # noqa: E402
@@ -84,41 +93,6 @@ def peak_model(threads: int, layers: int = 4, channels: int = 512, hw: int = 64)
             layers * hw * hw * channels * channels)
 
 
-def get_tflite(model, model_path, variant, size):
-    from edge_seg.converters.tflite_export import convert, representative_dataset
-
-    path = Path(model_path).with_name(f"{Path(model_path).stem}-{variant}.tflite") if model_path else None
-    if path is not None and path.is_file():
-        return path.read_bytes(), str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
-    if variant == "fp32":
-        return convert(model, "fp32"), "converted in memory"
-    manifest = REPO / "calibration" / "camvid-drive-train.json"
-    rep, how = None, "int8 calibrated on random frames"
-    try:
-        from edge_seg.converters.tflite_export import resolve_calibration
-        cal = resolve_calibration(manifest, size)
-        rep, how = representative_dataset(cal.samples[:50], size), "int8 calibrated on 50 CamVid frames"
-    except Exception:  # noqa: BLE001 -- no data here: speed does not depend on calibration
-        def rep():
-            rng = np.random.default_rng(0)
-            for _ in range(8):
-                yield [rng.uniform(-1, 1, (1, size[1], size[0], 3)).astype(np.float32)]
-    return convert(model, "int8", rep), f"converted in memory ({how})"
-
-
-def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=str(DEFAULT_MODEL))
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--runs", type=int, default=40, help="timed runs per row (split over the rounds)")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--peak-layers", type=int, default=4)
-    ap.add_argument("--no-onnx", action="store_true")
-    ap.add_argument("--json", default=None)
-    ap.add_argument("--markdown", default=None)
-    return ap.parse_args(argv)
-
-
 def load_model(path: Path):
     """(Keras model, its file or None, how the tables name it)."""
     import tf_keras as keras
@@ -127,7 +101,7 @@ def load_model(path: Path):
     from edge_seg.train.models import build_model
 
     if path.is_file():
-        return load_keras_model(path), path, str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+        return load_keras_model(path), path, _rel(path)
     keras.utils.set_random_seed(0)
     return (build_model("unet-mobilenetv2", (512, 256)), None,
             "unet-mobilenetv2 default alpha, random init (reference model not found)")
@@ -147,130 +121,202 @@ def onnx_row(model, x, threads: int):
         return None
 
 
-def build_rows(args, model, model_path, size) -> tuple[dict, int]:
-    """({row name: (run, file size, note)}, MACs of the peak probe)."""
-    import tensorflow as tf
+MANIFEST = REPO / "calibration" / "camvid-drive-train.json"
 
+
+def calibration(size):
+    """(representative dataset, how it was calibrated): the committed manifest's frames, as
+    convert uses them, where the data is present, else random frames."""
+    from edge_seg.converters.tflite_export import representative_dataset, resolve_calibration
+    from edge_seg.errors import UserError
+
+    try:
+        cal = resolve_calibration(MANIFEST, size)
+    except UserError:
+        def rep():
+            rng = np.random.default_rng(0)
+            for _ in range(8):
+                yield [rng.uniform(-1, 1, (1, size[1], size[0], 3)).astype(np.float32)]
+        return rep, "calibrated on random frames"
+    return representative_dataset(cal.samples, size), f"calibrated on {MANIFEST.name}"
+
+
+def model_bytes(path: Path) -> tuple[bytes, str]:
+    from edge_seg.backends.metadata import model_sha256
+    return path.read_bytes(), f"{_rel(path)} (sha256 {model_sha256(path)[:12]})"
+
+
+def _rel(path: Path) -> str:
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+
+
+def tflite_rows(args, model, model_path, size) -> dict:
+    """{row: (content, note)}: the int8 default, the int8 baseline, fp32 both ways."""
+    from edge_seg.backends.embedded import original_bytes
+    from edge_seg.converters.keras_model import logits_model
+    from edge_seg.converters.tflite_export import convert
+
+    stride2, _ = logits_model(model)
+    rep, how = None, ""
+    beside = Path(model_path).with_name(f"{Path(model_path).stem}-int8.tflite") if model_path else None
     rows = {}
-    fp32, fp32_src = get_tflite(model, model_path, "fp32", size)
-    int8, int8_src = get_tflite(model, model_path, "int8", size)
-    rows["int8 TFLite (XNNPACK)"] = (litert_runner(int8, args.threads), len(int8), int8_src)
-    rows["fp32 TFLite (XNNPACK)"] = (litert_runner(fp32, args.threads), len(fp32), fp32_src)
-
-    x = np.random.default_rng(0).uniform(-1, 1, (1, size[1], size[0], 3)).astype(np.float32)
-    call = tf.function(lambda t: model(t, training=False))
-    xt = tf.constant(x)
-    rows["float Keras, tf.function"] = (lambda: call(xt).numpy(), None, "graph mode")
-    onnx = None if args.no_onnx else onnx_row(model, x, args.threads)
-    if onnx:
-        rows["float ONNX Runtime (CPU EP)"] = onnx
-
-    peak_run, fp32_peak_run, peak_macs = peak_model(args.threads, args.peak_layers)
-    rows["int8 peak probe (1x1 conv)"] = (peak_run, None, f"{args.peak_layers} x 512->512 1x1 conv at 64x64")
-    rows["fp32 peak probe (1x1 conv)"] = (fp32_peak_run, None, "the same stack in fp32")
-    return rows, peak_macs
-
-
-def time_rows(rows: dict, runs: int, rounds: int) -> dict:
-    """ms per call of every row, interleaved round-robin so a noisy neighbour hurts all alike."""
-    times = {k: [] for k in rows}
-    for fn, _, _ in rows.values():
-        for _ in range(3):
-            fn()  # warm-up (graph tracing, XNNPACK packing)
-    per_round = max(1, runs // rounds)
-    for _ in range(rounds):
-        for k, (fn, _, _) in rows.items():
-            for _ in range(per_round):
-                t = time.perf_counter()
-                fn()
-                times[k].append((time.perf_counter() - t) * 1e3)
-    return times
+    if beside is not None and beside.is_file():
+        rows["int8 default"] = model_bytes(beside)
+    else:
+        rep, how = calibration(size)
+        rows["int8 default"] = (convert(stride2, "int8", rep), f"converted in memory, {how}")
+    if args.baseline:
+        rows["int8 baseline"] = model_bytes(Path(args.baseline))
+    else:
+        if rep is None:
+            rep, how = calibration(size)
+        content = convert(model, "int8", rep, io="uint8")
+        sha = hashlib.sha256(original_bytes(content)).hexdigest()[:12]
+        rows["int8 baseline"] = (content, f"convert --io uint8 --full-res-logits in memory, {how} "
+                                          f"(sha256 {sha})")
+    rows["fp32 default"] = (convert(stride2, "fp32"), "converted in memory, logits at stride 2")
+    rows["fp32 full-res"] = (convert(model, "fp32"), "converted in memory, logits x2 in the graph")
+    return rows
 
 
-def summarize(times: dict, rows: dict, macs: int, peak_macs: int) -> dict:
-    p50 = {k: float(np.percentile(v, 50)) for k, v in times.items()}
-    best = {k: float(np.min(v)) for k, v in times.items()}
-    int8_ms = p50["int8 TFLite (XNNPACK)"]
-    peak_gmacs = peak_macs / (p50["int8 peak probe (1x1 conv)"] / 1e3) / 1e9
-    model_gmacs = macs / (int8_ms / 1e3) / 1e9
-    result = {
-        "min_based": {"speedup_int8_vs_fp32_tflite": best["fp32 TFLite (XNNPACK)"] / best["int8 TFLite (XNNPACK)"],
-                      "speedup_int8_vs_keras": best["float Keras, tf.function"] / best["int8 TFLite (XNNPACK)"],
-                      "peak_gmacs": peak_macs / (best["int8 peak probe (1x1 conv)"] / 1e3) / 1e9,
-                      "model_int8_gmacs": macs / (best["int8 TFLite (XNNPACK)"] / 1e3) / 1e9},
-        "macs": macs, "rows": [], "peak_gmacs": peak_gmacs, "model_int8_gmacs": model_gmacs,
-        "fp32_peak_gmacs": peak_macs / (p50["fp32 peak probe (1x1 conv)"] / 1e3) / 1e9,
-        "int8_dot_instructions": int8_dot_instructions(),
-        "fraction_of_int8_peak": model_gmacs / peak_gmacs,
-        "speedup_int8_vs_fp32_tflite": p50["fp32 TFLite (XNNPACK)"] / int8_ms,
-        "speedup_int8_vs_keras": p50["float Keras, tf.function"] / int8_ms,
-    }
-    if "float ONNX Runtime (CPU EP)" in p50:
-        result["speedup_int8_vs_onnxruntime"] = p50["float ONNX Runtime (CPU EP)"] / int8_ms
-    for k, (_, size_bytes, note) in rows.items():
-        v = times[k]
-        result["rows"].append({"runtime": k, "p50_ms": p50[k], "p90_ms": float(np.percentile(v, 90)),
-                               "min_ms": float(np.min(v)), "runs": len(v), "size_bytes": size_bytes,
-                               "vs_int8": p50[k] / int8_ms, "note": note})
+def build_rows(args, model, model_path, size, threads: int, extra: bool) -> tuple[dict, dict, int]:
+    """({row: runner}, {row: (file bytes or None, note)}, MACs of the peak probe)."""
+    from benchmarks.blocks import CallRunner
+
+    runners, notes = {}, {}
+    for name, (content, note) in args.tflite.items():
+        runners[name] = CallRunner(litert_runner(content, threads), name)
+        notes[name] = (len(content), note)
+    if extra:
+        import tensorflow as tf
+        x = np.random.default_rng(0).uniform(-1, 1, (1, size[1], size[0], 3)).astype(np.float32)
+        call = tf.function(lambda t: model(t, training=False))
+        xt = tf.constant(x)
+        runners["float Keras, tf.function"] = CallRunner(lambda: call(xt).numpy(), "keras")
+        notes["float Keras, tf.function"] = (None, "graph mode")
+        onnx = None if args.no_onnx else onnx_row(model, x, threads)
+        if onnx:
+            runners["float ONNX Runtime (CPU EP)"] = CallRunner(onnx[0], "onnx")
+            notes["float ONNX Runtime (CPU EP)"] = onnx[1:]
+    peak_run, fp32_peak_run, peak_macs = peak_model(threads, args.peak_layers)
+    runners["int8 peak probe (1x1 conv)"] = CallRunner(peak_run, "int8 peak")
+    notes["int8 peak probe (1x1 conv)"] = (None, f"{args.peak_layers} x 512->512 1x1 conv at 64x64")
+    runners["fp32 peak probe (1x1 conv)"] = CallRunner(fp32_peak_run, "fp32 peak")
+    notes["fp32 peak probe (1x1 conv)"] = (None, "the same stack in fp32")
+    return runners, notes, peak_macs
+
+
+RATIOS = (("int8 default vs fp32 default", "fp32 default", "int8 default"),
+          ("int8 baseline vs fp32 full-res", "fp32 full-res", "int8 baseline"),
+          ("int8 default vs int8 baseline", "int8 baseline", "int8 default"))
+
+
+def summarize(blocks: dict, notes: dict, macs: int, peak_macs: int) -> dict:
+    """Per row the median of block medians (and the fastest and slowest block); ratios are
+    speed-ups (the second row's time over the first's)."""
+    ms = {k: statistics.median(v) for k, v in blocks.items()}
+    int8_ms = ms["int8 default"]
+    peak = peak_macs / (ms["int8 peak probe (1x1 conv)"] / 1e3) / 1e9
+    result = {"rows": [], "ratios": {name: ms[slow] / ms[fast] for name, slow, fast in RATIOS},
+              "peak_gmacs": peak, "fp32_peak_gmacs": peak_macs / (ms["fp32 peak probe (1x1 conv)"] / 1e3) / 1e9,
+              "model_int8_gmacs": macs / (int8_ms / 1e3) / 1e9}
+    result["fraction_of_int8_peak"] = result["model_int8_gmacs"] / peak
+    for k, (size_bytes, note) in notes.items():
+        result["rows"].append({"runtime": k, "ms": ms[k], "block_min_ms": min(blocks[k]),
+                               "block_max_ms": max(blocks[k]), "blocks": blocks[k],
+                               "size_bytes": size_bytes, "vs_int8_default": ms[k] / int8_ms, "note": note})
     return result
 
 
-def markdown(result: dict, args) -> str:
-    r0, best = result["rows"][0], result["min_based"]
-    size, macs, peak = result["input_size"], result["macs"], result["peak_gmacs"]
+def markdown(result: dict) -> str:
+    size, macs, timing = result["input_size"], result["macs"], result["timing"]
     lines = [f"`{result['command']}`", "", "```", header_text(result["machine"]), "```", "",
-             "| runtime | p50 ms | p90 ms | min ms | x int8 time (p50) | file MB | note |",
-             "|---|---|---|---|---|---|---|"]
-    for r in result["rows"]:
-        mb = f"{r['size_bytes'] / 1e6:.2f}" if r["size_bytes"] else "-"
-        lines.append(f"| {r['runtime']} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['min_ms']:.1f} | "
-                     f"{r['vs_int8']:.2f} | {mb} | {r['note']} |")
-    lines += ["",
-              f"Model {result['model']}: {macs / 1e9:.3f} GMAC per {size[0]}x{size[1]} frame; {args.threads} threads; "
-              f"{r0['runs']} interleaved runs per row; load average at start {result['load_avg_at_start'][0]:.2f}.",
-              f"int8 is {result['speedup_int8_vs_fp32_tflite']:.2f}x faster than fp32 TFLite (target >= 2.5x) and "
-              f"{result['speedup_int8_vs_keras']:.2f}x faster than the Keras tf.function (target >= 4x).",
-              f"int8 peak (1x1 conv probe): {peak:.0f} GMAC/s; the model reaches {result['model_int8_gmacs']:.0f} "
-              f"GMAC/s = {result['fraction_of_int8_peak']:.0%} of it.",
-              "On the fastest run of each row (less sensitive to other load on the machine): int8 "
-              f"{best['speedup_int8_vs_fp32_tflite']:.2f}x vs fp32 TFLite, {best['speedup_int8_vs_keras']:.2f}x vs "
-              f"Keras; peak {best['peak_gmacs']:.0f} GMAC/s, model {best['model_int8_gmacs']:.0f} GMAC/s.",
-              f"int8 / fp32 GEMM peak on this CPU: {peak / result['fp32_peak_gmacs']:.2f}x "
-              f"({peak:.0f} vs {result['fp32_peak_gmacs']:.0f} GMAC/s); int8 dot-product instructions: "
-              + (", ".join(result["int8_dot_instructions"]) or
-                 "none (no AVX-VNNI / AVX512-VNNI / ARM dotprod): int8 kernels do no more MACs per cycle "
-                 "than fp32 ones here, so int8 buys size, not speed")]
+             f"Model {result['model']}: {macs / 1e9:.3f} GMAC per {size[0]}x{size[1]} frame; "
+             f"{timing['rounds']} rounds of {timing['block']}-run blocks, rows shuffled each round, "
+             f"{timing['pause_s']} s pauses; ms = median of block medians; load average at start "
+             f"{result['load_avg_at_start'][0]:.2f}.", ""]
+    for threads, table in result["threads"].items():
+        lines += [f"### {threads} thread{'s' if threads != '1' else ''}", "",
+                  "| runtime | ms | blocks min-max | x int8 default time | file MB | note |",
+                  "|---|---|---|---|---|---|"]
+        for r in table["rows"]:
+            mb = f"{r['size_bytes'] / 1e6:.2f}" if r["size_bytes"] else "-"
+            lines.append(f"| {r['runtime']} | {r['ms']:.2f} | {r['block_min_ms']:.2f}-{r['block_max_ms']:.2f} | "
+                         f"{r['vs_int8_default']:.2f} | {mb} | {r['note']} |")
+        ratios = "; ".join(f"{name} **{v:.2f}x**" for name, v in table["ratios"].items())
+        peak = table["peak_gmacs"]
+        lines += ["", f"Speed-ups: {ratios}.",
+                  f"int8 peak (1x1 conv probe) {peak:.0f} GMAC/s, fp32 {table['fp32_peak_gmacs']:.0f}; the "
+                  f"default int8 model reaches {table['model_int8_gmacs']:.0f} GMAC/s = "
+                  f"{table['fraction_of_int8_peak']:.0%} of the int8 peak.", ""]
+    dots = ", ".join(result["int8_dot_instructions"]) or (
+        "none (no AVX-VNNI / AVX512-VNNI / ARM dotprod): int8 kernels do no more MACs per cycle than fp32 "
+        "ones here, so int8 buys size, not speed")
+    lines.append(f"int8 dot-product instructions: {dots}.")
     return "\n".join(lines) + "\n"
 
 
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=str(DEFAULT_MODEL))
+    ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    ap.add_argument("--baseline", default=None,
+                    help="the int8 model to compare the default with (default: convert --io uint8 "
+                         "--full-res-logits in memory)")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--block", type=int, default=10, help="timed runs per row per round")
+    ap.add_argument("--pause", type=float, default=0.2, help="seconds between blocks")
+    ap.add_argument("--peak-layers", type=int, default=4)
+    ap.add_argument("--no-onnx", action="store_true")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--markdown", default=None)
+    return ap.parse_args(argv)
+
+
 def main(argv=None):
+    from benchmarks.blocks import measure
+
     args = parse_args(argv)
+    threads = [int(t) for t in args.threads.split(",") if t.strip()]
+    if not threads or min(threads) < 1 or min(args.rounds, args.block) < 1 or args.pause < 0:
+        print(f"error: --threads {args.threads}, --rounds, --block: counts of at least 1; --pause >= 0",
+              file=sys.stderr)
+        return 2
+    if args.baseline and not Path(args.baseline).is_file():
+        print(f"error: --baseline {args.baseline}: no such file", file=sys.stderr)
+        return 2
     import tensorflow as tf
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_intra_op_parallelism_threads(max(threads))
     tf.config.threading.set_inter_op_parallelism_threads(1)
 
-    from edge_seg.converters.tflite_export import model_input_size
+    from edge_seg.converters.keras_model import model_input_size
     from edge_seg.train.models import count_macs
 
     model, model_path, model_note = load_model(Path(args.model))
     size = model_input_size(model)
     macs = count_macs(model)
-    header = print_header(args.threads, size, model_path)
-    print(f"model: {model_note}, {size[0]}x{size[1]}, {macs / 1e9:.3f} GMAC, {model.count_params():,} params",
-          file=sys.stderr)
+    header = print_header(threads, size, model_path)
     load_at_start = os.getloadavg()
-    rows, peak_macs = build_rows(args, model, model_path, size)
-    result = summarize(time_rows(rows, args.runs, args.rounds), rows, macs, peak_macs)
-    result.update(machine=header, model=model_note, input_size=list(size), load_avg_at_start=load_at_start,
-                  command=" ".join(["python benchmarks/bench_int8.py", *(argv if argv is not None else sys.argv[1:])]))
-    text = markdown(result, args)
+    args.tflite = tflite_rows(args, model, model_path, size)
+    result = {"machine": header, "model": model_note, "input_size": list(size), "macs": macs,
+              "load_avg_at_start": load_at_start, "int8_dot_instructions": int8_dot_instructions(),
+              "timing": {"rounds": args.rounds, "block": args.block, "pause_s": args.pause,
+                         "statistic": "median of block medians, ms"},
+              "command": " ".join(["python benchmarks/bench_int8.py", *(argv if argv is not None else sys.argv[1:])]),
+              "threads": {}}
+    for t in threads:
+        runners, notes, peak_macs = build_rows(args, model, model_path, size, t, t == max(threads))
+        result["threads"][str(t)] = summarize(measure(runners, args.rounds, args.block, args.pause),
+                                              notes, macs, peak_macs)
+    text = markdown(result)
     print(text)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     if args.markdown:
         Path(args.markdown).write_text(text)
-    return result
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

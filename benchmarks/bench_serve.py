@@ -19,16 +19,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from benchmarks.bench_int8 import int8_dot_instructions
-from benchmarks.bench_pipeline import load_average
+from benchmarks.bench_pipeline import Viewer, load_average
 from edge_seg.backends import bundled
 from edge_seg.io.publish import atomic_write_json
 from edge_seg.device_profile import cpu_model
@@ -53,32 +51,6 @@ def camvid_clip(path: Path, fps: float = 15.0) -> Path:
         writer.write(cv2.imread(str(f)))
     writer.release()
     return path
-
-
-class Viewer:
-    """Reads /stream.mjpg as fast as the socket allows; counts the parts."""
-
-    def __init__(self, port: int):
-        self.parts = self.bytes = 0
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        self.sock.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: bench\r\n\r\n")
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self):
-        marker = b"Content-Type: image/jpeg"
-        tail = b""
-        try:
-            while chunk := self.sock.recv(1 << 16):
-                self.bytes += len(chunk)
-                self.parts += (tail + chunk).count(marker)
-                tail = chunk[-len(marker):]
-        except OSError:
-            pass
-
-    def close(self):
-        self.thread.join(timeout=10)
-        self.sock.close()
 
 
 def encode_ms(frame, repeats: int = 50) -> float:

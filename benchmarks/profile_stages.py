@@ -1,18 +1,22 @@
 """Where the model's time goes, stage by stage, int8 beside fp32.
 
     .venv/bin/python benchmarks/profile_stages.py [--model PATH.keras] [--threads 1,2]
-        [--size WxH] [--calibration MANIFEST|ROOT|synthetic] [--rounds 7]
-        [--json OUT] [--markdown OUT] [--stages]
+        [--size WxH] [--io int8|uint8] [--full-res-logits] [--calibration MANIFEST|ROOT|synthetic]
+        [--rounds 7] [--json OUT] [--markdown OUT] [--stages]
 
 A TFLite graph is one call, so no runtime hook says what each layer costs. The profiler
 attributes time by prefix differencing instead: the Keras model is cut after each stage (a
 sub-model from the input to that stage's output), every prefix is converted to the same
-TFLite variants as the product (fp32; int8 with the same calibration frames and uint8 I/O,
-through edge_seg.converters.tflite_export), and a stage costs the time of its prefix minus
-the time of the one before. The last prefix is the whole model, so the stage times add up to
-its time. The "io" row is the uint8 model's time minus that of the same model converted with
-int8 I/O: the input QUANTIZE and output DEQUANTIZE, outside XNNPACK, which the first and last
-stages' rows already contain.
+TFLite variants as the product (fp32 with float I/O; int8 with the same calibration frames and
+the product's int8 I/O, ``--io``, through edge_seg.converters.tflite_export), and a stage costs
+the time of its prefix minus the time of the one before. The last prefix is the whole model, so
+the stage times add up to its time. Every prefix has the I/O type of the product, so no prefix
+pays a conversion the whole model does not (with uint8 I/O, each prefix's int8 output was
+requantised to uint8 and a stage that shrinks its output could read below zero). The "io" row
+is the model's time minus that of the same model converted with the other integer I/O type:
+with ``--io uint8``, the input QUANTIZE outside XNNPACK that the first stage's row contains.
+The model is profiled as convert exports it: without its final x2 upsampling of the logits
+(edge_seg.converters.keras_model.logits_model) unless ``--full-res-logits``.
 
 Stages come from the Keras layer names: MobileNetV2 blocks (``Conv1``, ``expanded_conv``,
 ``block_N_*``) grouped by the output stride of each block, any other layer by its name's
@@ -20,10 +24,7 @@ prefix (``dec16_up`` -> ``dec16``, ``head``), and the layers after the last conv
 upsampling of the logits) as one stage; stages are ordered by their last layer. A stage whose cut would leave out layers of the
 stages before it (a branch) is merged into the next one.
 
-Timing: on a shared machine one invocation per model in turn measures noise (two copies of
-one model came out 1.34x apart), so every model is timed in short blocks of runs, the models
-in a new random order each round, with a pause between blocks; a model's time is the median
-of its block medians. Converted prefixes are cached in a temporary folder keyed by the model,
+Timing: short shuffled blocks with pauses (benchmarks/blocks.py). Converted prefixes are cached in a temporary folder keyed by the model,
 the cut, the variant, the I/O types and the calibration set.
 """
 from __future__ import annotations
@@ -35,7 +36,6 @@ import re
 import statistics
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,18 +48,26 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
+from benchmarks.blocks import CallRunner, measure  # noqa: E402
 from benchmarks.machine import header_text, print_header  # noqa: E402
+from edge_seg import model_formats  # noqa: E402
 from edge_seg.errors import UserError  # noqa: E402
-from edge_seg.runner import ModelRunner, time_model  # noqa: E402
 
 DEFAULT_MODEL = REPO / "models" / "unet-mobilenetv2-camvid-idd.keras"
 DEFAULT_MANIFEST = REPO / "calibration" / "camvid-drive-train.json"
 SYNTHETIC = "synthetic"
 SYNTHETIC_FRAMES = 16
-# what each timed TFLite graph is: (variant, I/O types); the int8 model with int8 I/O is
-# timed whole only, for the io row
-VARIANTS = (("int8", "uint8"), ("fp32", "float32"))
-IO_REFERENCE = ("int8", "int8")
+INTEGER_IO = tuple(t for t in model_formats.INTEGER_IO if t != model_formats.FLOAT)
+
+
+def timed_variants(io: str = INTEGER_IO[0]) -> tuple[tuple[str, str], ...]:
+    """What each timed TFLite graph is: (variant, I/O types), int8 with ``io``."""
+    return (("int8", io), ("fp32", model_formats.FLOAT))
+
+
+def io_reference(io: str = INTEGER_IO[0]) -> tuple[str, str]:
+    """The whole int8 model with the other integer I/O type, timed for the io row."""
+    return ("int8", next(t for t in INTEGER_IO if t != io))
 # MobileNetV2 layer names (keras.applications): the stem and first block are block 0
 _MNV2 = re.compile(r"^(?:Conv1|bn_Conv1|Conv1_relu|expanded_conv)|^block_(\d+)_")
 _PREFIX = re.compile(r"^[A-Za-z]+\d*")
@@ -221,55 +229,25 @@ def converted(model, stage: Stage, variant: str, io: str, cal: CalibrationFrames
 
 # ------------------------------------------------------------------ timing
 
-class GraphRunner(ModelRunner):
-    """A metadata-free converted graph (a prefix has no segmentation output) as the runner
-    edge_seg.runner.time_model times; one fixed input tensor, the model call only."""
-
-    kind = "tflite"
+class GraphRunner(CallRunner):
+    """A metadata-free converted graph (a prefix has no segmentation output) on XNNPACK."""
 
     def __init__(self, content: bytes, threads: int, name: str):
         from benchmarks.bench_int8 import litert_runner
 
-        self.invoke = litert_runner(content, threads)  # load_graph, one random input set
-        self.path = Path(name)
-        self.variant = name
-
-    def prepare(self, frame_rgb):
-        return None
-
-    def infer(self, tensor):
-        self.invoke()
-
-    def decode(self, logits):
-        return None
+        super().__init__(litert_runner(content, threads), name)  # load_graph, one random input set
 
 
-def measure(runners: dict, rounds: int, block: int, pause: float, seed: int = 0,
-            sleep=time.sleep, timer=time_model) -> dict:
-    """{key: [block medians]}: ``rounds`` rounds, each timing every runner for ``block`` runs
-    in a fresh random order with ``pause`` seconds between blocks."""
-    order = list(runners)
-    rng = np.random.default_rng(seed)
-    blocks = {k: [] for k in order}
-    for k in order:
-        timer(runners[k], [None], warmup=2, runs=1)  # XNNPACK packs weights on the first call
-    for _ in range(rounds):
-        rng.shuffle(order)
-        for k in order:
-            blocks[k].append(timer(runners[k], [None], warmup=1, runs=block)["infer_p50"])
-            sleep(pause)
-    return blocks
-
-
-def stage_table(stages: list[Stage], ms: dict, total_macs: int) -> dict:
-    """Rows per stage from prefix times ``ms[(variant, io, stage index)]``."""
+def stage_table(stages: list[Stage], ms: dict, total_macs: int, io_type: str = INTEGER_IO[0]) -> dict:
+    """Rows per stage from prefix times ``ms[(variant, io, stage index)]``, int8 with ``io_type``."""
+    variants, reference = timed_variants(io_type), io_reference(io_type)
     rows = []
-    totals = {v: ms[(v, io, len(stages) - 1)] for v, io in VARIANTS}
-    prev = {v: 0.0 for v, _ in VARIANTS}
+    totals = {v: ms[(v, io, len(stages) - 1)] for v, io in variants}
+    prev = {v: 0.0 for v, _ in variants}
     for i, stage in enumerate(stages):
         row = {"stage": stage.name, "first_layer": stage.layers[0], "last_layer": stage.output,
                "macs": stage.macs, "gmac": stage.macs / 1e9}
-        for v, io in VARIANTS:
+        for v, io in variants:
             t = ms[(v, io, i)] - prev[v]
             prev[v] = ms[(v, io, i)]
             row[f"{v}_ms"] = t
@@ -279,12 +257,12 @@ def stage_table(stages: list[Stage], ms: dict, total_macs: int) -> dict:
         both = row["int8_ms"] > 0 and row["fp32_ms"] > 0
         row["int8_vs_fp32"] = row["int8_ms"] / row["fp32_ms"] if both else None
         rows.append(row)
-    io_ms = ms[(*IO_REFERENCE, len(stages) - 1)]
+    io_ms = ms[(*reference, len(stages) - 1)]
     io = {"int8_ms": totals["int8"] - io_ms, "int8_share": (totals["int8"] - io_ms) / totals["int8"],
-          "int8_io_types": VARIANTS[0][1], "reference_io_types": IO_REFERENCE[1], "reference_ms": io_ms}
+          "int8_io_types": variants[0][1], "reference_io_types": reference[1], "reference_ms": io_ms}
     total = {"macs": total_macs, "gmac": total_macs / 1e9,
-             **{f"{v}_ms": totals[v] for v, _ in VARIANTS},
-             **{f"{v}_gmacs": total_macs / (totals[v] / 1e3) / 1e9 for v, _ in VARIANTS},
+             **{f"{v}_ms": totals[v] for v, _ in variants},
+             **{f"{v}_gmacs": total_macs / (totals[v] / 1e3) / 1e9 for v, _ in variants},
              "int8_vs_fp32": totals["int8"] / totals["fp32"]}
     return {"rows": rows, "io": io, "total": total}
 
@@ -310,7 +288,7 @@ def markdown(result: dict) -> str:
                          f"{r['fp32_ms']:.2f} | {r['fp32_share']:.1%} | {_f(r['fp32_gmacs'], '.1f')} | "
                          f"{_f(r['int8_vs_fp32'], '.2f')} |")
         io, t = table["io"], table["total"]
-        lines += [f"| io (in the rows above) | {io['int8_io_types']} I/O minus {io['reference_io_types']} I/O | - | "
+        lines += [f"| io | {io['int8_io_types']} I/O minus {io['reference_io_types']} I/O | - | "
                   f"{io['int8_ms']:.2f} | {io['int8_share']:.1%} | - | - | - | - | - |",
                   f"| total | whole model | {t['gmac']:.4f} | {t['int8_ms']:.2f} | 100% | {t['int8_gmacs']:.1f} | "
                   f"{t['fp32_ms']:.2f} | 100% | {t['fp32_gmacs']:.1f} | {t['int8_vs_fp32']:.2f} |", ""]
@@ -324,6 +302,11 @@ def parse_args(argv=None):
     ap.add_argument("--model", default=str(DEFAULT_MODEL), help="a .keras model (default: the bundled reference)")
     ap.add_argument("--threads", default="2", help="comma-separated thread counts, e.g. 1,2")
     ap.add_argument("--size", default=None, help="WxH input size (default: the model's own)")
+    ap.add_argument("--io", default=INTEGER_IO[0], choices=INTEGER_IO,
+                    help="input/output type of the int8 graphs (default: convert's)")
+    ap.add_argument(model_formats.FULL_RES_LOGITS, dest="full_res_logits", action="store_true",
+                    help="profile the model with its final upsampling of the logits, as "
+                         f"'edge-seg convert {model_formats.FULL_RES_LOGITS}' exports it")
     ap.add_argument("--calibration", default=None,
                     help=f"int8 calibration: a manifest, a dataset root or '{SYNTHETIC}' (default: "
                          f"{DEFAULT_MANIFEST.relative_to(REPO)} where its data is present, else synthetic)")
@@ -364,20 +347,24 @@ def check_args(args) -> tuple[list[int], tuple[int, int] | None]:
 
 
 def load(args, size):
+    from edge_seg.converters.keras_model import load_keras_model, logits_model, model_input_size
     from edge_seg.converters.sizes import rebuild_at_size
-    from edge_seg.converters.tflite_export import load_keras_model, model_input_size
 
     model = load_keras_model(Path(args.model))
     if size:
         model = rebuild_at_size(model, size)
-    return model, model_input_size(model)
+    # the digest of the whole model: a cut of the model without its last upsampling is the
+    # same cut of the whole model, so both profiles share their converted prefixes
+    digest = model_digest(model)
+    model, _ = logits_model(model, args.full_res_logits)
+    return model, model_input_size(model), digest
 
 
 def run(args) -> dict:
     from edge_seg.train.models import count_macs
 
     threads, size = check_args(args)
-    model, size = load(args, size)
+    model, size, digest = load(args, size)
     stages = find_stages(model)
     if args.stages:
         for s in stages:
@@ -385,16 +372,19 @@ def run(args) -> dict:
         return {"stages": [s.as_dict() for s in stages]}
     header = print_header(threads, size, args.model)
     cal = calibration_frames(args.calibration, size, args.calibration_frames)
-    cache, digest = Path(args.cache), model_digest(model)
+    cache = Path(args.cache)
     graphs = {}
     for i, stage in enumerate(stages):
         print(f"converting prefix {i + 1}/{len(stages)} (.. {stage.output})", file=sys.stderr, flush=True)
-        for v, io in VARIANTS:
+        for v, io in timed_variants(args.io):
             graphs[(v, io, i)] = converted(model, stage, v, io, cal, cache, digest)
-    graphs[(*IO_REFERENCE, len(stages) - 1)] = converted(model, stages[-1], *IO_REFERENCE, cal, cache, digest)
+    reference = io_reference(args.io)
+    graphs[(*reference, len(stages) - 1)] = converted(model, stages[-1], *reference, cal, cache, digest)
     result = {"machine": header, "command": " ".join(["python benchmarks/profile_stages.py",
                                                       *(args.argv or [])]),
               "model": str(args.model), "input_size": list(size), "macs": count_macs(model),
+              "int8_io": args.io, "full_res_logits": args.full_res_logits,
+              "output_size": [int(model.output_shape[2]), int(model.output_shape[1])],
               "calibration": cal.source, "stages": [s.as_dict() for s in stages],
               "timing": {"rounds": args.rounds, "block": args.block, "pause_s": args.pause,
                          "statistic": "median of block medians, ms"},
@@ -403,7 +393,7 @@ def run(args) -> dict:
         runners = {k: GraphRunner(g, t, f"{k[0]}-{k[1]}-{k[2]}") for k, g in graphs.items()}
         blocks = measure(runners, args.rounds, args.block, args.pause)
         ms = {k: statistics.median(v) for k, v in blocks.items()}
-        table = stage_table(stages, ms, result["macs"])
+        table = stage_table(stages, ms, result["macs"], args.io)
         # every block median, so a reader can see how far apart the rounds were
         table["prefix_blocks"] = {f"{v}/{io}/{i}": blocks[(v, io, i)] for v, io, i in blocks}
         result["threads"][str(t)] = table

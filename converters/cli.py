@@ -62,6 +62,10 @@ def make_convert() -> click.Command:
                        "a zero point for every output channel). --qat is always per channel: BatchNorm "
                        "is folded into the kernel after fake quantisation, which one scale per tensor "
                        "cannot absorb")
+    @click.option(model_formats.FULL_RES_LOGITS, "full_res_logits", is_flag=True,
+                  help="keep the model's final x2 bilinear upsampling of the logits in the TFLite "
+                       "graph (logits at the input size); the default ends the graph before it, "
+                       "logits at stride 2, which the runtime upsamples to the input size before the argmax")
     @click.option("--nchw", is_flag=True, help="with --onnx: NCHW input/output (TensorRT's layout)")
     @click.option("--sizes", default=None, metavar="WxH,...",
                   help="rebuild the (fully convolutional) model at each input size with the same weights "
@@ -76,7 +80,7 @@ def make_convert() -> click.Command:
 
 
 def _convert(model, wanted, output_dir, sizes, nchw, calibration, calibration_root, io, per_channel,
-             qat_epochs, qat_steps, qat_lr, qat_batch):
+             qat_epochs, qat_steps, qat_lr, qat_batch, full_res_logits):
     from edge_seg.io.publish import check_output
 
     from .sizes import parse_sizes
@@ -84,6 +88,7 @@ def _convert(model, wanted, output_dir, sizes, nchw, calibration, calibration_ro
 
     choose_formats(wanted)
     _check_applies("--nchw", nchw, wanted)
+    _check_applies(model_formats.FULL_RES_LOGITS, full_res_logits, wanted)
     log = logs.callback("convert")
 
     # each variant is at most about the size of the float model; checked before any conversion
@@ -91,7 +96,8 @@ def _convert(model, wanted, output_dir, sizes, nchw, calibration, calibration_ro
     check_output(output_dir or Path(model).parent, "-o", folder=True, need=need)
     with _scratch_tempdir():
         export(model, wanted, output_dir, calibration, io, calibration_root, qat_epochs, qat_steps,
-               qat_lr, qat_batch, per_channel=per_channel, log=log, sizes=parse_sizes(sizes), nchw=nchw)
+               qat_lr, qat_batch, per_channel=per_channel, log=log, sizes=parse_sizes(sizes), nchw=nchw,
+               full_res_logits=full_res_logits)
 
 
 def _check_applies(option: str, given: bool, wanted: list[str]) -> None:

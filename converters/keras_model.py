@@ -44,3 +44,47 @@ def model_input_size(model) -> tuple[int, int]:
     if h is None or w is None or c != 3:
         raise UserError(f"model {model.name}: input shape {shape}; expected a fixed (H, W, 3) input")
     return int(w), int(h)
+
+
+# The runtime upsamples small logits to the input size itself, once, in the output's own type
+# (edge_seg.preprocess.upsample_logits), so the graph's final bilinear upsampling of the logits
+# only costs time inside the model (and a 4x larger output to hand over). Up to this factor it
+# is left out of exported TFLite graphs; coarser ones (DeepLab's x4, LR-ASPP's x8) were not
+# measured against the accuracy gate, and stay in.
+MAX_TRIMMED_UPSAMPLING = 2
+
+
+def _is_identity(layer) -> bool:
+    """A linear Activation: the float32 ``logits`` layer train.models ends every model with."""
+    return type(layer).__name__ == "Activation" and getattr(layer.activation, "__name__", "") == "linear"
+
+
+def _final_upsampling_layer(model):
+    """The model's last layer past any identity layers, unwrapped from a tfmot quantize wrapper,
+    and the layer object the graph holds (wrapped or not)."""
+    layers = [layer for layer in model.layers if not _is_identity(getattr(layer, "layer", layer))]
+    last = layers[-1] if layers else model.layers[-1]
+    return getattr(last, "layer", last), last
+
+
+def final_upsampling(model) -> int:
+    """The factor of the model's final bilinear UpSampling2D (only identity layers after it),
+    else 1."""
+    layer, _ = _final_upsampling_layer(model)
+    if type(layer).__name__ != "UpSampling2D" or getattr(layer, "interpolation", "") != "bilinear":
+        return 1
+    factors = {int(f) for f in layer.size}
+    return factors.pop() if len(factors) == 1 else 1
+
+
+def logits_model(model, full_resolution: bool = False):
+    """(model, output stride): ``model`` ending before its final bilinear upsampling of the
+    logits when that is at most MAX_TRIMMED_UPSAMPLING, else (or with ``full_resolution``) the
+    model itself at stride 1."""
+    factor = final_upsampling(model)
+    if full_resolution or not 1 < factor <= MAX_TRIMMED_UPSAMPLING:
+        return model, 1
+    import tf_keras as keras
+
+    _, held = _final_upsampling_layer(model)
+    return keras.Model(model.inputs, held.input, name=model.name), factor

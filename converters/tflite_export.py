@@ -27,7 +27,7 @@ from edge_seg.errors import UserError
 from edge_seg.backends.metadata import file_sha256, make_meta, publish_model
 from edge_seg.preprocess import normalize
 
-from .keras_model import load_keras_model, model_input_size
+from .keras_model import load_keras_model, logits_model, model_input_size
 from .sizes import rebuild_at_size, size_text, with_size
 
 DEFAULT_CALIBRATION_FRAMES = 200
@@ -151,7 +151,8 @@ def weight_granularity(variant: str, per_channel: bool) -> str:
     return "per-channel" if per_channel else "per-tensor"
 
 
-def make_converter(model, variant: str, rep_data=None, io: str = "uint8", per_channel: bool = False):
+def make_converter(model, variant: str, rep_data=None, io: str = model_formats.INTEGER_IO[0],
+                   per_channel: bool = False):
     """The converter for a TFLite row, set from its weights and activations columns.
 
     ``per_channel`` False (the default) quantises each int8 weight tensor with one
@@ -180,7 +181,8 @@ def make_converter(model, variant: str, rep_data=None, io: str = "uint8", per_ch
     return converter
 
 
-def convert(model, variant: str, rep_data=None, io: str = "uint8", per_channel: bool = False) -> bytes:
+def convert(model, variant: str, rep_data=None, io: str = model_formats.INTEGER_IO[0],
+            per_channel: bool = False) -> bytes:
     """One TFLite row as .tflite bytes; converter failures become a UserError naming the layer."""
     fmt = model_formats.get(variant)
     if fmt.calibration and rep_data is None:
@@ -224,6 +226,7 @@ class ExportJob:
     per_channel: bool = False
     qat: dict = field(default_factory=dict)  # qat_finetune's epochs, steps, lr, batch
     nchw: bool = False
+    full_res_logits: bool = False  # keep the final upsampling of the logits (keras_model.logits_model)
     log: Callable[[str], None] = print
 
     @property
@@ -234,11 +237,15 @@ class ExportJob:
 def variant_meta(job: ExportJob, fmt: model_formats.Format, input_size, content: bytes, gpu=None,
                  qat=None) -> dict:
     details = io_details(content)
+    output_hw = details["output"]["shape"][1:3]
     quantization = {"mode": fmt.mode, "io": job.io if len(fmt.io) > 1 else fmt.io[0]}
     if fmt.integer_activations:
         quantization["weights"] = weight_granularity(fmt.name, job.per_channel)
     extra = {
         "input": details["input"], "output": details["output"], "output_kind": "logits",
+        # the output's stride (input height over output height): 2 when the final upsampling
+        # of the logits is left to the runtime's NEAREST resize of the mask
+        "output_stride": input_size[1] // output_hw[0] if output_hw[0] else None,
         "quantization": quantization,
         "source_model": job.source_model,
         "calibration": job.calibration.describe() if fmt.calibration else None,
@@ -265,7 +272,9 @@ def publish_tflite(job: ExportJob, fmt: model_formats.Format, input_size, path: 
 
 
 def export_tflite(job: ExportJob, fmt: model_formats.Format, model, input_size, path: Path, qat=None):
-    """The TFLite rows whose converter settings follow from their columns (make_converter)."""
+    """The TFLite rows whose converter settings follow from their columns (make_converter),
+    their logits at stride 2 unless ``job.full_res_logits`` (keras_model.logits_model)."""
+    model, _ = logits_model(model, job.full_res_logits)
     rep = representative_dataset(job.calibration.samples, input_size) if fmt.calibration else None
     content = convert(model, fmt.name, rep, job.io, job.per_channel)
     publish_tflite(job, fmt, input_size, path, content, qat)
@@ -296,7 +305,7 @@ def choose_formats(names) -> list[model_formats.Format]:
 def export(model_path, variants, out_dir=None, calibration=None, io: str = model_formats.INTEGER_IO[0],
            calibration_root=None, qat_epochs: int = 1, qat_steps=None, qat_lr: float = 1e-5,
            qat_batch: int = 4, per_channel: bool = False, log=print, *, sizes=None,
-           nchw: bool = False) -> list[Path]:
+           nchw: bool = False, full_res_logits: bool = False) -> list[Path]:
     """Convert ``model_path`` to each format named in ``variants`` (rows of edge_seg.model_formats)
     at each of ``sizes`` (default: its own size; see converters.sizes for the file names).
     Everything is checked before any conversion. Returns the written model paths."""
@@ -320,7 +329,7 @@ def export(model_path, variants, out_dir=None, calibration=None, io: str = model
     models = {size: rebuild_at_size(base, size) for size in sizes}  # all sizes checked first
     job = ExportJob(model_path, file_sha256(model_path), native, cal, io, per_channel,
                     {"epochs": qat_epochs, "steps": qat_steps, "lr": qat_lr, "batch": qat_batch},
-                    nchw, log)
+                    nchw, full_res_logits, log)
     out_dir = Path(out_dir or model_path.parent)
     written = []
     for size, model in models.items():

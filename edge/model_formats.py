@@ -24,8 +24,14 @@ from pathlib import Path
 from edge_seg.errors import UserError
 
 FLOAT = "float32"
-# the input/output types a full-integer model can take (convert --io); the first is the default
-INTEGER_IO = ("uint8", "int8", FLOAT)
+# the input/output types a full-integer model can take (convert --io); the first is the default.
+# int8 first: the graph computes in int8, and a uint8 input costs a QUANTIZE to int8 that runs
+# outside XNNPACK (1.5-2 ms of 11 on the bundled model, docs/benchmarks.md); the runtime feeds
+# either through one lookup table and argmaxes the integer logits as they are
+INTEGER_IO = ("int8", "uint8", FLOAT)
+# the convert option that keeps the final bilinear upsampling of the logits in a TFLite graph
+# (edge_seg.converters.keras_model.logits_model); without it the logits come out at stride 2
+FULL_RES_LOGITS = "--full-res-logits"
 
 
 @dataclass(frozen=True)
@@ -76,20 +82,21 @@ class Format:
 # The conversion order: one Keras model in, each selected row out, TFLite before ONNX.
 FORMATS: tuple[Format, ...] = (
     Format("fp32", "--fp32", "plain float32 TFLite", "-fp32.tflite", False,
-           FLOAT, FLOAT, (FLOAT,), "none", "tflite_export:export_tflite"),
+           FLOAT, FLOAT, (FLOAT,), "none", "tflite_export:export_tflite", options=(FULL_RES_LOGITS,)),
     Format("fp16", "--fp16", "float16 weights (the GPU-delegate variant)", "-fp16.tflite", False,
-           "float16", FLOAT, (FLOAT,), "float16 weights", "tflite_export:export_tflite"),
+           "float16", FLOAT, (FLOAT,), "float16 weights", "tflite_export:export_tflite",
+           options=(FULL_RES_LOGITS,)),
     Format("dynamic", "--dynamic", "dynamic-range int8 weights, float activations",
            "-dynamic.tflite", False, "int8 per channel", FLOAT, (FLOAT,), "dynamic-range int8 weights",
-           "tflite_export:export_tflite"),
+           "tflite_export:export_tflite", options=(FULL_RES_LOGITS,)),
     Format("int8", "--int8", "post-training full-integer int8", "-int8.tflite", True,
            "int8 per tensor", "int8", INTEGER_IO, "full-integer int8 (post-training)",
-           "tflite_export:export_tflite", options=("--io", "--per-channel")),
+           "tflite_export:export_tflite", options=("--io", "--per-channel", FULL_RES_LOGITS)),
     Format("qat-int8", "--qat", "quantisation-aware fine-tune, then full-integer int8",
            "-qat-int8.tflite", True, "int8 per channel", "int8", INTEGER_IO,
            "full-integer int8 (quantisation-aware training)", "tflite_export:export_qat_int8",
            check="qat:check_quantizable",
-           options=("--io", "--qat-epochs", "--qat-steps", "--qat-lr", "--qat-batch")),
+           options=("--io", FULL_RES_LOGITS, "--qat-epochs", "--qat-steps", "--qat-lr", "--qat-batch")),
     Format("onnx-fp32", "--onnx", "ONNX (tf2onnx, opset 17) for ONNX Runtime / TensorRT on a "
            "Jetson (needs the [onnx] extra)", ".onnx", False, FLOAT, FLOAT, (FLOAT,), "none",
            "onnx_export:export_onnx_fp32", check="onnx_export:require_tf2onnx",

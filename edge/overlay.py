@@ -14,8 +14,13 @@ import cv2
 import numpy as np
 
 from edge_seg.labels import CATEGORIES
+from edge_seg.preprocess import resize_mask
 
 VIEWS = ("overlay", "mask", "side-by-side")
+# A mask larger than a third of the frame is resized before colouring (one channel to
+# resize, not three); a smaller one is coloured at its own size, where fewer pixels are
+# looked up, and the colours resized.
+MASK_FIRST_AREA = 3
 HUD_STAGES = ("capture", "pre", "infer", "post", "draw")
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -84,10 +89,12 @@ class Overlay:
         return (2 * w if self.view == "side-by-side" else w), h
 
     def compose(self, frame_bgr: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """The view without legend or HUD. ``mask`` may be at model size (it is then
-        coloured and resized NEAREST, the same as colouring the upsampled mask)."""
-        color = colorize(mask, self.lut)
+        """The view without legend or HUD. ``mask`` may be at the model's output size: it
+        is resized NEAREST, before colouring or after (the same pixels either way)."""
         h, w = frame_bgr.shape[:2]
+        if mask.shape[:2] != (h, w) and MASK_FIRST_AREA * mask.shape[0] * mask.shape[1] > h * w:
+            mask = resize_mask(mask, (w, h))
+        color = colorize(mask, self.lut)
         if color.shape[:2] != (h, w):
             color = cv2.resize(color, (w, h), interpolation=cv2.INTER_NEAREST)
         if self.view == "mask":

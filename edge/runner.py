@@ -24,8 +24,7 @@ from typing import Callable
 import numpy as np
 
 from edge_seg.errors import TRAIN_EXTRA_HINT, UserError
-from edge_seg.preprocess import resize_mask
-from edge_seg.segmenter import Segmenter, argmax_categories, is_onnx
+from edge_seg.segmenter import Segmenter, decode_logits, is_onnx
 from edge_seg.timing import latency_percentiles
 
 RUNNER_GROUP = "edge_seg.runners"
@@ -58,8 +57,8 @@ class ModelRunner:
         raise NotImplementedError
 
     def decode(self, logits: np.ndarray) -> np.ndarray:
-        """Logits -> (H, W) uint8 category mask at the input size (argmax, then NEAREST)."""
-        return resize_mask(argmax_categories(logits[0]), self.input_size)
+        """Logits -> (H, W) uint8 category mask at the input size, as the runtime shows them."""
+        return decode_logits(logits, self.input_size)
 
     def predict(self, frames_rgb) -> np.ndarray:
         """(N, H, W) uint8 category masks of N RGB uint8 frames."""

@@ -5,6 +5,7 @@ Runs on a tiny hand-built tf_keras model and a few synthetic scenes, so it needs
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -44,7 +45,10 @@ def scenes(tmp_path_factory) -> Path:
     return write_scenes(tmp_path_factory.mktemp("scenes"), 10, 3, (128, 64), seed=1)
 
 
-def tiny_model(size=SIZE, extra=None):
+def tiny_model(size=SIZE, extra=None, head_at_stride2: bool = False):
+    """A stride-2 conv, a depthwise conv, x2 bilinear upsampling and a 1x1 head; with
+    ``head_at_stride2`` the reference U-Net's ending in small (train.models): the head at
+    stride 2, the logits upsampled x2 to the input size, the float32 ``logits`` identity."""
     import tf_keras as keras
     L = keras.layers
     inp = keras.Input((size[1], size[0], 3), name="image")
@@ -55,18 +59,27 @@ def tiny_model(size=SIZE, extra=None):
     x = L.ReLU(6.0, name="r2")(x)
     if extra is not None:
         x = extra(x)
+    if head_at_stride2:
+        x = L.Conv2D(labels.NUM_CATEGORIES, 1, name="head")(x)
+        x = L.UpSampling2D(2, interpolation="bilinear", name="head_up")(x)
+        x = L.Activation("linear", dtype="float32", name="logits")(x)
+        return keras.Model(inp, x, name="strided")
     x = L.UpSampling2D(2, interpolation="bilinear", name="up")(x)
     x = L.Conv2D(labels.NUM_CATEGORIES, 1, name="head")(x)
     return keras.Model(inp, x, name="tiny")
 
 
+def saved_model(tmp_path_factory, name: str, seed: int, **options) -> Path:
+    import tf_keras as keras
+    keras.utils.set_random_seed(seed)
+    path = tmp_path_factory.mktemp(name) / f"{name}.keras"
+    tiny_model(**options).save(path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def tiny_keras(tmp_path_factory) -> Path:
-    import tf_keras as keras
-    keras.utils.set_random_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    tiny_model().save(path)
-    return path
+    return saved_model(tmp_path_factory, "tiny", 0)
 
 
 @pytest.fixture(scope="module")
@@ -198,8 +211,8 @@ def test_every_variant_has_file_and_metadata(exported, tiny_keras, manifest):
         assert "CONV_2D" in meta["gpu"]["ops"]
         assert not list(path.parent.glob(".*.tmp"))
     int8 = read_meta(exported["int8"])
-    assert int8["input"]["dtype"] == "uint8" and int8["input"]["scale"] > 0
-    assert int8["output"]["dtype"] == "uint8"
+    assert int8["input"]["dtype"] == "int8" and int8["input"]["scale"] > 0  # convert's default I/O
+    assert int8["output"]["dtype"] == "int8"
     assert int8["calibration"]["manifest_sha256"] == file_sha256(manifest)
     assert int8["calibration"]["frames"] == 6
     assert read_meta(exported["fp16"])["gpu"]["compatible"] is True
@@ -218,7 +231,7 @@ def test_int8_runs_through_the_runtime_and_matches_fp32(exported, scenes):
         assert (mask == ref).mean() > 0.9, variant
 
 
-@pytest.mark.parametrize("io", ["int8", "float32"])
+@pytest.mark.parametrize("io", ["uint8", "float32"])
 def test_io_types(tiny_keras, manifest, tmp_path, io):
     from edge_seg.converters.tflite_export import export
     from edge_seg.backends.metadata import read_meta
@@ -226,6 +239,119 @@ def test_io_types(tiny_keras, manifest, tmp_path, io):
     meta = read_meta(path)
     assert meta["input"]["dtype"] == io and meta["output"]["dtype"] == io
     assert meta["quantization"]["io"] == io
+
+
+# ------------------------------------------------------------------ int8 I/O, logits at stride 2
+
+@pytest.fixture(scope="module")
+def strided_keras(tmp_path_factory) -> Path:
+    return saved_model(tmp_path_factory, "strided", 3, head_at_stride2=True)
+
+
+@pytest.fixture(scope="module")
+def strided(strided_keras, manifest, tmp_path_factory) -> dict:
+    """The default int8 and fp32 exports, and the fp32 one with full-resolution logits."""
+    from edge_seg.converters.tflite_export import export
+    out = tmp_path_factory.mktemp("strided-out")
+    paths = export(strided_keras, ["fp32", "int8"], out / "default", str(manifest), log=lambda m: None)
+    (full,) = export(strided_keras, ["fp32"], out / "full", full_res_logits=True, log=lambda m: None)
+    return {**{p.stem.split("strided-")[1]: p for p in paths}, "fp32-full": full}
+
+
+def _val_frames_bgr(scenes, n=3):
+    from edge_seg.train.datasets import load_split, read_image
+    return [cv2.cvtColor(read_image(s.image), cv2.COLOR_RGB2BGR) for s in load_split(scenes, split="val")[:n]]
+
+
+def test_int8_io_and_stride2_logits_are_the_default_and_match_the_float_model(strided, strided_keras,
+                                                                               scenes):
+    import tf_keras as keras
+
+    from edge_seg.backends.metadata import read_meta
+    from edge_seg.preprocess import normalize, resize_image
+    from edge_seg.segmenter import Segmenter
+    meta = read_meta(strided["int8"])
+    assert meta["input"]["dtype"] == meta["output"]["dtype"] == meta["quantization"]["io"] == "int8"
+    assert meta["output"]["shape"] == [1, SIZE[1] // 2, SIZE[0] // 2, labels.NUM_CATEGORIES]
+    assert meta["output_stride"] == 2
+    assert "RESIZE_BILINEAR" not in meta["gpu"]["ops"]
+    model = keras.models.load_model(strided_keras, compile=False)
+    head = keras.Model(model.input, model.get_layer("head").output)  # the float logits at stride 2
+    seg = Segmenter(strided["int8"], threads=1, delegate="xnnpack")
+    assert seg.input_dtype == np.int8 and seg.output_size == (SIZE[0] // 2, SIZE[1] // 2)
+    for frame in _val_frames_bgr(scenes):
+        x = normalize(resize_image(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), SIZE))[None]
+        expected = np.argmax(head.predict(x, verbose=0)[0], axis=-1)
+        model_mask, mask = seg.predict_mask(frame)
+        assert model_mask.shape == expected.shape and mask.shape == frame.shape[:2]
+        agree = (model_mask == expected).mean()
+        # an untrained net's logits are nearly tied everywhere; the trained model's gate is
+        # models/compare-camvid-drive-val.md
+        assert agree > 0.9, agree
+
+
+def test_full_res_logits_keep_the_old_graph(strided, strided_keras, manifest, tmp_path):
+    """--full-res-logits is the conversion from before the option: the same bytes."""
+    from edge_seg.backends.embedded import original_bytes
+    from edge_seg.backends.metadata import model_sha256, read_meta
+    from edge_seg.converters.keras_model import load_keras_model
+    from edge_seg.converters.tflite_export import (convert, export, representative_dataset,
+                                                   resolve_calibration)
+    (path,) = export(strided_keras, ["int8"], tmp_path, str(manifest), io="uint8", full_res_logits=True,
+                     log=lambda m: None)
+    meta = read_meta(path)
+    assert meta["output"]["shape"] == [1, SIZE[1], SIZE[0], labels.NUM_CATEGORIES]
+    assert meta["output_stride"] == 1 and meta["input"]["dtype"] == "uint8"
+    assert "RESIZE_BILINEAR" in meta["gpu"]["ops"]
+    cal = resolve_calibration(str(manifest), SIZE)
+    old = convert(load_keras_model(strided_keras), "int8", representative_dataset(cal.samples, SIZE), io="uint8")
+    assert model_sha256(path) == hashlib.sha256(original_bytes(old)).hexdigest()
+    full = read_meta(strided["fp32-full"])
+    assert full["output"]["shape"][1:3] == [SIZE[1], SIZE[0]] and full["output_stride"] == 1
+
+
+def test_a_stride2_model_runs_through_segmenter_drift_and_eval(strided, scenes):
+    from edge_seg.runner import open_model
+    from edge_seg.run.drift import DriftCheck
+    from edge_seg.segmenter import Segmenter
+    from edge_seg.train.datasets import load_split
+    from edge_seg.train.evaluate import score
+    seg = Segmenter(strided["int8"], threads=1, delegate="xnnpack")
+    frame = _val_frames_bgr(scenes, 1)[0]  # 128x64: twice the model's input, four times its output
+    result = seg(frame)
+    assert result.mask.shape == frame.shape[:2]
+    assert result.model_mask.shape == (SIZE[1] // 2, SIZE[0] // 2)
+    # the float twin at full resolution: agreement at a common size
+    drift = DriftCheck(strided["fp32-full"], seg.meta, threads=1)
+    drift._check(0, frame, result.model_mask)
+    summary = drift.summary()
+    # the float mask brought to the int8 model's mask size: an untrained net's near ties and
+    # the NEAREST resize against the float model's bilinear one leave about a tenth apart
+    assert summary["checks"] == 1 and summary["pixel_agreement"] > 0.8
+    runner = open_model(strided["int8"], threads=1)
+    samples = load_split(scenes, split="val")
+    assert runner.predict([np.zeros((SIZE[1], SIZE[0], 3), np.uint8)]).shape == (1, SIZE[1], SIZE[0])
+    for at_label in (False, True):  # labels at 128x64, the model's mask at 32x16
+        got = score(runner.predict, samples, SIZE, at_label_resolution=at_label)[0].result()
+        ref = score(open_model(strided["fp32-full"], threads=1).predict, samples, SIZE,
+                    at_label_resolution=at_label)[0].result()
+        assert abs(got["miou7"] - ref["miou7"]) < 0.1 or np.isnan(ref["miou7"])
+
+
+def test_qat_export_also_ends_at_stride_2(strided_keras, manifest, tmp_path):
+    """The fine-tuned model's layers are tfmot wrappers: the upsampling is found inside them."""
+    from edge_seg.backends.metadata import read_meta
+    from edge_seg.converters.tflite_export import export
+    (path,) = export(strided_keras, ["qat-int8"], tmp_path, str(manifest), qat_steps=2, log=lambda m: None)
+    meta = read_meta(path)
+    assert meta["output_stride"] == 2 and meta["input"]["dtype"] == "int8"
+    assert meta["output"]["shape"] == [1, SIZE[1] // 2, SIZE[0] // 2, labels.NUM_CATEGORIES]
+
+
+def test_full_res_logits_applies_to_tflite_formats_only(strided_keras):
+    res = edge_seg("convert", str(strided_keras), "--onnx", "--full-res-logits")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "error: --full-res-logits applies to" in res.stderr
 
 
 def _conv_weight_scales(path) -> list[int]:

@@ -30,7 +30,7 @@ def test_the_formats_the_converter_made_before_the_table():
         "dynamic": ("--dynamic", "-dynamic.tflite", False), "int8": ("--int8", "-int8.tflite", True),
         "qat-int8": ("--qat", "-qat-int8.tflite", True), "onnx-fp32": ("--onnx", ".onnx", False)}
     assert model_formats.float_preference() == ("fp32", "onnx-fp32", "fp16", "dynamic")
-    assert model_formats.io_choices() == ("uint8", "int8", "float32")
+    assert model_formats.io_choices() == ("int8", "uint8", "float32")
     assert model_formats.extensions() == (".tflite", ".onnx")
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from conftest import edge_seg, edge_seg_argv, street_frames, write_video
-from edge_seg.errors import EXIT_ABANDONED, EXIT_OK, EXIT_USAGE, RunAbandoned
+from edge_seg.errors import EXIT_ABANDONED, EXIT_OK, EXIT_OUTPUT_FAILED, EXIT_USAGE, RunAbandoned
 from edge_seg.io import sinks
 from edge_seg.run.command import RunOptions, run_pipeline
 from edge_seg.serve import server
@@ -57,6 +57,10 @@ def video(tmp: Path, name: str, n: int = 8) -> Path:
     """Written under a UTF-8 name, then renamed: OpenCV cannot take the other kind."""
     made = write_video(tmp / "made.avi", street_frames(n, size=(160, 80)), fps=15.0)
     return made.rename(tmp / name)
+
+
+def notes(tmp: Path) -> None:
+    tmp.joinpath("notes.txt").write_text("not a folder\n")
 
 
 def truncated_avi(tmp: Path) -> None:
@@ -147,6 +151,18 @@ CASES = [
          ["data", "import", "col", "other.zip", "-o", "lab", "--format", "cvat"], EXIT_USAGE,
          "other.zip: not a CVAT 'Segmentation mask 1.1' export (no labelmap.txt)",
          setup=collection_and_foreign_zip),
+    Case("--collect naming a file: one line, the file untouched",
+         ["run", "--source", "a.png", "--collect", "notes.txt"], EXIT_USAGE,
+         "--collect notes.txt: exists and is not a folder", setup=lambda t: (png(t), notes(t))),
+    Case("--collect below a file: cannot be written, nothing made",
+         ["run", "--source", "a.png", "--collect", "notes.txt/frames"], EXIT_OUTPUT_FAILED,
+         "--collect notes.txt/frames: cannot write", setup=lambda t: (png(t), notes(t))),
+    Case("--collect into the source folder is refused",
+         ["run", "--source", "frames", "--collect", "frames"], EXIT_USAGE,
+         "--collect frames: that is an input of this command", setup=lambda t: png(t, "frames/a.png")),
+    Case("--collect inside the --save frames folder is refused (publishing it would take it along)",
+         ["run", "--source", "a.png", "--save", "out", "--collect", "out/c"], EXIT_USAGE,
+         "--collect out/c: overlaps --save out", setup=png),
 ]
 
 

@@ -49,7 +49,8 @@ def _logits(content: bytes) -> np.ndarray:
     interp = Interpreter(model_content=content)
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]
-    x = np.random.default_rng(0).integers(0, 256, inp["shape"], dtype=np.uint8)
+    info = np.iinfo(inp["dtype"])  # the bundled int8 model takes int8 (uint8 before)
+    x = np.random.default_rng(0).integers(info.min, info.max + 1, inp["shape"]).astype(inp["dtype"])
     interp.set_tensor(inp["index"], x)
     interp.invoke()
     return interp.get_tensor(interp.get_output_details()[0]["index"])

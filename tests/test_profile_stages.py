@@ -75,7 +75,7 @@ def test_stage_table_differences_prefixes_and_shares_add_up():
     stages = [ps.Stage("a", ["x"], 100), ps.Stage("b", ["y"], 300)]
     ms = {("int8", "uint8", 0): 1.0, ("int8", "uint8", 1): 4.0, ("fp32", "float32", 0): 2.0,
           ("fp32", "float32", 1): 3.0, ("int8", "int8", 1): 3.5}
-    table = ps.stage_table(stages, ms, 400)
+    table = ps.stage_table(stages, ms, 400, "uint8")
     assert [r["int8_ms"] for r in table["rows"]] == [1.0, 3.0]
     assert [r["fp32_ms"] for r in table["rows"]] == [2.0, 1.0]
     assert table["rows"][1]["int8_vs_fp32"] == 3.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 
@@ -70,6 +71,21 @@ def test_argmax_matches_numpy_including_ties(dtype):
         logits = (logits * 40 - 120).astype(np.int8)
     np.testing.assert_array_equal(argmax_categories(logits), np.argmax(logits, -1))
     assert argmax_categories(logits).dtype == np.uint8
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.float32])
+def test_logits_upsample_bilinearly_in_their_own_type(dtype):
+    """int8 logits go through uint8 (OpenCV has no int8 bilinear resize): the result is the
+    float bilinear resize of the same values, to OpenCV's fixed-point rounding."""
+    from edge_seg.preprocess import upsample_logits
+    rng = np.random.default_rng(2)
+    info = np.iinfo(dtype) if dtype != np.float32 else None
+    logits = (rng.integers(info.min, info.max + 1, (16, 32, 8)) if info else rng.normal(0, 5, (16, 32, 8))).astype(dtype)
+    up = upsample_logits(logits, (64, 32))
+    assert up.dtype == dtype and up.shape == (32, 64, 8)
+    reference = cv2.resize(logits.astype(np.float32), (64, 32), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(up.astype(np.float32) - reference).max() <= (1.0 if info else 1e-4)
+    assert upsample_logits(logits, (32, 16)) is logits
 
 
 def test_int8_mostly_agrees_with_its_float_model(tiny_models, frame):

@@ -27,6 +27,18 @@ def _size(ctx, param, value):
         raise click.BadParameter(str(e)) from None
 
 
+def _widths(ctx, param, value):
+    if value is None:
+        return None
+    from edge_seg.errors import UserError
+
+    from .models import decoder_table
+    try:
+        return list(decoder_table(value.split(",")).values())
+    except UserError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 def train_options(f):
     """The options of `train`, shared with `sweep` grids (names = TrainConfig fields)."""
     opts = [
@@ -82,6 +94,17 @@ def train_options(f):
         click.option("--no-augment", is_flag=True, help="no flips/scale-crop/colour jitter"),
         click.option("--init-from", type=click.Path(dir_okay=False), default=None,
                      help="warm start: copy weights of same-named, same-shaped layers from this .keras"),
+        click.option("--decoder-widths", default=None, metavar="C16,C8,C4,C2", callback=_widths,
+                     help="unet-mobilenetv2 decoder channels at strides 16/8/4/2 [default: 128,64,48,32]"),
+        click.option("--teacher", type=click.Path(dir_okay=False), default=None,
+                     help="distil from this frozen .keras model: its soft targets on the same augmented "
+                          "batch join the hard loss (docs/training.md#distillation)"),
+        click.option("--teacher-flip", is_flag=True,
+                     help="average the teacher's probabilities with those of the mirrored frame"),
+        click.option("--distill-weight", type=float, default=0.5, show_default=True,
+                     help="A in (1-A) * hard loss + A * T^2 * KL(teacher || student)"),
+        click.option("--temperature", type=float, default=2.0, show_default=True,
+                     help="T: softmax temperature of teacher and student in the distillation term"),
         click.option("--distribute", type=click.Choice(["none", "mirrored", "multi-worker"]), default="none",
                      show_default=True),
         click.option("--mlflow", is_flag=True, help="log to a local MLflow file store (needs mlflow)"),
@@ -139,7 +162,9 @@ def config_from_options(**o):
         steps_per_epoch=o["steps_per_epoch"], time_budget=o["time_budget"],
         patience=o["patience"] or None, max_val_samples=o["max_val_samples"],
         augment=not o["no_augment"], distribute=o["distribute"], mlflow=o["mlflow"],
-        mlflow_uri=o["mlflow_uri"], init_from=o["init_from"])
+        mlflow_uri=o["mlflow_uri"], init_from=o["init_from"], decoder_widths=o.get("decoder_widths"),
+        teacher=o.get("teacher"), teacher_flip=o.get("teacher_flip", False),
+        distill_weight=o.get("distill_weight", 0.5), temperature=o.get("temperature", 2.0))
 
 
 @click.command()

@@ -161,17 +161,33 @@ def _up(x, factor, name):
 UNET_DECODER = {16: 128, 8: 64, 4: 48, 2: 32}
 
 
-def _unet_mobilenetv2(inputs, alpha, backbone_weights, num_classes):
+def decoder_table(widths) -> dict:
+    """{stride: channels} of the unet-mobilenetv2 decoder from four widths at strides
+    16/8/4/2 (None: ``UNET_DECODER``); narrower decoders make the cheap students."""
+    if widths is None:
+        return dict(UNET_DECODER)
+    try:
+        widths = [int(w) for w in widths]
+    except (TypeError, ValueError):
+        raise UserError(f"decoder widths {widths!r}: expected four integers") from None
+    if len(widths) != 4 or min(widths) < 1:
+        raise UserError(f"decoder widths {widths}: expected four positive channel counts "
+                        "(strides 16, 8, 4, 2)")
+    return dict(zip((16, 8, 4, 2), widths))
+
+
+def _unet_mobilenetv2(inputs, alpha, backbone_weights, num_classes, decoder_widths=None):
     keras = _keras()
     L = keras.layers
+    widths = decoder_table(decoder_widths)
     feats = mobilenetv2_backbone(inputs, alpha, backbone_weights)
     x = feats[32]
     for stride in (16, 8, 4, 2):
         x = _up(x, 2, f"dec{stride}_up")
         x = L.Concatenate(name=f"dec{stride}_cat")([x, feats[stride]])
-        x = _ds_block(x, UNET_DECODER[stride], f"dec{stride}_a")
+        x = _ds_block(x, widths[stride], f"dec{stride}_a")
         if stride >= 8:
-            x = _ds_block(x, UNET_DECODER[stride], f"dec{stride}_b")
+            x = _ds_block(x, widths[stride], f"dec{stride}_b")
     x = L.Conv2D(num_classes, 1, name="head")(x)
     return _up(x, 2, "head_up")
 
@@ -245,19 +261,23 @@ def _unet_small(inputs, alpha, num_classes):
 
 
 def build_model(arch: str = DEFAULT_ARCH, input_size=(512, 256), alpha: float | None = None,
-                backbone_weights=None, num_classes: int = NUM_CATEGORIES, bn_momentum: float = 0.9):
+                backbone_weights=None, num_classes: int = NUM_CATEGORIES, bn_momentum: float = 0.9,
+                decoder_widths=None):
     """A compiled-free tf_keras functional model: (B, H, W, 3) normalised RGB -> (B, H, W, C) logits.
 
     ``input_size`` is (width, height), multiples of 32. ``bn_momentum`` replaces the
     Keras default of 0.999, which leaves inference-mode BatchNorm useless for thousands of
-    steps when training from scratch.
+    steps when training from scratch. ``decoder_widths``: unet-mobilenetv2's decoder channels
+    at strides 16/8/4/2 (default ``UNET_DECODER``).
     """
     alpha = check_arch_alpha(arch, alpha)
     w, h = check_input_size(input_size)
     keras = _keras()
     inputs = keras.Input((h, w, 3), name="image")
+    if decoder_widths is not None and arch != "unet-mobilenetv2":
+        raise UserError(f"decoder widths apply to unet-mobilenetv2 only, not {arch}")
     if arch == "unet-mobilenetv2":
-        logits = _unet_mobilenetv2(inputs, alpha, backbone_weights, num_classes)
+        logits = _unet_mobilenetv2(inputs, alpha, backbone_weights, num_classes, decoder_widths)
     elif arch == "lraspp-mobilenetv2":
         logits = _lraspp_mobilenetv2(inputs, alpha, backbone_weights, num_classes)
     elif arch == "deeplabv3plus-mobilenetv2":

@@ -104,7 +104,7 @@ def measure(cfg, latency: bool) -> dict:
 
     from .models import build_model, count_macs
     keras.backend.clear_session()
-    m = build_model(cfg.arch, (512, 256), cfg.alpha)
+    m = build_model(cfg.arch, (512, 256), cfg.alpha, decoder_widths=cfg.decoder_widths)
     out = {"params": m.count_params(), "macs_512x256": count_macs(m)}
     if latency:
         out["tflite_fp32_ms"] = tflite_fp32_latency(m)

@@ -85,6 +85,11 @@ class TrainConfig:
     mlflow_uri: str | None = None
     augment: bool = True
     init_from: str | None = None          # warm start: weights of same-named, same-shaped layers
+    decoder_widths: list | None = None    # unet-mobilenetv2 decoder channels at strides 16/8/4/2
+    teacher: str | None = None            # distillation: a frozen .keras teacher (train/distill.py)
+    teacher_flip: bool = False            # the teacher's probabilities averaged with its mirror image's
+    distill_weight: float = 0.5           # A in (1 - A) * hard loss + A * T^2 * KL
+    temperature: float = 2.0              # T of the soft targets
     version: int = CONFIG_VERSION
 
     @classmethod
@@ -322,6 +327,7 @@ def resolve_run(cfg: TrainConfig, resume: bool = False, overrides: dict | None =
 def check_options(cfg: TrainConfig) -> tuple[tuple[int, int], tuple[int, int]]:
     """Fail on options that cannot work before any data is read; the model's input size
     and the training crop (the input size without --crop). Fills in the default alpha."""
+    from .distill import check_distill
     from .losses import LOSSES
     from .models import check_arch_alpha, check_input_size
 
@@ -339,6 +345,7 @@ def check_options(cfg: TrainConfig) -> tuple[tuple[int, int], tuple[int, int]]:
                         "choose none, median-freq or sqrt-median-freq")
     if cfg.epochs < 1 or cfg.batch < 1 or not cfg.lr > 0:
         raise UserError("--epochs and --batch must be >= 1 and --lr > 0")
+    check_distill(cfg)
     return size, crop
 
 
@@ -438,11 +445,13 @@ def build_net(start: RunStart, size, crop, strategy, plan: StepPlan) -> Net:
     cfg = start.cfg
     keras.utils.set_random_seed(cfg.seed + 7919 * start.progress.epoch)
     with strategy.scope():
-        model = build_model(cfg.arch, size, cfg.alpha, cfg.backbone_weights, bn_momentum=cfg.bn_momentum)
+        model = build_model(cfg.arch, size, cfg.alpha, cfg.backbone_weights, bn_momentum=cfg.bn_momentum,
+                            decoder_widths=cfg.decoder_widths)
         # crops train a twin built at the crop size (same weights, no size-dependent ones);
         # the model at --input-size gets its weights before every validation and save
         fit_model = model if crop == size else build_model(cfg.arch, crop, cfg.alpha, cfg.backbone_weights,
-                                                            bn_momentum=cfg.bn_momentum)
+                                                            bn_momentum=cfg.bn_momentum,
+                                                            decoder_widths=cfg.decoder_widths)
         optimizer, schedule = make_optimizer(cfg, plan, fit_model.trainable_variables)
     ckpt = tf.train.Checkpoint(model=fit_model, optimizer=optimizer)
     if start.resumed:
@@ -460,6 +469,7 @@ def write_run_config(start: RunStart, data: RunData, plan: StepPlan, net: Net, w
     command and appends its own to ``resumed``."""
     import tensorflow as tf
 
+    from .distill import teacher_record
     from .models import count_macs
 
     cfg = start.cfg
@@ -471,6 +481,7 @@ def write_run_config(start: RunStart, data: RunData, plan: StepPlan, net: Net, w
                   train_samples=len(data.train_samples), val_samples=len(data.val_samples),
                   params=net.model.count_params(), macs=count_macs(net.model), tensorflow=tf.__version__,
                   command=" ".join(sys.argv))
+    config.update(teacher_record(cfg, start.saved))
     if start.resumed:
         config["command"] = start.saved.get("command")
         config["resumed"] = start.saved.get("resumed", []) + [
@@ -511,7 +522,13 @@ class KerasTrainee:
         self._val = CachedValSet(data.val_samples, size)
         self._other_val = {name: CachedValSet(g, size) for name, g in data.other_val.items()}
         self._predict = keras_predictor(net.model, batch=cfg.batch)
-        self._train_step = _train_step(strategy, net, make_loss(cfg.loss, weights, cfg.dice_weight))
+        loss, teacher = make_loss(cfg.loss, weights, cfg.dice_weight), None
+        if cfg.teacher:
+            from .distill import Teacher, make_distill_loss
+            with strategy.scope():
+                teacher = Teacher(cfg.teacher, size, crop, cfg.temperature, cfg.teacher_flip)
+            loss = make_distill_loss(loss, cfg.distill_weight, cfg.temperature)
+        self._train_step = _train_step(strategy, net, loss, teacher)
 
     def step(self) -> float:
         return float(self._train_step(next(self._batches)))
@@ -529,8 +546,9 @@ class KerasTrainee:
         atomic_save_keras(self.net.model, path)
 
 
-def _train_step(strategy, net: Net, loss_fn):
-    """One optimizer step over a distributed batch; the loss averaged over the replicas."""
+def _train_step(strategy, net: Net, loss_fn, teacher=None):
+    """One optimizer step over a distributed batch; the loss averaged over the replicas.
+    With a ``teacher``, ``loss_fn`` also takes its soft targets for the batch."""
     import tensorflow as tf
 
     model, optimizer, replicas = net.fit_model, net.optimizer, strategy.num_replicas_in_sync
@@ -538,8 +556,9 @@ def _train_step(strategy, net: Net, loss_fn):
     @tf.function
     def train_step(batch):
         def step_fn(x, y):
+            soft = () if teacher is None else (teacher(x, x.shape[1:3]),)
             with tf.GradientTape() as tape:
-                loss = loss_fn(y, model(x, training=True))
+                loss = loss_fn(y, model(x, training=True), *soft)
                 scaled = loss / replicas
             grads = tape.gradient(scaled, model.trainable_variables)
             optimizer.apply_gradients(zip(grads, model.trainable_variables))

@@ -68,6 +68,10 @@ class RunOptions:
     report_lines: str | None = None  # where they go (None: stdout)
     open_timeout: float = 10.0  # seconds the source may take to open (0: no limit)
     trust_sidecar: bool = False
+    collect: str | None = None        # folder of frames to label (edge_seg.run.collect)
+    collect_every: float = 1.0        # seconds of source time between considered frames
+    collect_max: int = 500
+    collect_max_bytes: int | None = None
 
     def source_spec(self) -> str:
         if self.camera is not None and self.source is not None:
@@ -106,6 +110,8 @@ def _start_and_loop(r: Run, opts: RunOptions, on_start) -> None:
     r.source.start()
     if r.drift:
         r.drift.start()
+    if r.collect:
+        r.collect.start()
     if r.server:
         r.server.start()
     if r.reporter:
@@ -249,6 +255,18 @@ EXIT_CODES_HELP = exit_codes_help()
 @click.option("--save-max-bytes", callback=_bytes, metavar="SIZE",
               help="Keep the segments within SIZE in total (500M, 32G), removing the oldest "
                    "first; leave room for one more segment beside it.")
+@click.option("--collect", metavar="DIR",
+              help="Keep the frames the model is least sure of in DIR, a folder dataset "
+                   "(images/, masks/ with the model's pre-labels, meta/, mapping.json) to "
+                   "label and fine-tune on. An existing collection is continued, never wiped.")
+@click.option("--collect-every", type=click.FloatRange(0), default=1.0, show_default=True,
+              metavar="SECONDS", help="Consider at most one frame per SECONDS of source time "
+                                      "(an image of a folder counts as one second).")
+@click.option("--collect-max", type=click.IntRange(1), default=500, show_default=True,
+              metavar="N", help="Keep at most N frames (earlier runs' included); a more useful "
+                                "frame replaces the least useful one.")
+@click.option("--collect-max-bytes", callback=_bytes, metavar="SIZE",
+              help="Keep the collection within SIZE in total (500M, 32G), the same way.")
 @click.option("--max-frames", type=int, default=0, metavar="N",
               help="Stop after N processed frames (0 = until the source ends or Ctrl-C).")
 @click.option("--every", type=int, default=1, show_default=True, metavar="N",

@@ -46,6 +46,16 @@ def is_quantized(segmenter) -> bool:
                 or meta.get("variant") in QUANTIZED_VARIANTS or "int8" in mode)
 
 
+def lower_priority(nice: int) -> None:
+    """Lower the calling thread's priority, for side work that must leave the cores to the
+    pipeline (on Linux the nice value is per thread)."""
+    if nice and hasattr(os, "setpriority"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        except (OSError, AttributeError):
+            pass
+
+
 class DriftCheck:
     def __init__(self, float_model, reference_meta: dict | None = None, every: int = DEFAULT_EVERY,
                  min_agreement: float = DEFAULT_MIN_AGREEMENT, window: int = DEFAULT_WINDOW,
@@ -89,6 +99,9 @@ class DriftCheck:
         self.min_check = math.inf
         self.float_ms = 0.0
         self.error: str | None = None
+        # called in this thread with (frame number, agreement mIoU(7)) after each check:
+        # --collect scores the same frame by it instead of running the float model again
+        self.listener: Callable[[int, float], None] | None = None
 
     @property
     def path(self):
@@ -121,11 +134,7 @@ class DriftCheck:
         self._thread.join(timeout=timeout)
 
     def _run(self) -> None:
-        if self.nice and hasattr(os, "setpriority"):
-            try:  # on Linux the nice value is per thread: the pipeline keeps priority
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
-            except (OSError, AttributeError):
-                pass
+        lower_priority(self.nice)
         while True:
             item = self._queue.get()
             if item is None:
@@ -158,6 +167,8 @@ class DriftCheck:
             self._window_checks += 1
             if self._window_checks >= self.window:
                 self._close_window(frame_number)
+        if self.listener is not None:
+            self.listener(frame_number, a["miou7"])
 
     def _close_window(self, last_frame: int) -> None:
         miou = self._window.result()["miou7"]

@@ -29,9 +29,10 @@ class Renderer:
     """The render thread: post-process, offer to the drift check, draw, hand to the sinks."""
 
     def __init__(self, segmenter, overlay: Overlay, times: StageTimes, sink=None, window=None,
-                 drift=None, hub=None):
+                 drift=None, hub=None, collect=None):
         self.segmenter, self.overlay, self.times = segmenter, overlay, times
         self.sink, self.window, self.drift = sink, window, drift
+        self.collect = collect  # --collect: edge_seg.run.collect.Collector (never blocks)
         self.hub = hub  # --serve: the viewers' newest-frame slot (never blocks)
         self.frames = 0
         self.t_first = self.t_last = None
@@ -71,6 +72,11 @@ class Renderer:
             extra = f"float agreement {self.drift.per_check[-1]:.2f}"
         return hud_lines(self._fps, self.times.recent(), extra)
 
+    def _draw(self, frame, model_mask):
+        """The output image, drawn from the mask at the model's output size (colouring the
+        small mask and resizing the colours NEAREST equals colouring the upsampled mask)."""
+        return self.overlay.render(frame.image, model_mask, self._hud() if self.overlay.hud else None)
+
     def _run(self) -> None:
         from edge_seg.preprocess import upsample_mask
         try:
@@ -81,18 +87,29 @@ class Renderer:
                 frame, logits = item
                 t0 = time.perf_counter()
                 model_mask = self.segmenter.postprocess(logits)
-                mask = upsample_mask(model_mask, frame.image.shape)
                 t1 = time.perf_counter()
-                if self.drift is not None:
-                    self.drift.offer(self.frames, frame.image, model_mask)
-                image = self.overlay.render(frame.image, mask, self._hud() if self.overlay.hud else None)
+                checked = self.drift is not None and self.drift.offer(self.frames, frame.image, model_mask)
+                if self.collect is not None:
+                    # the frame-size mask only for a frame the collector considers
+                    mask = upsample_mask(model_mask, frame.image.shape) if self.collect.due(frame) else None
+                    self.collect.offer(frame, logits, model_mask, mask,
+                                       check=self.frames if checked else None)
+                # Drawn only for an output that takes every frame: with the model on every
+                # core, drawing nobody sees slows the model. The viewers of --serve draw
+                # the newest frame themselves, and only while they watch.
+                image = None
+                if self.sink is not None or self.window is not None:
+                    image = self._draw(frame, model_mask)
                 t2 = time.perf_counter()
                 if self.sink is not None:
                     self.sink.write(image)
                 if self.window is not None:
                     self.window.put(image)
                 if self.hub is not None:
-                    self.hub.put(image)
+                    if image is not None:
+                        self.hub.put(image)
+                    else:
+                        self.hub.offer(lambda f=frame, m=model_mask: self._draw(f, m))
                 t3 = time.perf_counter()
                 self.times.add("post", (t1 - t0) * 1e3)
                 self.times.add("draw", (t2 - t1) * 1e3)
@@ -142,6 +159,7 @@ class Run:
         self.times = StageTimes(STAGES)
         self.source = self.segmenter = self.drift = self.sink = self.window = self.renderer = None
         self.server = self.reporter = None  # --serve, --report-every
+        self.collect = None  # --collect
         self.profile = None        # edge_seg.device_profile.Profile in use
         self.profile_note = None   # why a profile exists but is not used
         self._signals = 0
@@ -262,6 +280,9 @@ class Run:
             litert.check_model_file(o.check_float)
             read_meta(o.check_float, trust_sidecar=o.trust_sidecar, warn=lambda m: None)
         self._check_outputs(model_path)
+        if o.serve:
+            from edge_seg.serve.server import check_address
+            check_address(o.serve)
         show = o.show
         if show is None:
             show = sinks.gui_available()
@@ -285,6 +306,10 @@ class Run:
             self.drift = DriftCheck(o.check_float, reference_meta=self.segmenter.meta,
                                     every=o.check_every, min_agreement=o.min_agreement,
                                     window=o.agreement_window, log=log.callback("drift"))
+        if o.collect:  # before the recording: a collection that cannot open leaves nothing behind
+            self._open_collect(model_path)
+            if self.drift:
+                self.collect.follow(self.drift)
         if o.save:
             self.sink = sinks.FrameSink(o.save, fps=self.source.fps or 30.0,
                                         inputs=self._inputs(model_path), overwrite=o.overwrite,
@@ -293,6 +318,19 @@ class Run:
         if show:
             self.window = sinks.Window()
         self._open_telemetry()
+
+    def _open_collect(self, model_path) -> None:
+        from edge_seg.backends.metadata import model_sha256
+        from edge_seg.run.collect import LOW_MARGIN, Collector, output_scale
+        o = self.opts
+        self.collect = Collector(
+            o.collect, source_spec=self.opts.source_spec(), model_path=model_path,
+            model_sha256=model_sha256(model_path), every_s=o.collect_every,
+            max_frames=o.collect_max, max_bytes=o.collect_max_bytes, source_fps=self.source.fps,
+            source_names=getattr(self.source.reader, "paths", None),
+            margin_threshold=LOW_MARGIN / output_scale(self.segmenter),
+            inputs=self._inputs(model_path), log=log.callback("collect"),
+            wait=not self.source.newest_only)
 
     def _open_telemetry(self) -> None:
         """--report-every and --serve, last: bound before the run starts (a port in use is
@@ -329,6 +367,9 @@ class Run:
         o, inputs = self.opts, self._inputs(model_path)
         if o.save:
             sinks.check_save_target(o.save, inputs, o.overwrite)
+        if o.collect:
+            from edge_seg.run.collect import check_target
+            check_target(o.collect, inputs, o.save)
         if o.report:
             check_output(o.report, "--report", inputs=inputs, overwrite=o.overwrite, need=64 << 10)
             report, save = (Path(p).expanduser().absolute() for p in (o.report, o.save or o.report))
@@ -355,6 +396,8 @@ class Run:
         if self.drift:
             lines.append(f"  drift    vs {self.drift.path.name} every {o.check_every} frames, "
                          f"warn below {o.min_agreement:.2f} (windows of {o.agreement_window} checks)")
+        if self.collect:
+            lines.append(f"  collect  {self.collect.describe()}")
         if self.reporter:
             lines.append(f"  report   {self.reporter.describe()}")
         if self.server:
@@ -367,7 +410,8 @@ class Run:
         """capture -> process -> overlay/render, until the source ends or we are stopped."""
         o, seg = self.opts, self.segmenter
         self.renderer = Renderer(seg, self.overlay, self.times, self.sink, self.window, self.drift,
-                                 hub=self.server.hub if self.server else None)
+                                 hub=self.server.hub if self.server else None,
+                                 collect=self.collect)
         next_progress = time.perf_counter() + PROGRESS_EVERY_S
         self.state.t_start = time.perf_counter()
         while self.state.stopped_by is None:
@@ -406,6 +450,7 @@ class Run:
                              (True, lambda: self.renderer and self.renderer.close()),
                              (True, lambda: self.sink and self.sink.close()),
                              (False, lambda: self.drift and self.drift.close()),
+                             (False, lambda: self.collect and self.collect.close()),
                              (False, lambda: self.window and self.window.close())):
             try:
                 step()
@@ -441,6 +486,7 @@ class Run:
             "saved": self.sink.summary() if self.sink else None,
             "error": str(self.failure) if self.failure else None,
             "agreement": self.drift.summary() if self.drift else None,
+            "collected": self.collect.summary() if self.collect else None,
             "profile": {"path": str(self.profile.path), "created": self.profile.created}
             if self.profile is not None else ({"note": self.profile_note} if self.profile_note else None),
             "options": self._options(),
@@ -505,7 +551,8 @@ class Run:
         elif saved:
             lines.append(f"  nothing saved to {saved['path']} (no frame was rendered)")
         from edge_seg.io.sinks import segment_lines
-        return lines + segment_lines(saved)
+        from edge_seg.run.collect import summary_lines as collect_lines
+        return lines + segment_lines(saved) + collect_lines(s.get("collected"))
 
 
 def _fmt(value) -> str:

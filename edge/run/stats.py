@@ -59,6 +59,7 @@ def live_stats(run) -> dict:
         "stream": run.server.figures() if getattr(run, "server", None) is not None else None,
         # the recording so far: frames, and with --save-segment each segment published
         "saved": run.sink.summary() if getattr(run, "sink", None) is not None else None,
+        "collected": run.collect.summary() if getattr(run, "collect", None) is not None else None,
     }
     return finite(out)
 

@@ -8,9 +8,10 @@ browser, curl or Prometheus, on a device without a screen.
     /metrics      the same figures in the Prometheus text format (prometheus_client)
 
 The loop never waits for a viewer: the render thread only drops a reference to each new
-frame into a one-slot ``FrameHub`` (no copy, no encode). Viewer threads JPEG-encode the
-newest frame when they are ready to send one, once per frame however many watch, so the
-encoding rate is at most the fastest viewer's and nothing is encoded while nobody watches.
+frame into a one-slot ``FrameHub`` (no copy, no encode), or, when no other output needed the
+frame drawn, a way to draw it. Viewer threads draw and JPEG-encode the newest frame when they
+are ready to send one, once per frame however many watch, so the drawing and encoding rate is
+at most the fastest viewer's and nothing is drawn or encoded while nobody watches.
 Each viewer gets only the newest frame; one that stops reading is dropped after
 ``CLIENT_TIMEOUT_S`` (its socket's send times out) and meanwhile holds one JPEG at most.
 
@@ -52,7 +53,8 @@ LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 # -- the newest frame, shared with the viewers -------------------------------------------
 class FrameHub:
-    """One slot holding the newest rendered frame and, once a viewer asked for it, its JPEG."""
+    """One slot holding the newest frame (an image, or a function that draws it) and, once
+    a viewer asked for it, its JPEG."""
 
     def __init__(self, quality: int = JPEG_QUALITY):
         self.quality = int(quality)
@@ -72,6 +74,11 @@ class FrameHub:
             self._image = image
             self._seq += 1
             self._cond.notify_all()
+
+    def offer(self, draw: Callable[[], object]) -> None:
+        """``put`` of a frame nobody has drawn: ``draw()`` returns the image, and runs in
+        the first viewer thread that asks for this frame, never in the caller's."""
+        self.put(draw)
 
     def close(self) -> None:
         with self._cond:
@@ -95,6 +102,8 @@ class FrameHub:
                 return self._jpeg_seq, self._jpeg
         with self._encode_lock:  # one encode per frame however many viewers ask
             if self._jpeg_seq < seq:
+                if callable(image):
+                    image = image()
                 ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
                 if not ok:
                     return None
@@ -233,6 +242,25 @@ class StatsCollector:
 
 
 # -- the HTTP server ------------------------------------------------------------------------------
+def listen_error(address: str, host: str, port: int, e: OSError) -> UserError:
+    what = "the port is in use (another program or edge-seg run listens there); choose " \
+           "another PORT" if e.errno in (98, 48, 10048) else (e.strerror or str(e))
+    return UserError(f"--serve {address}: cannot listen on {host}:{port}: {what}")
+
+
+def check_address(address: str) -> None:
+    """Fail now, with the server's own error, if ``address`` cannot be listened on: a run
+    checks this before opening its source (which can take seconds), binds for real last."""
+    host, port = parse_address(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server binds
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise listen_error(address, host, port, e) from None
+
+
 class Server:
     """The web server beside the loop. Bind happens in the constructor (so a port in use is
     a UserError before the run starts); ``start()`` serves from a daemon thread."""
@@ -269,9 +297,7 @@ class Server:
         try:
             self.httpd = server_class((self.host, port), _Handler)
         except OSError as e:
-            what = "the port is in use (another program or edge-seg run listens there); choose " \
-                   "another PORT" if e.errno in (98, 48, 10048) else (e.strerror or str(e))
-            raise UserError(f"--serve {address}: cannot listen on {self.host}:{port}: {what}") from None
+            raise listen_error(address, self.host, port, e) from None
         self.httpd.owner = self
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self._serve, name="serve", daemon=True)
