@@ -1,20 +1,21 @@
 """Drive 0006R0 as the user's own street: the `edge-seg adapt` learning curve.
 
 CamVid's drive 0006R0 (101 frames, one per second) is the drive the bundled model never saw.
-This script plays the user: it "collects" the drive's frames in time order (every
-``--every``-th frame with the bundled int8 model's masks as pre-labels, standing in for
-`edge-seg run --collect`), labels the first N collected with CamVid's ground truth mapped to
-categories (written as CVAT's export and brought back by `edge-seg data import`), runs
-`edge-seg adapt` on them and scores the parent and the adapted model on the drive's frames
-that were NOT labelled, and on CamVid val and IDD-Lite drive-val (from the adapted model's
-card).
+This script plays the user: `edge-seg run --collect --collect-max N` goes over the drive's
+frames in time order with the bundled int8 model and keeps the N it is least sure of (with
+``--stand-in``: one frame in K instead, K = ``--every`` or 101 // N, the model's masks as
+pre-labels); the first N collected are labelled with CamVid's ground truth mapped to
+categories (written as CVAT's export and brought back by `edge-seg data import`); `edge-seg
+adapt --holdout 0` adapts to them; parent and adapted model are scored with `edge-seg compare`
+on the drive's frames that were NOT labelled, and on CamVid val and IDD-Lite val (from the
+adapted model's card).
 
-    python tools/research/adapt_0006R0.py --out /tmp/adapt-0006R0 --n 5 --n 10 --n 20 --n 40 \\
-        [-- extra edge-seg adapt options]
+    python tools/research/adapt_0006R0.py --out /tmp/adapt-0006R0 --n 5 --n 10 --n 20 --n 40 \
+        [--stand-in [--every K]] [-- extra edge-seg adapt options]
 
-Writes OUT/collection/, OUT/cvat-N.zip and OUT/labelled-N/ (the labelled folders), OUT/rest-N/
-(the frames scored, split test), OUT/run-N/ (each adapt run) and OUT/curve.json + OUT/curve.md
-(the table of docs/adapting.md).
+Writes OUT/collection-*/ (the collections), OUT/cvat-N-*.zip and OUT/labelled-N-*/ (the
+labelled folders), OUT/rest-N-*/ (the frames scored, split test), OUT/run-N-*/ (each adapt
+run) and OUT/curve.json + OUT/curve.md (the table of docs/adapting.md).
 """
 from __future__ import annotations
 
@@ -79,23 +80,38 @@ def collect(out: Path, every: int) -> Path:
     return root
 
 
+def tag(every: int) -> str:
+    """How the frames were collected, in file names: run --collect, or one in ``every``."""
+    return f"every{every}" if every else "run-collect"
+
+
+def run_collect(out: Path, n: int) -> Path:
+    """OUT/collection-maxN: `edge-seg run --collect` over the drive's frames in time order with
+    the bundled int8 model, keeping the N frames it is least sure of."""
+    root = out / f"collection-max{n}"
+    if not (root / "mapping.json").is_file():
+        subprocess.run([str(EDGE_SEG), "run", "--source", str(CAMVID / "train" / "0006R0_*.png"), "--headless",
+                        "-q", "--collect", str(root), "--collect-max", str(n)], check=True)
+    return root
+
+
 def prepare(out: Path, n: int, every: int) -> tuple[Path, Path]:
-    """OUT/labelled-N-everyK: the first N frames collected (one in ``every``) labelled with
-    CamVid's ground truth, through CVAT's export format and `edge-seg data import`;
-    OUT/rest-N-everyK: the drive's other frames, as a folder dataset of split test (the
-    frames scored)."""
+    """OUT/labelled-N-everyK: the first N frames collected (by `edge-seg run --collect` when
+    ``every`` is 0, else one in ``every``) labelled with CamVid's ground truth, through CVAT's
+    export format and `edge-seg data import`; OUT/rest-N-everyK: the drive's other frames, as a
+    folder dataset of split test (the frames scored)."""
     from edge_seg.train.datasets import read_mask
     from edge_seg.train.labeling import mapping_json, write_cvat_annotations
 
-    collection = collect(out, every)
+    collection = collect(out, every) if every else run_collect(out, n)
     by_name = {s.image.name: s for s in drive_frames()}
     metas = [json.loads(p.read_text()) for p in sorted((collection / "meta").glob("*.json"))]
     if n > len(metas):
         raise SystemExit(f"error: --n {n}: only {len(metas)} frames collected (every {every})")
     chosen = {m["stem"]: by_name[m["source_name"]] for m in metas[:n]}
-    labelled, rest = out / f"labelled-{n}-every{every}", out / f"rest-{n}-every{every}"
+    labelled, rest = out / f"labelled-{n}-{tag(every)}", out / f"rest-{n}-{tag(every)}"
     if not labelled.exists():
-        annotations = out / f"cvat-{n}-every{every}.zip"  # what CVAT exports once the labeller is done
+        annotations = out / f"cvat-{n}-{tag(every)}.zip"  # what CVAT exports once the labeller is done
         write_cvat_annotations({stem: read_mask(s) for stem, s in chosen.items()}, annotations)
         subprocess.run([str(EDGE_SEG), "data", "import", str(collection), str(annotations), "--format",
                         "cvat", "-o", str(labelled)], check=True)
@@ -144,7 +160,7 @@ def row(n: int, every: int, run: Path, rest: Path, seconds: float) -> dict:
 def table(rows: list[dict]) -> str:
     """mIoU(7) of parent -> adapted, float (int8), per N and set."""
     names = list(rows[0]["sets"])
-    lines = ["| N (one frame in K collected) | " + " | ".join(f"{s}: parent -> adapted (points)" for s in names) + " | adapt wall |",
+    lines = ["| N (collected by) | " + " | ".join(f"{s}: parent -> adapted (points)" for s in names) + " | adapt wall |",
              "|---" * (len(names) + 2) + "|"]
     for r in rows:
         cells = []
@@ -153,7 +169,7 @@ def table(rows: list[dict]) -> str:
             cells.append(f"{100 * p['float']['miou7']:.1f} -> {100 * a['float']['miou7']:.1f} "
                          f"({100 * (a['float']['miou7'] - p['float']['miou7']):+.1f}; int8 "
                          f"{100 * (a['int8']['miou7'] - p['int8']['miou7']):+.1f})")
-        lines.append(f"| {r['n']} (K {r['every']}) | " + " | ".join(cells) + f" | {r['adapt_seconds'] / 60:.1f} min |")
+        lines.append(f"| {r['n']} ({tag(r['every'])}) | " + " | ".join(cells) + f" | {r['adapt_seconds'] / 60:.1f} min |")
     return "\n".join(lines) + "\n"
 
 
@@ -168,16 +184,17 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--n", type=int, action="append", help="labelled frames (repeat)")
-    parser.add_argument("--every", type=int, default=None,
-                        help="collect one frame in K [default: 101 // N, a collection spread over "
-                             "the whole drive]")
+    parser.add_argument("--every", type=int, default=0,
+                        help="stand in for `run --collect` with one frame in K, K = 101 // N when 0 and "
+                             "--stand-in [default: `edge-seg run --collect --collect-max N`]")
+    parser.add_argument("--stand-in", action="store_true", help="collect one frame in --every K")
     parser.add_argument("extra", nargs="*", help="options passed on to edge-seg adapt (after --)")
     args = parser.parse_args(argv)
     rows = []
     for n in args.n or [5, 10, 20, 40]:
-        every = args.every or len(drive_frames()) // n
+        every = (args.every or len(drive_frames()) // n) if args.stand_in else 0
         labelled, rest = prepare(args.out, n, every)
-        run = args.out / f"run-{n}-every{every}"
+        run = args.out / f"run-{n}-{tag(every)}"
         seconds = adapt(labelled, run, args.extra)
         rows.append(row(n, every, run, rest, seconds))
         rows = merged(args.out / "curve.json", rows)
