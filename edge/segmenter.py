@@ -108,7 +108,10 @@ class Segmenter:
             "uint8" if self.input_dtype == np.uint8 else "float32")
         out = np.dtype(self.output_dtype).name
         w, h = self.input_size
-        return f"{self.path.name} ({self.variant}, {kind} in/{out} out, {w}x{h})"
+        parent = self.meta.get("parent")  # set by `edge-seg adapt`: the model it was adapted from
+        adapted = (f", adapted from {parent.get('model')} {str(parent.get('sha256'))[:12]}"
+                   if isinstance(parent, dict) else "")
+        return f"{self.path.name} ({self.variant}, {kind} in/{out} out, {w}x{h}{adapted})"
 
     # -- set-up -------------------------------------------------------------------
     def _check_normalization(self):

@@ -34,10 +34,11 @@ KINDS = ("fp32", "int8", "uint8")
 
 
 def build_unet(input_size=SIZE, widths=WIDTHS, seed: int = 0,
-               num_classes: int = NUM_CATEGORIES):
+               num_classes: int = NUM_CATEGORIES, batch_size: int | None = 1):
     """tf_keras functional U-Net: (1, H, W, 3) normalised RGB -> (1, H, W, C) logits.
 
     Level i (stride 2**(i+1)) has ``widths[i]`` channels; random weights from ``seed``.
+    ``batch_size`` None: any batch, for a model that trains.
     """
     import tensorflow as tf
     import tf_keras as keras
@@ -45,7 +46,7 @@ def build_unet(input_size=SIZE, widths=WIDTHS, seed: int = 0,
     tf.keras.utils.set_random_seed(seed)
     keras.utils.set_random_seed(seed)
     w, h = input_size
-    inputs = keras.Input((h, w, 3), batch_size=1, name="image")
+    inputs = keras.Input((h, w, 3), batch_size=batch_size, name="image")
 
     def ds(x, filters, stride, name):
         x = L.DepthwiseConv2D(3, strides=stride, padding="same", name=f"{name}_dw")(x)

@@ -422,6 +422,18 @@ class Net:
     ckpt: object        # model + optimizer, written into last/
 
 
+def make_optimizer(cfg: TrainConfig, plan: StepPlan, variables):
+    """(AdamW, its warm-up + cosine schedule), built for ``variables``; no weight decay on
+    BatchNorm or biases."""
+    import tf_keras as keras
+
+    schedule = warmup_cosine(cfg.lr, plan.total_steps, plan.warmup, cfg.min_lr_ratio)
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay)
+    optimizer.exclude_from_weight_decay(var_names=["bn", "BN", "bias", "beta", "gamma"])
+    optimizer.build(variables)
+    return optimizer, schedule
+
+
 def build_net(start: RunStart, size, crop, strategy, plan: StepPlan) -> Net:
     """Model and optimizer, seeded per (seed, start epoch); warm-started by --init-from, or
     restored from the checkpoint a resume continues from."""
@@ -440,10 +452,7 @@ def build_net(start: RunStart, size, crop, strategy, plan: StepPlan) -> Net:
         fit_model = model if crop == size else build_model(cfg.arch, crop, cfg.alpha, cfg.backbone_weights,
                                                             bn_momentum=cfg.bn_momentum,
                                                             decoder_widths=cfg.decoder_widths)
-        schedule = warmup_cosine(cfg.lr, plan.total_steps, plan.warmup, cfg.min_lr_ratio)
-        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay)
-        optimizer.exclude_from_weight_decay(var_names=["bn", "BN", "bias", "beta", "gamma"])
-        optimizer.build(fit_model.trainable_variables)
+        optimizer, schedule = make_optimizer(cfg, plan, fit_model.trainable_variables)
     ckpt = tf.train.Checkpoint(model=fit_model, optimizer=optimizer)
     if start.resumed:
         ckpt.read(str(start.last / "ckpt")).assert_existing_objects_matched().expect_partial()
