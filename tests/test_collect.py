@@ -353,3 +353,17 @@ def test_a_file_source_waits_for_the_writer_so_nothing_is_dropped(tiny_models, t
     assert summary["collected"]["dropped_full_queue"] == 0
     assert len(stems(root)) == 6
     complete(root)
+
+
+def test_a_frame_never_takes_the_name_of_an_earlier_one(tmp_path):
+    """Two runs within one second (or a stream that restarts its count) see the same frame
+    index at the same second: the second frame gets a later name, not the first one's."""
+    c = collector(tmp_path / "c", every_s=0.0, clock=lambda: 1_800_000_000.0)
+    logits = np.zeros((1, 4, 4, labels.NUM_CATEGORIES), np.int8)
+    mask = np.zeros((24, 32), np.uint8)
+    named = []
+    c._enqueue = lambda candidate: named.append(candidate.meta["stem"]) or True
+    for _ in range(3):
+        c._last_t = None  # the source started over
+        c.offer(frame(0), logits, mask[:4, :4], mask)
+    assert len(set(named)) == 3 and named == sorted(named)

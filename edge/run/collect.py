@@ -263,6 +263,7 @@ class Collector:
         self.cpu_s = {"render": 0.0, "writer": 0.0}  # CPU time collecting costs, per thread
         self.category_frames = np.zeros(labels.NUM_CATEGORIES, np.int64)
         self._last_t: float | None = None
+        self._stems: set[str] | None = None  # every stem named so far (_new_stem)
         self._drift = None
         self._parked: dict[int, Candidate] = {}  # waiting for the drift check's verdict
         self._verdicts: dict[int, float] = {}     # ... or the verdict came first
@@ -355,12 +356,25 @@ class Collector:
         name = None
         if self.source_names is not None and 0 <= index < len(self.source_names):
             name = Path(self.source_names[index]).name
-        meta = {"stem": make_stem(now, index), "time": iso_time(now), "source": self.source_spec,
+        meta = {"stem": self._new_stem(now, index), "time": iso_time(now), "source": self.source_spec,
                 "frame_index": index, "source_name": name, "model": self.model_path.name,
                 "model_sha256": self.model_sha256, "reason": None, "score": None,
                 "scores": scores, "labelled": False}
         meta["score"], meta["reason"] = finish_scores(scores)
         return Candidate(frame.image.copy(), np.ascontiguousarray(mask, np.uint8), meta)
+
+    def _new_stem(self, now: float, index: int) -> str:
+        """A stem no frame of this folder has had: a second run within the same second as the
+        first, or a stream that restarted its frame count, would otherwise name a frame as
+        an earlier one and overwrite it. The stem's second moves on; the JSON keeps the time."""
+        if self._stems is None:
+            self._stems = set(self.folder.kept)
+        stem = make_stem(now, index)
+        while stem in self._stems:
+            now += 1.0
+            stem = make_stem(now, index)
+        self._stems.add(stem)
+        return stem
 
     def _enqueue(self, c: Candidate) -> bool:
         try:
