@@ -22,7 +22,7 @@ from edge_seg.run import collect as collect_mod
 from edge_seg.run.collect import Candidate, Collector, margin_signals
 from edge_seg.run.command import RunOptions, run_pipeline
 
-META_KEYS = {"stem", "time", "source", "frame_index", "source_name", "model", "model_sha256",
+META_KEYS = {"stem", "time", "capture_s", "source", "frame_index", "source_name", "model", "model_sha256",
              "reason", "score", "scores", "labelled"}
 STEM = re.compile(r"\d{8}T\d{6}Z-\d{7}")
 
@@ -34,11 +34,13 @@ def collector(root: Path, **kw) -> Collector:
     return Collector(root, **kw)
 
 
-def candidate(stem: str, score: float, seed: int = 0, size=(24, 32)) -> Candidate:
+def candidate(stem: str, score: float, seed: int = 0, size=(24, 32), at: float | None = None) -> Candidate:
+    """A frame captured at second ``at`` (default: ``seed``) of the collection's time."""
     rng = np.random.default_rng(seed)  # noise: PNG cannot shrink it, so sizes are predictable
     image = rng.integers(0, 256, (*size, 3), np.uint8)
     mask = rng.integers(0, labels.NUM_CATEGORIES, size, np.uint8)
-    meta = {"stem": stem, "score": score, "reason": "margin", "scores": {}, "labelled": False}
+    meta = {"stem": stem, "score": score, "reason": "margin", "scores": {}, "labelled": False,
+            "capture_s": float(seed if at is None else at)}
     return Candidate(image, mask, meta)
 
 
@@ -58,20 +60,46 @@ def stem(i: int) -> str:
 
 
 # -- caps -----------------------------------------------------------------------------
-def test_a_count_cap_drops_the_least_useful_first_and_ties_the_oldest(tmp_path, monkeypatch):
+def test_a_count_cap_keeps_the_most_useful_frame_of_each_stretch_of_time(tmp_path, monkeypatch):
     c = collector(tmp_path / "c", max_frames=3)
     for i, score in enumerate([0.3, 0.3, 0.9]):
         assert c.write(candidate(stem(i), score, i))
+    # one second apart: every pair is nearest, the least useful of their losers goes (ties: older)
+    assert c.write(candidate(stem(3), 0.5, 3))
+    assert stems(tmp_path / "c") == {stem(1), stem(2), stem(3)}
+    assert c.write(candidate(stem(4), 0.4, 4))
+    assert stems(tmp_path / "c") == {stem(2), stem(3), stem(4)}
+    # 2-3 and 3-4 are nearest (1 s; 4 -> 12 is 8 s): the 0.4 goes, not the 0.1 far away
+    assert c.write(candidate(stem(12), 0.1, 12))
+    assert stems(tmp_path / "c") == {stem(2), stem(3), stem(12)}
     encoded, encode = [], collect_mod.encode_png
     monkeypatch.setattr(collect_mod, "encode_png", lambda image: encoded.append(1) or encode(image))
-    assert not c.write(candidate(stem(3), 0.3, 3)), "as useful as the least useful: not kept"
+    assert not c.write(candidate(stem(13), 0.05, 13, at=12.5)), "nearest to 12 and less useful: not kept"
     assert encoded == [], "refused before its PNGs were encoded"
-    assert c.write(candidate(stem(4), 0.5, 4))
-    assert stems(tmp_path / "c") == {stem(1), stem(2), stem(4)}  # the older 0.3 went first
-    assert c.write(candidate(stem(5), 0.4, 5))
-    assert stems(tmp_path / "c") == {stem(2), stem(4), stem(5)}
-    assert c.summary()["removed"] == 2 and c.summary()["kept"] == 3
+    assert c.write(candidate(stem(14), 0.95, 14, at=12.5)), "nearest to 12 and more useful: 12 goes"
+    assert stems(tmp_path / "c") == {stem(2), stem(3), stem(14)}
+    assert c.summary()["removed"] == 4 and c.summary()["kept"] == 3
     complete(tmp_path / "c")
+
+
+def test_a_long_stream_ends_spread_and_each_kept_frame_is_the_best_of_its_stretch(tmp_path):
+    """100 frames, one per second, at most 10 kept: the kept frames cover the stream, and each
+    is the most useful frame between its neighbours' midpoints. Kept for usefulness alone, the
+    ten would all come from the stream's most uncertain minute (frames 40-59 here)."""
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0.0, 0.5, 100)
+    scores[40:60] += 1.0
+    c = collector(tmp_path / "c", max_frames=10)
+    for i, score in enumerate(scores):
+        c.write(candidate(stem(i), float(score), i, size=(4, 4)))
+    kept = sorted(int(s[-7:]) for s in stems(tmp_path / "c"))
+    assert len(kept) == 10
+    gaps = np.diff([0, *kept, 99])
+    assert gaps.max() <= 2 * 100 / 10, f"spread over the stream: {kept}"
+    assert sum(40 <= k < 60 for k in kept) <= 4
+    bounds = [0, *[(a + b) // 2 + 1 for a, b in zip(kept, kept[1:])], 100]
+    best = [lo + int(np.argmax(scores[lo:hi])) for lo, hi in zip(bounds, bounds[1:])]
+    assert sum(k == b for k, b in zip(kept, best)) >= 8, (kept, best)
 
 
 def test_a_frame_is_removed_json_first(tmp_path, monkeypatch):
@@ -164,7 +192,7 @@ def test_continuing_counts_earlier_frames_and_clears_a_half_written_one(tmp_path
     again = collector(root, max_frames=2)
     assert again.summary()["kept"] == 2
     assert not (root / "images" / f"{stem(2)}.png").exists()
-    assert not again.write(candidate(stem(3), 0.4, 3))
+    assert not again.write(candidate(stem(3), 0.4, 3, at=1.2)), "nearest to the 0.7, less useful"
     assert again.write(candidate(stem(4), 0.6, 4))
     assert stems(root) == {stem(1), stem(4)}
     complete(root)
@@ -255,11 +283,24 @@ def test_a_second_run_continues_within_the_cap(tiny_models, roomy_queue, tmp_pat
     c = summary["collected"]
     assert c["kept"] == len(stems(root)) == 4 and c["considered"] == 3
     assert c["kept_this_run"] - c["removed"] == 1
-    # the same clip and model score the same three frames again: the four most useful of the
-    # six stay, whichever run they came from
+    # the same clip and model score the same three frames again: four of the six stay
     kept = sorted(json.loads(p.read_text())["score"] for p in (root / "meta").glob("*.json"))
-    assert kept == pytest.approx(sorted(first * 2)[-4:])
+    assert all(any(k == pytest.approx(f) for f in first) for k in kept)
     complete(root)
+
+
+def test_a_file_places_its_frames_at_their_position_and_a_live_source_at_its_clock(tmp_path):
+    logits = np.zeros((1, 4, 4, labels.NUM_CATEGORIES), np.int8)
+    mask = np.zeros((24, 32), np.uint8)
+    for wait, expected in ((True, [1000.0 + 0.0, 1000.0 + 2.0]), (False, [1000.1, 1000.2])):
+        clock = iter([1000.0, 1000.1, 1000.2]) if not wait else iter([1000.0, 1000.1, 1000.1])
+        c = collector(tmp_path / f"c{wait}", every_s=1.0, source_fps=10.0, wait=wait,
+                      clock=lambda: next(clock))
+        placed = []
+        c._enqueue = lambda candidate: placed.append(candidate.meta["capture_s"]) or True
+        for i in (0, 20):
+            c.offer(frame(i), logits, mask[:4, :4], mask)
+        assert placed == pytest.approx(expected)
 
 
 def test_an_image_folder_names_each_frame(tiny_models, roomy_queue, tmp_path):

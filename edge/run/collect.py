@@ -18,6 +18,15 @@ The score (higher = more useful) is the sum of three terms, each in [0, 1]:
   of empty road); 0 while fewer than ``RARE_MIN_FRAMES`` frames were seen.
 
 The largest term names the ``reason`` (``margin``, ``disagreement`` or ``rare:<category>``).
+
+When a cap is reached, the collection keeps covering the whole time it ran: of the two kept
+frames nearest in time (the new one counts), the less useful one goes (ties: the older), and
+again until the caps hold; a new frame that would go is not written. Each kept frame is then
+the most useful of its own stretch of time, and the stretches are about equally long. Keeping
+the most useful frames overall instead bunches them: the hard minutes of a drive (one crowded
+crossing) fill the collection, and a fine-tune on them learns that crossing, not the street
+(docs/adapting.md). ``capture_s`` places a frame in time: when a live source delivered it, or
+the run's start plus its position in a file or folder.
 The mean margin is recorded beside them (``scores``); it ranks frames of one model only,
 so it stays out of the score. The folder layout is the folder-format dataset of
 docs/datasets.md plus ``meta/`` (docs/running.md "Collecting frames to label").
@@ -52,6 +61,7 @@ RARE_MIN_FRAMES = 20      # before this many frames, nothing is rare yet
 PRESENT_SHARE = 0.005     # a category counts as predicted on a frame above this pixel share
 QUEUE_SIZE = 2            # frames waiting for the writer; more are dropped and counted
 WRITER_NICE = 10          # the writer yields the cores to the pipeline
+GAP_TIES = 0.01           # gaps within 1% of the smallest are equally small
 STEM_RE = re.compile(r"\d{8}T\d{6}Z-\d{7}")
 PARTS = ("images", "masks", "meta")
 
@@ -111,6 +121,16 @@ class Kept:
     stem: str
     score: float
     bytes: int
+    capture_s: float
+
+
+def capture_s_of(meta: dict) -> float:
+    """A kept frame's place in time; a collection written before ``capture_s`` existed
+    falls back to the second in its stem."""
+    value = meta.get("capture_s")
+    if isinstance(value, (int, float)) and value == value:
+        return float(value)
+    return datetime.strptime(meta["stem"][:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).timestamp()
 
 
 def finish_scores(scores: dict) -> tuple[float, str]:
@@ -150,10 +170,11 @@ class Folder:
         for meta in sorted((self.root / "meta").glob("*.json")):
             stem = meta.stem
             try:
-                score = float(json.loads(meta.read_text())["score"])
-            except (ValueError, KeyError, TypeError):
+                data = json.loads(meta.read_text())
+                score, when = float(data["score"]), capture_s_of({**data, "stem": stem})
+            except (ValueError, KeyError, TypeError, AttributeError):
                 continue  # not one of ours: left alone, not counted
-            self._keep(Kept(stem, score, sum(self._size(p) for p in self.paths(stem))))
+            self._keep(Kept(stem, score, sum(self._size(p) for p in self.paths(stem)), when))
         for part in ("images", "masks"):
             for path in (self.root / part).glob("*.png"):
                 if STEM_RE.fullmatch(path.stem) and path.stem not in self.kept:
@@ -175,20 +196,30 @@ class Folder:
         self.kept[kept.stem] = kept
         self.bytes += kept.bytes
 
-    def victims(self, score: float, size: int) -> list[str] | None:
-        """The kept frames to remove so that one of ``score`` and ``size`` bytes fits, least
-        useful first (ties: the oldest); None when it does not earn its place."""
-        order = sorted(self.kept.values(), key=lambda k: (k.score, k.stem))
-        count, total, out = len(self.kept), self.bytes, []
-        for k in order:
-            if count < self.max_frames and (self.max_bytes is None or total + size <= self.max_bytes):
-                break
-            if k.score >= score:
+    def fits(self, count: int, total: int) -> bool:
+        return count <= self.max_frames and (self.max_bytes is None or total <= self.max_bytes)
+
+    def victims(self, new: Kept) -> list[str] | None:
+        """The kept frames to remove so that ``new`` fits: of the two frames nearest in time,
+        the less useful goes, until the caps hold (see the module docstring). Gaps within
+        ``GAP_TIES`` of the smallest count as equal, and then the least useful of their
+        losers goes, so evenly spaced frames (an image folder) are not thinned from the
+        start. None when ``new`` itself would go."""
+        pool = sorted([*self.kept.values(), new], key=lambda k: (k.capture_s, k.stem))
+        count, total, out = len(pool), self.bytes + new.bytes, []
+        while not self.fits(count, total):
+            if len(pool) < 2:
                 return None
-            out.append(k.stem)
-            count, total = count - 1, total - k.bytes
-        if count >= self.max_frames or (self.max_bytes is not None and total + size > self.max_bytes):
-            return None
+            gaps = [b.capture_s - a.capture_s for a, b in zip(pool, pool[1:])]
+            smallest = min(gaps)
+            losers = [min(pool[i], pool[i + 1], key=lambda k: (k.score, k.capture_s, k.stem))
+                      for i, gap in enumerate(gaps) if gap <= smallest + GAP_TIES * max(smallest, 1e-9)]
+            loser = min(losers, key=lambda k: (k.score, k.capture_s, k.stem))
+            if loser is new:
+                return None
+            pool.remove(loser)
+            out.append(loser.stem)
+            count, total = count - 1, total - loser.bytes
         return out
 
     def remove(self, stem: str) -> None:
@@ -210,7 +241,7 @@ class Folder:
                 path.unlink(missing_ok=True)
             raise
         size = len(image_png) + len(mask_png) + len(data)
-        self._keep(Kept(stem, meta["score"], size))
+        self._keep(Kept(stem, meta["score"], size, capture_s_of(meta)))
         return size
 
 
@@ -263,6 +294,7 @@ class Collector:
         self.cpu_s = {"render": 0.0, "writer": 0.0}  # CPU time collecting costs, per thread
         self.category_frames = np.zeros(labels.NUM_CATEGORIES, np.int64)
         self._last_t: float | None = None
+        self._started = self.clock()
         self._stems: set[str] | None = None  # every stem named so far (_new_stem)
         self._drift = None
         self._parked: dict[int, Candidate] = {}  # waiting for the drift check's verdict
@@ -273,8 +305,8 @@ class Collector:
 
     def describe(self) -> str:
         size = "" if self.folder.max_bytes is None else f", {self.folder.max_bytes / 1e6:.0f} MB"
-        return (f"{self.folder.root} (one frame per {self.every_s:g} s at most, keeps the "
-                f"{self.folder.max_frames}{size} most useful; {len(self.folder.kept)} already there)")
+        return (f"{self.folder.root} (one frame per {self.every_s:g} s at most, keeps at most "
+                f"{self.folder.max_frames}{size}, spread over time; {len(self.folder.kept)} already there)")
 
     def follow(self, drift) -> None:
         """Score by the drift check's agreement too: frames are then considered among those
@@ -356,7 +388,10 @@ class Collector:
         name = None
         if self.source_names is not None and 0 <= index < len(self.source_names):
             name = Path(self.source_names[index]).name
-        meta = {"stem": self._new_stem(now, index), "time": iso_time(now), "source": self.source_spec,
+        # a file plays back faster than it was filmed: its frames sit at their own positions
+        capture = self._started + self.source_time(frame) if self.wait else now
+        meta = {"stem": self._new_stem(now, index), "time": iso_time(now), "capture_s": capture,
+                "source": self.source_spec,
                 "frame_index": index, "source_name": name, "model": self.model_path.name,
                 "model_sha256": self.model_sha256, "reason": None, "score": None,
                 "scores": scores, "labelled": False}
@@ -404,13 +439,14 @@ class Collector:
                 self.cpu_s["writer"] += time.thread_time() - t0
 
     def write(self, c: Candidate) -> bool:
-        """Keep ``c`` if it fits the caps or beats the least useful kept frame."""
+        """Keep ``c`` if it fits the caps or wins its place (``Folder.victims``)."""
         stem = c.meta["stem"]
-        if stem in self.folder.kept or self.folder.victims(c.score, 0) is None:
+        when = capture_s_of(c.meta)
+        if stem in self.folder.kept or self.folder.victims(Kept(stem, c.score, 0, when)) is None:
             return False  # not worth encoding
         image_png, mask_png = encode_png(c.image), encode_png(c.mask)
         size = len(image_png) + len(mask_png) + 1024  # the JSON: well under a kilobyte
-        victims = self.folder.victims(c.score, size)
+        victims = self.folder.victims(Kept(stem, c.score, size, when))
         if victims is None:
             return False
         for victim in victims:
@@ -451,7 +487,7 @@ def summary_lines(collected: dict | None) -> list[str]:
     c = collected
     lines = [f"  collected {c['kept_this_run']} frames to {c['path']} ({c['kept']} kept in all, "
              f"{c['bytes'] / 1e6:.1f} MB; {c['considered']} considered, {c['removed']} removed "
-             f"for more useful ones, {c['dropped_full_queue']} dropped while the writer was busy)"]
+             f"to make room, {c['dropped_full_queue']} dropped while the writer was busy)"]
     if c.get("error"):
         lines.append(f"  collection stopped early: {c['error']}")
     return lines
