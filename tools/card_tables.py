@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
 from fast_tier import CARD, CATEGORIES, INDEX, MODELS, REFERENCE, SETS, STEM
@@ -114,7 +115,9 @@ def speed_table(speed: dict) -> str:
     lines.append(f"| fast int8 / reference int8 FPS | | " + " | ".join(f"**{r:.2f}x**" for r in ratio) + " |")
     return "\n".join(lines) + (f"\n\n{speed['device']['cpu']}, {speed['device']['cores']} cores, "
                                f"XNNPACK, {speed['frames']['description']}, "
-                               f"{speed['seconds_per_configuration']:g} s per configuration.")
+                               f"{speed['seconds_per_configuration']:g} s per configuration, "
+                               f"{speed['created']}" + (", load average {} before and {} after".format(
+                                   *speed["load_average"]) if "load_average" in speed else "") + ".")
 
 
 def bundled_table(repo: Path, config: dict, vs_ref: dict, speed: dict) -> str:
@@ -140,7 +143,8 @@ def replace_block(path: Path, name: str, body: str) -> None:
     text = path.read_text()
     pattern = re.compile(rf"(<!-- fast-tier:{name} -->\n).*?(<!-- /fast-tier:{name} -->)", re.S)
     if not pattern.search(text):
-        raise SystemExit(f"error: {path}: no <!-- fast-tier:{name} --> block")
+        print(f"error: {path}: no <!-- fast-tier:{name} --> block", file=sys.stderr)
+        sys.exit(2)
     path.write_text(pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text))
 
 

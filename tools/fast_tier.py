@@ -42,6 +42,11 @@ SETS = (("camvid", "val", "camvid-val"), ("idd-lite", "drive-val", "idd-lite-dri
 CATEGORIES = ("flat", "construction", "object", "nature", "sky", "human", "vehicle")
 
 
+def fail(message: str, code: int = 2):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
 def edge_seg(*args, log: Path, check: bool = True) -> int:
     """Run one ``edge-seg`` command from the repository root, echoed and logged."""
     cmd = [str(Path(sys.executable).with_name("edge-seg")), *map(str, args)]
@@ -54,7 +59,7 @@ def edge_seg(*args, log: Path, check: bool = True) -> int:
         done = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
     print(f"  exit {done.returncode} after {time.monotonic() - start:.0f} s (output: {log})", flush=True)
     if check and done.returncode not in (0,):
-        sys.exit(f"error: {shown} exited {done.returncode}; see {log}")
+        fail(f"{shown} exited {done.returncode}; see {log}", 1)
     return done.returncode
 
 
@@ -101,7 +106,7 @@ def compare(float_model: Path, data: Path, split: str, name: str, out: Path, log
             "--json", out / f"{name}.json", "--markdown", md]
     code = edge_seg(*args, log=log, check=False)
     if code not in (0, 1):
-        sys.exit(f"error: edge-seg compare exited {code}; see {log}")
+        fail(f"edge-seg compare exited {code}; see {log}", 1)
     result = json.loads((out / f"{name}.json").read_text())
     footer(md, args, result, code)
     return result
@@ -120,10 +125,18 @@ def footer(md: Path, args, result: dict, code: int) -> None:
 
 
 def tune(out: Path, log: Path) -> dict:
+    """The tune profile, with the 1-minute load averages before and after it: timings on a
+    shared CPU mean little without them."""
+    import os
+
     profile = out / "tune-profile.json"
+    before = os.getloadavg()[0]
     edge_seg("tune", "--models", MODELS, "--frames", "demo", "--threads", "1,2", "--delegates",
              "xnnpack", "--seconds", "3", "--no-progress", "--profile", profile, log=log)
-    return json.loads(profile.read_text())
+    result = json.loads(profile.read_text())
+    result["load_average"] = [round(before, 1), round(os.getloadavg()[0], 1)]
+    profile.write_text(json.dumps(result, indent=1))
+    return result
 
 
 def bundle(checkpoint: Path, data: Path, out: Path) -> tuple[dict, dict, dict, dict]:
@@ -145,6 +158,8 @@ def bundle(checkpoint: Path, data: Path, out: Path) -> tuple[dict, dict, dict, d
 def outputs(out: Path) -> tuple[dict, dict, dict, dict]:
     """What bundle() returned, read back from models/ and --out."""
     def load(path):
+        if not path.is_file():
+            fail(f"{path}: missing; bundle a checkpoint first (make fast-tier FAST=...)")
         return json.loads(path.read_text())
     return (load(REPO / MODELS / "training" / f"{STEM}.config.json"),
             {name: load(out / f"{name}.json") for _, _, name in SETS},
@@ -167,7 +182,7 @@ def main(argv=None) -> None:
     else:
         checkpoint = args.checkpoint.expanduser().resolve() if args.checkpoint else None
         if checkpoint is None or not checkpoint.is_file() or not (checkpoint.parent / "config.json").is_file():
-            sys.exit(f"error: {args.checkpoint}: expected a run's checkpoint with config.json beside it")
+            fail(f"{args.checkpoint}: expected a run's checkpoint with config.json beside it")
         out.mkdir(parents=True, exist_ok=True)
         results = bundle(checkpoint, args.data, out)
 
