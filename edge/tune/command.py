@@ -193,8 +193,10 @@ def tune_device(o: TuneOptions) -> dict:
 @click.option("--n-frames", type=click.IntRange(1), default=DEFAULT_N_FRAMES, show_default=True,
               metavar="N", help="Frames to use (spread over the manifest, folder or video).")
 @click.option("--max-drop", type=float, default=None, metavar="POINTS",
-              help="Accuracy budget in mIoU(7) points lost vs the float model: the drop "
-                   "'edge-seg compare' recorded in each variant's metadata on a labelled set; a "
+              help="Accuracy budget in mIoU(7) points lost vs the float model the reference "
+                   "was converted from: the drop 'edge-seg compare' recorded in each variant's "
+                   "metadata on a labelled set (against that model: for another model's variants, "
+                   "their reference_accuracy); a "
                    "variant without one falls back to 100 * (1 - agreement mIoU(7) with the float "
                    "model here) (the table's basis column says which). The fastest configuration "
                    f"within it wins. [default: {DEFAULT_MAX_DROP:g} unless --target-fps is given]")
