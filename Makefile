@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip install -q -c constraints.txt
 
-.PHONY: demo test install install-runtime dist bench clean
+.PHONY: demo test install install-runtime dist bench clean fast-tier
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,13 @@ bench: $(VENV)/.full
 	$(BIN)/python benchmarks/bench_input_pipeline.py --json bench-out/input-pipeline.json
 	$(BIN)/python benchmarks/bench_synthetic.py --json bench-out/synthetic.json
 	$(BIN)/python benchmarks/bench_encode.py --json bench-out/encode.json
+
+# the fast tier bundled from a trained checkpoint (a run's best.keras): copy, calibrate once,
+# convert, compare (own float and the reference's), tune, the model card's tables
+# (models/unet-mobilenetv2-fast-camvid-idd.md); needs ../shared/datasets
+fast-tier: $(VENV)/.full
+	@test -n "$(FAST)" || { echo "error: make fast-tier FAST=runs/RUN/best.keras"; exit 2; }
+	nice -n 5 $(BIN)/python tools/fast_tier.py $(FAST)
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info

@@ -185,7 +185,8 @@ def _scratch_tempdir():
               help="write each .tflite variant's measured accuracy into its metadata (the "
                    "'accuracy' entry of its sidecar .json: mIoU(7) drop vs the float model, per "
                    "category, the labelled set and the agreement), which 'edge-seg tune "
-                   "--max-drop' budgets by")
+                   "--max-drop' budgets by; a variant converted from another float model gets it "
+                   "as its 'reference_accuracy', the drop on FLOAT_MODEL's scale")
 def compare(float_model, models, root, split, fmt, threads, max_frames, max_drop, max_category_drop,
             at_label_resolution, json_out, md_out, record):
     """Score FLOAT_MODEL and every variant MODEL on the same frames: size, mIoU(7), drop vs

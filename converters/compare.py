@@ -218,6 +218,7 @@ def accuracy_record(result: dict, row: dict) -> dict:
         "labelled_set": dict(result["labelled_set"]),
         "agreement": {"miou7": num(row.get("agreement_miou7")), "pixels": num(row["pixel_agreement"])},
         "float_model": Path(result["float_model"]).name,
+        "float_model_sha256": _float_source_sha(result["float_model"]),
         "scored_at": result["scored_at"],
         "measured": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
     }
@@ -225,9 +226,10 @@ def accuracy_record(result: dict, row: dict) -> dict:
 
 def record_accuracy(result: dict, log=None) -> list[Path]:
     """Write each .tflite variant's measured accuracy into its metadata (the sidecar .json,
-    replaced atomically, and the copy embedded in the model), so ``edge-seg tune`` can budget by it on any device. A variant
-    converted from another float model than the one scored against is left unchanged."""
-    from edge_seg.backends.metadata import embed_sidecar, read_meta, sidecar_path
+    replaced atomically, and the copy embedded in the model), so ``edge-seg tune`` can budget
+    by it on any device: as ``accuracy`` when the variant was converted from the float model
+    scored against, else as ``reference_accuracy`` (its drop vs that other float model)."""
+    from edge_seg.backends.metadata import REFERENCE_ACCURACY, embed_sidecar, read_meta, sidecar_path
     from edge_seg.io.publish import atomic_write_json
     source = _float_source_sha(result["float_model"])
     written = []
@@ -236,12 +238,11 @@ def record_accuracy(result: dict, log=None) -> list[Path]:
             continue
         meta = read_meta(row["model"])
         twin = (meta.get("source_model") or {}).get("sha256")
-        if twin and twin != source:
-            if log:
-                log(f"not recorded in {row['file']}: it was converted from another float model "
-                    f"(sha256 {twin[:12]}) than {Path(result['float_model']).name}")
-            continue
-        meta["accuracy"] = accuracy_record(result, row)
+        entry = "accuracy" if not twin or twin == source else REFERENCE_ACCURACY
+        if entry != "accuracy" and log:
+            log(f"{row['file']} was converted from another float model (sha256 {twin[:12]}) than "
+                f"{Path(result['float_model']).name}: recorded as its {entry}, the drop vs that model")
+        meta[entry] = accuracy_record(result, row)
         atomic_write_json(sidecar_path(row["model"]), meta)
         embed_sidecar(row["model"])  # the copy inside the model file must agree with it
         written.append(sidecar_path(row["model"]))

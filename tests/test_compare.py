@@ -4,12 +4,14 @@ Budgets, mIoU(7) drop vs float in points: int8 PTQ <= 0.5, QAT int8 <= 0.2,
 fp16 <= 0.05; no category's IoU drops more than 1.5 points in an int8 variant; the int8
 file is at most 30% of the fp32 file.
 
-* With ../shared and the committed reference model: the reference is converted here
-  (fp32, fp16, int8 PTQ with the committed manifest of CamVid's training drives) and scored on
-  CamVid drive-val (drive 0006R0, which the reference never trained on and was selected on) with
-  the committed QAT variant when there is one (a QAT fine-tune of the reference takes too
-  long for CI; a separate test checks its sidecar names the committed float model's sha256
-  and skips, saying so, while none is committed).
+* With ../shared and the committed models: each bundled model, the reference and the fast
+  tier, is converted here (fp32, fp16, int8 PTQ with its committed manifest of CamVid's
+  training drives, at its own input size) and scored on CamVid drive-val (drive 0006R0, which
+  neither trained on and both were selected on) with the committed QAT variant when there is
+  one (a QAT fine-tune of the reference takes too long for CI; a separate test checks its
+  sidecar names the committed float model's sha256 and skips, saying so, while none is
+  committed). The fast tier's float model and int8 are also held within
+  FAST_MAX_BELOW_REFERENCE (3) points of the reference's float model there.
 * Everywhere: the same assertions on synthetic street scenes with a small model trained
   here for a few hundred steps, all variants (QAT included) converted in the test.
   That model differs from CPU to CPU: TensorFlow turns oneDNN on by default only where the
@@ -19,7 +21,7 @@ file is at most 30% of the fp32 file.
   drop was 0.14-0.23 points, so the 0.2 budget was one sd wide and a correct product failed
   on some CPUs. On 256 frames it is 0.045-0.053 (categories <= 0.17), and the test asserts
   every budget is at least NOISE_MULTIPLE (3) times the sd it measures on its own frames.
-* Size: the int8/fp32 file ratio is asserted on the reference only, in its own test.
+* Size: the int8/fp32 file ratio is asserted on the bundled models only, in its own test.
   Per-channel quantisation stores a float32 scale and an int64 zero point per output
   channel of every weight and bias tensor (26,824 of them in a 1.1 M-parameter
   unet-mobilenetv2 0.75: 0.32 MB, 33.9% of fp32), so the converter quantises weights per
@@ -47,6 +49,11 @@ MAX_CATEGORY_DROP = 1.5
 MAX_SIZE_RATIO = 0.30
 REFERENCE = REPO / "models" / "unet-mobilenetv2-camvid-idd.keras"
 CALIBRATION = REPO / "calibration" / "camvid-drive-train.json"
+FAST = REPO / "models" / "unet-mobilenetv2-fast-camvid-idd.keras"
+FAST_CALIBRATION = REPO / "calibration" / "camvid-drive-train-384x192.json"
+BUNDLED = {"reference": REFERENCE, "fast": FAST}
+# the fast tier's float and int8 models, in mIoU(7) points below the reference's float model
+FAST_MAX_BELOW_REFERENCE = 3.0
 GATE_SPLIT = "drive-val"
 BAD_CALIBRATION = os.environ.get("EDGE_SEG_GATE_BAD_CALIBRATION") == "1"
 
@@ -228,38 +235,69 @@ def test_compare_cli_exit_code_and_outputs(synthetic_setup, synthetic_variants, 
     assert strict.exit_code == 1
 
 
-# ------------------------------------------------------------------ the reference model
+# ------------------------------------------------------------------ the bundled models
 
-@pytest.fixture(scope="module")
-def reference_variants(tmp_path_factory):
-    if not REFERENCE.is_file():
-        pytest.skip(f"reference model {REFERENCE.name} not committed yet")
+def _bundled_variants(model: Path, calibration: Path, size, tmp_path_factory) -> dict:
+    """fp32, fp16 and int8 of a bundled float model converted here with its committed
+    manifest, and its committed QAT variant when there is one."""
+    if not model.is_file():
+        pytest.skip(f"bundled model {model.name} not committed yet")
     if not (CAMVID / "val").is_dir():
         pytest.skip(f"CamVid not available at {CAMVID} (../shared is absent)")
     from edge_seg.converters.tflite_export import export
 
-    out = tmp_path_factory.mktemp("ref")
-    calibration = black_frame_manifest(out, (512, 256)) if BAD_CALIBRATION else \
-        CALIBRATION
+    out = tmp_path_factory.mktemp(model.stem)
+    calibration = black_frame_manifest(out, size) if BAD_CALIBRATION else calibration
     paths = {p.stem.rsplit("-", 1)[-1]: p for p in
-             export(REFERENCE, ["fp32", "fp16", "int8"], out, str(calibration), log=print)}
-    qat = REFERENCE.with_name(f"{REFERENCE.stem}-qat-int8.tflite")
+             export(model, ["fp32", "fp16", "int8"], out, str(calibration), log=print)}
+    qat = model.with_name(f"{model.stem}-qat-int8.tflite")
     if qat.is_file():
         paths["qat-int8"] = qat
     return paths
 
 
+@pytest.fixture(scope="module")
+def reference_variants(tmp_path_factory):
+    return _bundled_variants(REFERENCE, CALIBRATION, (512, 256), tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def fast_variants(tmp_path_factory):
+    return _bundled_variants(FAST, FAST_CALIBRATION, (384, 192), tmp_path_factory)
+
+
 @pytest.mark.slow
 @pytest.mark.shared
-def test_reference_gate_on_camvid_drive_val(reference_variants):
+@pytest.mark.parametrize("family", list(BUNDLED))
+def test_bundled_gate_on_camvid_drive_val(family, request):
+    """Each bundled model's variants within their budgets of its own float model."""
     from edge_seg.converters.compare import format_text, run_compare
 
-    order = [v for v in ("fp32", "fp16", "int8", "qat-int8") if v in reference_variants]
-    result = run_compare(REFERENCE, [reference_variants[v] for v in order], CAMVID, GATE_SPLIT, threads=2,
+    variants = request.getfixturevalue(f"{family}_variants")
+    order = [v for v in ("fp32", "fp16", "int8", "qat-int8") if v in variants]
+    result = run_compare(BUNDLED[family], [variants[v] for v in order], CAMVID, GATE_SPLIT, threads=2,
                          latency_runs=5)
     print(format_text(result))
     problems = gate(result)
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_fast_tier_within_its_margin_of_the_reference(fast_variants):
+    """The fast tier's float model and its int8 (the one its users run) against the
+    reference's float model: each fed at its own input size, scored at the labels'
+    resolution, as tune's recorded drops are."""
+    from edge_seg.converters.compare import format_text, run_compare
+
+    result = run_compare(REFERENCE, [FAST, fast_variants["int8"]], CAMVID, GATE_SPLIT, threads=2,
+                         latency_runs=1, at_label_resolution=True)
+    print(format_text(result))
+    below = {r["file"]: r["drop_points"] for r in result["rows"][1:]}
+    too_far = {f: d for f, d in below.items() if not d <= FAST_MAX_BELOW_REFERENCE}
+    assert not too_far, (f"more than {FAST_MAX_BELOW_REFERENCE:g} points of mIoU(7) below "
+                         f"{REFERENCE.name} on {GATE_SPLIT}: " +
+                         ", ".join(f"{f} {d:.2f}" for f, d in too_far.items()))
 
 
 @pytest.mark.slow
@@ -279,6 +317,8 @@ def test_reference_qat_variant_is_committed_and_current():
 
 @pytest.mark.slow
 @pytest.mark.shared
-def test_reference_int8_size_budget(reference_variants):
-    ratio = reference_variants["int8"].stat().st_size / reference_variants["fp32"].stat().st_size
+@pytest.mark.parametrize("family", list(BUNDLED))
+def test_bundled_int8_size_budget(family, request):
+    variants = request.getfixturevalue(f"{family}_variants")
+    ratio = variants["int8"].stat().st_size / variants["fp32"].stat().st_size
     assert ratio <= MAX_SIZE_RATIO, f"int8 file is {ratio:.1%} of fp32 (budget {MAX_SIZE_RATIO:.0%})"

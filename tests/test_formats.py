@@ -47,27 +47,62 @@ def test_a_file_is_known_by_its_recorded_variant_else_by_its_name():
         ["fp32", "int8", "onnx-fp32"]  # the table's order
 
 
+REFERENCE_STEM = "unet-mobilenetv2-camvid-idd"
+FAST_STEM = "unet-mobilenetv2-fast-camvid-idd"
+
+
 def test_bundled_models_are_named_and_recorded_by_their_rows():
-    """Every bundled variant's file name is its row's file name for the float model's stem, and
-    its sidecar records that row's variant and quantisation mode."""
-    stem = next(MODELS.glob("*.keras")).stem
-    bundled = sorted(MODELS.glob(f"{stem}-*.tflite"))
-    assert bundled
-    for path in bundled:
-        meta = json.loads(path.with_suffix(".json").read_text())
-        fmt = model_formats.of_file(path, meta["variant"])
-        assert fmt is not None and fmt == model_formats.of_file(path), path.name
-        assert path.name == fmt.file_name(stem)
-        assert meta["quantization"]["mode"] == fmt.mode
+    """Every bundled variant's file name is its row's file name for its float model's stem, its
+    sidecar records that row's variant and quantisation mode and that float model's sha256;
+    every .tflite belongs to a bundled float model."""
+    from edge_seg.backends.metadata import file_sha256
+    stems = sorted(p.stem for p in MODELS.glob("*.keras"))
+    assert REFERENCE_STEM in stems
+    # no stem is another's prefix, so each file has one owner
+    owners = {}
+    for stem in stems:
+        for path in sorted(MODELS.glob(f"{stem}-*.tflite")):
+            owners.setdefault(path, []).append(stem)
+            meta = json.loads(path.with_suffix(".json").read_text())
+            fmt = model_formats.of_file(path, meta["variant"])
+            assert fmt is not None and fmt == model_formats.of_file(path), path.name
+            assert path.name == fmt.file_name(stem)
+            assert meta["quantization"]["mode"] == fmt.mode
+            assert meta["source_model"]["sha256"] == file_sha256(MODELS / f"{stem}.keras"), path.name
+    assert sorted(owners) == sorted(MODELS.glob("*.tflite")) and all(len(o) == 1 for o in owners.values())
 
 
 def test_tune_discovers_the_bundled_variants():
     from edge_seg.tune.variants import choose_reference, discover
-    stem = "unet-mobilenetv2-camvid-idd"
-    variants = [v for v in discover(MODELS)[0] if v.name.startswith(f"{stem}-")]
-    assert sorted((v.name, v.kind, v.format.name) for v in variants) == [
-        (f"{stem}-{name}.tflite", "tflite", name) for name in ("fp16", "int8", "qat-int8")]
-    assert choose_reference(variants).format.name == "fp16"  # no fp32 bundled: the most precise float
+    variants = discover(MODELS)[0]
+    expected = [(f"{REFERENCE_STEM}-{name}.tflite", "tflite", name) for name in ("fp16", "int8", "qat-int8")]
+    if (MODELS / f"{FAST_STEM}.keras").is_file():
+        expected += [(f"{FAST_STEM}-{name}.tflite", "tflite", name) for name in ("fp16", "int8")]
+    assert sorted((v.name, v.kind, v.format.name) for v in variants) == sorted(expected)
+    # no fp32 bundled: the most precise float, the reference's at its larger input size
+    reference = choose_reference(variants)
+    assert reference.name == f"{REFERENCE_STEM}-fp16.tflite"
+    assert all(v.recorded_vs(reference.source_sha) is not None for v in variants), \
+        "every bundled variant records its drop on the reference's scale (make fast-tier)"
+
+
+def test_the_fast_tier_card_names_the_committed_files():
+    """The card's files table is rewritten by `make fast-tier`: a model committed without
+    re-running it leaves hashes or sizes behind."""
+    import re
+
+    from edge_seg.backends.metadata import file_sha256, model_sha256
+    card = MODELS / f"{FAST_STEM}.md"
+    if not (MODELS / f"{FAST_STEM}.keras").is_file():
+        pytest.skip("the fast tier is not bundled in this checkout")
+    block = card.read_text().split("<!-- fast-tier:files -->")[1].split("<!-- /fast-tier:files -->")[0]
+    rows = re.findall(r"\| `([^`]+)` \| `([0-9a-f]{12})` \| ([\d,]+) \|", block)
+    assert sorted(name for name, _, _ in rows) == sorted(
+        p.name for p in MODELS.glob(f"{FAST_STEM}*") if p.suffix in (".keras", ".tflite"))
+    for name, sha, size in rows:
+        path = MODELS / name
+        assert sha == (file_sha256(path) if path.suffix == ".keras" else model_sha256(path))[:12], name
+        assert int(size.replace(",", "")) == path.stat().st_size, name
 
 
 def _variant(name: str, variant: str, io: str = "float32"):

@@ -191,15 +191,29 @@ def test_default_model_prefers_the_reference(monkeypatch):
     path = bundled.default_model()
     assert path.is_file() and path.with_suffix(".json").is_file()
     assert path.name in bundled.PREFERENCE
-    # only the product's models ship: every bundled model is a variant of the reference
+    # only the product's models ship: every bundled model is a variant of the reference or
+    # of its fast tier, and the reference int8 stays the default
     models = bundled.bundled_models()
-    assert path in models
-    assert all(p.name.startswith("unet-mobilenetv2-camvid-idd-") for p in models)
+    assert path in models and path.name == "unet-mobilenetv2-camvid-idd-int8.tflite"
+    assert all(p.name.startswith(("unet-mobilenetv2-camvid-idd-", "unet-mobilenetv2-fast-camvid-idd-"))
+               for p in models)
     monkeypatch.setattr(bundled, "PREFERENCE", ("no-such-model.tflite", path.name))
     assert bundled.default_model() == path
     monkeypatch.setattr(bundled, "PREFERENCE", ("no-such-model.tflite",))
     with pytest.raises(UserError, match="no bundled model"):
         bundled.default_model()
+
+
+def test_a_bundled_model_runs_by_its_name():
+    """``--model NAME`` finds a bundled model by its file name, with or without .tflite."""
+    fast = "unet-mobilenetv2-fast-camvid-idd-int8"
+    if not any(p.stem == fast for p in bundled.bundled_models()):
+        pytest.skip(f"{fast} is not bundled in this checkout")
+    for name in (fast, f"{fast}.tflite"):
+        path = bundled.resolve_model(name)
+        assert path.name == f"{fast}.tflite" and path.with_suffix(".json").is_file()
+    with pytest.raises(UserError, match="no such file"):
+        bundled.resolve_model("unet-mobilenetv2-fast-camvid-idd-int4")
 
 
 def test_overlay_views_colours_legend_hud():

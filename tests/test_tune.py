@@ -408,7 +408,7 @@ def test_tune_rejects_an_int8_variant_a_backend_computes_wrongly(variants_dir, t
 def test_compare_records_accuracy_that_tune_reads(tiny_models, tmp_path):
     """converters.compare.record_accuracy writes the drop, per category, the labelled set
     and the agreement into the variant's sidecar (replacing it whole); a variant converted
-    from another float model is left alone."""
+    from another float model gets it as its reference_accuracy, its own accuracy kept."""
     pytest.importorskip("tensorflow")
     from edge_seg.converters.compare import record_accuracy
     from edge_seg.backends.metadata import file_sha256, read_meta
@@ -419,7 +419,7 @@ def test_compare_records_accuracy_that_tune_reads(tiny_models, tmp_path):
                       source_model={"file": "tiny-fp32.tflite", "sha256": file_sha256(float_model)})
     stranger = copy_model(tiny_models["uint8"], tmp_path / "tiny-uint8.tflite", "int8",
                           source_model={"file": "other.keras", "sha256": "f" * 64})
-    before = stranger.with_suffix(".json").read_bytes()
+    before = json.loads(stranger.with_suffix(".json").read_text())
     drops = {"flat": 0.2, "construction": -0.1, "object": 1.0, "nature": 0.0, "sky": 0.0,
              "human": float("nan"), "vehicle": 0.3}
 
@@ -431,19 +431,27 @@ def test_compare_records_accuracy_that_tune_reads(tiny_models, tmp_path):
               "rows": [dict(row(float_model), miou7=0.72), row(twin), row(stranger)]}
     notes = []
     written = record_accuracy(result, log=notes.append)
-    assert written == [twin.with_suffix(".json")]
+    assert written == [twin.with_suffix(".json"), stranger.with_suffix(".json")]
     acc = read_meta(twin)["accuracy"]
     assert acc["drop_miou7"] == 0.25 and acc["float_miou7"] == 0.72
+    assert acc["float_model_sha256"] == file_sha256(float_model) and "reference_accuracy" not in read_meta(twin)
     assert acc["per_category"]["object"] == 1.0 and acc["per_category"]["human"] is None
     assert acc["labelled_set"] == result["labelled_set"]
     assert acc["agreement"] == {"miou7": 0.95, "pixels": 0.99}
     assert read_meta(twin)["variant"] == "int8"          # the rest of the metadata is kept
-    assert stranger.with_suffix(".json").read_bytes() == before
-    assert len(notes) == 1 and "another float model" in notes[0]
+    after = read_meta(stranger)
+    assert after == dict(before, reference_accuracy=after["reference_accuracy"])  # nothing else changed
+    assert after["reference_accuracy"]["float_model_sha256"] == file_sha256(float_model)
+    assert after["reference_accuracy"]["drop_miou7"] == 0.25
+    assert len(notes) == 1 and "another float model" in notes[0] and "reference_accuracy" in notes[0]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
     by = {v.name: v for v in discover(tmp_path)[0]}
-    assert by["tiny-int8.tflite"].recorded == {"drop": 0.25, "pixels": 0.99, "on": "camvid val, 101 frames"}
-    assert by["tiny-uint8.tflite"].recorded is None
+    expected = {"drop": 0.25, "pixels": 0.99, "on": "camvid val, 101 frames, vs tiny-fp32.tflite"}
+    assert by["tiny-int8.tflite"].recorded == expected
+    assert by["tiny-uint8.tflite"].recorded is None  # nothing vs its own float model
+    # on the scale of the float model tune's reference was converted from: both recorded
+    assert by["tiny-uint8.tflite"].recorded_vs(file_sha256(float_model)) == expected
+    assert by["tiny-int8.tflite"].recorded_vs(file_sha256(float_model)) == expected
 
 
 def test_agreement_over_frames_drop_and_percentiles_have_one_home():
@@ -466,3 +474,101 @@ def test_agreement_over_frames_drop_and_percentiles_have_one_home():
     p = latency_percentiles(times)
     assert p["p50"] == np.percentile(times, 50) and p["p90"] == np.percentile(times, 90)
     assert p["mean"] == pytest.approx(times.mean())
+
+
+# ------------------------------------------------------------------ two models on one scale
+
+REF_SHA, FAST_SHA = "a" * 64, "b" * 64
+
+
+def _accuracy(drop: float, pixels: float, float_model: str, float_sha: str | None = None) -> dict:
+    acc = {"drop_miou7": drop, "agreement": {"miou7": None, "pixels": pixels}, "float_model": float_model,
+           "labelled_set": {"name": "camvid", "split": "drive-val", "frames": 101}}
+    if float_sha:
+        acc["float_model_sha256"] = float_sha
+    return acc
+
+
+def bundled_pair() -> list:
+    """The variants of models/ as their metadata records them: the reference's (converted from
+    REF_SHA, drops vs it) and the fast tier's (converted from FAST_SHA, a few tenths below its
+    own float model, points below the reference's)."""
+    from edge_seg.tune.variants import Variant
+
+    def variant(name, kind, size, source, **entries):
+        meta = {"variant": kind, "source_model": {"file": "m.keras", "sha256": source}, **entries}
+        return Variant(Path(name), meta, "tflite", size, (size[0] // 2, size[1] // 2),
+                       kind == "int8", "int8" if kind == "int8" else "float32")
+    return [
+        variant("ref-fp16.tflite", "fp16", (512, 256), REF_SHA, accuracy=_accuracy(-0.004, 0.9998, "ref.keras")),
+        variant("ref-int8.tflite", "int8", (512, 256), REF_SHA, accuracy=_accuracy(0.133, 0.988, "ref.keras")),
+        variant("fast-fp16.tflite", "fp16", (384, 192), FAST_SHA,
+                accuracy=_accuracy(0.01, 0.9996, "fast.keras", FAST_SHA),
+                reference_accuracy=_accuracy(2.9, 0.93, "ref.keras", REF_SHA)),
+        variant("fast-int8.tflite", "int8", (384, 192), FAST_SHA,
+                accuracy=_accuracy(0.2, 0.987, "fast.keras", FAST_SHA),
+                reference_accuracy=_accuracy(3.1, 0.925, "ref.keras", REF_SHA)),
+    ]
+
+
+# frames per second a device might measure (injected: no timing here)
+PAIR_FPS = {"ref-fp16.tflite": 20.0, "ref-int8.tflite": 45.0, "fast-fp16.tflite": 90.0, "fast-int8.tflite": 150.0}
+
+
+def pair_rows(scale: str | None, variants=None) -> list[dict]:
+    """The rows tune builds (measure._row) from the variants, their drops on ``scale``."""
+    from edge_seg.tune.measure import _row
+    rows = []
+    for v in variants or bundled_pair():
+        fps = PAIR_FPS[v.name]
+        timing = {"p50_ms": 1000 / fps, "p90_ms": 1000 / fps, "mean_ms": 1000 / fps, "fps": fps}
+        rows.append(_row(v, "xnnpack", 2, timing, {"miou7": 0.9, "pixel_agreement": 0.95}, scale))
+        rows[-1]["guarded"] = v.input_size == (512, 256)
+    return rows
+
+
+def test_both_models_are_ranked_on_the_reference_scale():
+    from edge_seg.tune.variants import choose_reference
+    reference = choose_reference(bundled_pair())
+    assert reference.name == "ref-fp16.tflite" and reference.source_sha == REF_SHA  # largest fp16
+    rows = pair_rows(reference.source_sha)
+    by = {r["file"]: r for r in rows}
+    assert by["fast-int8.tflite"]["recorded_drop"] == 3.1 and by["ref-int8.tflite"]["recorded_drop"] == 0.133
+    assert "vs ref.keras" in by["fast-int8.tflite"]["recorded_on"]
+    # the default budget: a reference variant, the fast tier 3 points out
+    assert choose(rows)["file"] == "ref-int8.tflite"
+    assert by["fast-int8.tflite"]["why"] == "drop > 0.5" and by["fast-int8.tflite"]["drop_basis"] == "recorded"
+    # a rate only the fast tier reaches: the most accurate row reaching it
+    assert choose(pair_rows(REF_SHA), target_fps=60)["file"] == "fast-fp16.tflite"
+    assert choose(pair_rows(REF_SHA), target_fps=100)["file"] == "fast-int8.tflite"
+    # a budget the fast tier is within: the fastest within it
+    assert choose(pair_rows(REF_SHA), max_drop=3.5)["file"] == "fast-int8.tflite"
+    assert choose(pair_rows(REF_SHA), max_drop=3.0)["file"] == "fast-fp16.tflite"
+    # each model's own-float drops would have put the fast int8 within 0.5 of the reference
+    assert choose(pair_rows(None))["file"] == "fast-int8.tflite"
+
+
+def test_a_drop_vs_another_float_model_is_not_the_reference_scale():
+    """A fast variant without a reference_accuracy falls back to the agreement with the
+    reference here, and tune says why; the reference's own variants keep theirs."""
+    from edge_seg.tune.command import _scale_notes
+    from edge_seg.tune.variants import choose_reference
+    variants = bundled_pair()
+    for v in variants:
+        v.meta.pop("reference_accuracy", None)
+    reference = choose_reference(variants)
+    by = {v.name: v for v in variants}
+    assert by["fast-int8.tflite"].recorded_vs(REF_SHA) is None
+    assert by["fast-int8.tflite"].recorded_vs(FAST_SHA)["drop"] == 0.2
+    assert by["ref-int8.tflite"].recorded_vs(REF_SHA)["drop"] == 0.133
+    notes = _scale_notes(variants, reference)
+    assert [n.split(":")[0] for n in notes] == ["fast-fp16.tflite", "fast-int8.tflite"]
+    rows = {r["file"]: r for r in pair_rows(REF_SHA, variants)}
+    choose(list(rows.values()))
+    assert rows["fast-int8.tflite"]["drop_basis"] == "agreement"
+    assert rows["fast-int8.tflite"]["drop"] == pytest.approx(10.0)  # 100 * (1 - 0.9)
+    assert rows["ref-int8.tflite"]["drop_basis"] == "recorded"
+    # a variant or reference whose source is not recorded: its accuracy entry, as before
+    bare = bundled_pair()[3]
+    bare.meta.pop("source_model")
+    assert bare.recorded_vs(REF_SHA)["drop"] == 0.2

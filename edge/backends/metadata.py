@@ -25,6 +25,11 @@ from edge_seg.io.publish import atomic_write_bytes, atomic_write_json, jsonable
 from edge_seg.preprocess import NORMALIZATION
 
 FORMAT = "edge-seg/1"
+# The entry for a variant's drop measured against a float model it was not converted from
+# (``edge-seg compare REFERENCE.keras FAST-int8.tflite``): a smaller model on the bundled
+# reference's scale, which ``edge-seg tune`` ranks every model by. ``accuracy`` stays the drop
+# vs its own float model, the one the gate budgets.
+REFERENCE_ACCURACY = "reference_accuracy"
 
 
 def sidecar_path(model_path: str | os.PathLike) -> Path:

@@ -18,8 +18,8 @@ GUARD_MARGIN = 5.0
 DIFFERENT = "computes differently here"
 
 BASIS_TEXT = {
-    "recorded": "mIoU(7) points lost vs the float model on a labelled set, recorded in the "
-                "model's metadata by 'edge-seg compare'",
+    "recorded": "mIoU(7) points lost vs the float model the reference was converted from, on "
+                "a labelled set, recorded in the model's metadata by 'edge-seg compare'",
     "agreement": "100 * (1 - agreement mIoU(7)) with the float reference on these frames, "
                  "where the model's metadata records no drop",
     "labels": "the reference's mIoU(7) minus the variant's, against the ground-truth labels of "

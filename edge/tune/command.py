@@ -15,7 +15,9 @@ configuration (edge_seg.tune.measure):
   as ground truth) and the share of equal pixels.
 
 The accuracy budget (edge_seg.tune.choose) applies to the drop ``edge-seg compare`` recorded
-in each variant's metadata: its mIoU(7) points lost vs the float model on a labelled set.
+in each variant's metadata: its mIoU(7) points lost on a labelled set vs the float model the
+reference was converted from, so that variants of two models (the bundled reference and its
+fast tier) are ranked on one scale (edge_seg.tune.variants.Variant.recorded_vs).
 A variant without one falls back to 100 * (1 - agreement); with ``--drop-vs labels`` and a
 calibration manifest as ``--frames`` the drop is measured here against its ground truth.
 Agreement guards correctness: a variant at the reference's input size whose pixel
@@ -107,6 +109,15 @@ def _reference_masks(reference, frames, gts, threads: int, notes: list, trust_si
     return masks, (miou_vs_labels(gts, masks) if gts is not None else None)
 
 
+def _scale_notes(variants, reference) -> list[str]:
+    """Why a variant's recorded drop is not used: it was measured against another float model
+    than the reference's, so its drop falls back to the agreement with the reference here."""
+    return [f"{v.name}: its recorded drop is vs another float model than {reference.name}'s "
+            f"(no reference_accuracy measured against it: 'edge-seg compare' that model and "
+            f"{v.name}); its drop here is the agreement with {reference.name}"
+            for v in variants if v.recorded is not None and v.recorded_vs(reference.source_sha) is None]
+
+
 def _report(o: TuneOptions, rows, reference, skipped, notes) -> None:
     logs.lines("tune.table", ["", format_table(rows), "", legend(reference.name, o.max_drop,
                                                                  o.target_fps, rows)], rows=rows)
@@ -140,10 +151,10 @@ def tune_device(o: TuneOptions) -> dict:
         f"  frames     {frames_text}",
         f"  reference  {reference.name} ({reference.variant}, {reference.size_text}) for agreement"],
         models=len(variants), configurations=len(plan), reference=reference.name)
-    notes: list[str] = []
+    notes = _scale_notes(variants, reference)
     ref_masks, ref_miou = _reference_masks(reference, frames, gts, max(threads), notes, o.trust_sidecar)
     rows = measure(plan, frames, ref_masks, gts, ref_miou, o.seconds, o.warmup, o.progress, notes,
-                   trust_sidecar=o.trust_sidecar)
+                   trust_sidecar=o.trust_sidecar, scale=reference.source_sha)
     if not rows:
         raise UserError("no configuration could be measured: " + "; ".join(notes[:3]))
     for r in rows:  # the guard compares like with like: variants at the reference's size
@@ -182,8 +193,10 @@ def tune_device(o: TuneOptions) -> dict:
 @click.option("--n-frames", type=click.IntRange(1), default=DEFAULT_N_FRAMES, show_default=True,
               metavar="N", help="Frames to use (spread over the manifest, folder or video).")
 @click.option("--max-drop", type=float, default=None, metavar="POINTS",
-              help="Accuracy budget in mIoU(7) points lost vs the float model: the drop "
-                   "'edge-seg compare' recorded in each variant's metadata on a labelled set; a "
+              help="Accuracy budget in mIoU(7) points lost vs the float model the reference "
+                   "was converted from: the drop 'edge-seg compare' recorded in each variant's "
+                   "metadata on a labelled set (against that model: for another model's variants, "
+                   "their reference_accuracy); a "
                    "variant without one falls back to 100 * (1 - agreement mIoU(7) with the float "
                    "model here) (the table's basis column says which). The fastest configuration "
                    f"within it wins. [default: {DEFAULT_MAX_DROP:g} unless --target-fps is given]")

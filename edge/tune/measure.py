@@ -115,8 +115,8 @@ def _open(v, d, t, notes, trust_sidecar: bool = False):
     return runner
 
 
-def _row(v, d, t, timing: dict, a: dict) -> dict:
-    recorded = v.recorded or {}
+def _row(v, d, t, timing: dict, a: dict, scale: str | None = None) -> dict:
+    recorded = v.recorded_vs(scale) or {}
     return {
         "model": str(v.path.resolve()), "file": v.name, "variant": v.variant, "kind": v.kind,
         "input": v.size_text, "input_size": list(v.input_size), "input_type": v.input_type,
@@ -129,11 +129,12 @@ def _row(v, d, t, timing: dict, a: dict) -> dict:
 
 def measure(plan, frames, ref_masks, gts=None, ref_miou=None, seconds: float = 3.0,
             warmup: int = DEFAULT_WARMUP, progress: bool = True, notes: list | None = None,
-            trust_sidecar: bool = False) -> list[dict]:
+            trust_sidecar: bool = False, scale: str | None = None) -> list[dict]:
     """One row per configuration of ``plan`` [(variant, delegate, threads)] that runs here.
 
     Agreement (and with ``gts`` the mIoU(7) against them) is measured once per variant and
-    delegate: the thread count does not change the arithmetic."""
+    delegate: the thread count does not change the arithmetic. ``scale``: the sha256 of the
+    float model the recorded drops must be measured against (Variant.recorded_vs)."""
     notes = notes if notes is not None else []
     agreements: dict = {}
     failed: set = set()
@@ -157,7 +158,7 @@ def measure(plan, frames, ref_masks, gts=None, ref_miou=None, seconds: float = 3
             timing = time_config(runner, frames, seconds, warmup)
             del runner
             a = agreements[key]
-            rows.append(_row(v, d, t, timing, a))
+            rows.append(_row(v, d, t, timing, a, scale))
             if gts is not None:
                 drop = 100.0 * (ref_miou - a["miou_labels"])
                 rows[-1].update(miou7_labels=a["miou_labels"], drop_basis="labels",

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_seg import model_formats
+from edge_seg.backends.metadata import REFERENCE_ACCURACY
 from edge_seg.errors import UserError
 
 # float variants, most precise first: the agreement reference when there is no fp32
@@ -48,20 +49,51 @@ class Variant:
         return f"{self.input_size[0]}x{self.input_size[1]}"
 
     @property
+    def source_sha(self) -> str | None:
+        """The sha256 of the float model it was converted from, when its metadata says."""
+        source = self.meta.get("source_model")
+        sha = source.get("sha256") if isinstance(source, dict) else None
+        return sha if isinstance(sha, str) and sha else None
+
+    @property
     def recorded(self) -> dict | None:
-        """The accuracy measured on a labelled set, from the metadata's ``accuracy`` entry:
-        {"drop": mIoU(7) points lost vs the float model, "pixels": pixel agreement with it
-        (0..1, or None), "on": "camvid val, 101 frames"}; None when nothing usable is recorded."""
-        acc = self.meta.get("accuracy")
-        if not isinstance(acc, dict) or _number(acc.get("drop_miou7")) is None:
-            return None
-        agreement = acc.get("agreement") if isinstance(acc.get("agreement"), dict) else {}
-        where = acc.get("labelled_set") if isinstance(acc.get("labelled_set"), dict) else {}
-        on = " ".join(str(where[k]) for k in ("name", "split") if where.get(k))
-        if where.get("frames"):
-            on += f", {where['frames']} frames"
-        return {"drop": _number(acc["drop_miou7"]), "pixels": _number(agreement.get("pixels")),
-                "on": on or "a labelled set"}
+        """The accuracy recorded against its own float model (the metadata's ``accuracy``
+        entry): {"drop": mIoU(7) points lost vs that model, "pixels": pixel agreement with it
+        (0..1, or None), "on": "camvid val, 101 frames, vs m.keras"}; None when nothing usable
+        is recorded."""
+        return _recorded(self.meta.get("accuracy"))
+
+    def recorded_vs(self, float_sha: str | None) -> dict | None:
+        """The accuracy recorded against the float model of sha256 ``float_sha``, the one
+        ``tune``'s float reference was converted from, as ``recorded`` gives it: the
+        ``accuracy`` entry when this variant was converted from that model too, else its
+        ``reference_accuracy`` when that was measured against it ('edge-seg compare REF
+        THIS.tflite'). A fast model's int8 is a few tenths below its own float model and
+        points below the reference's; a drop measured against another float model is no
+        drop on the reference's scale, so it is not returned (None). Where either hash is
+        unknown, the ``accuracy`` entry."""
+        if float_sha is None or self.source_sha is None:
+            return self.recorded
+        for entry, default in (("accuracy", self.source_sha), (REFERENCE_ACCURACY, None)):
+            acc = self.meta.get(entry)
+            if isinstance(acc, dict) and acc.get("float_model_sha256", default) == float_sha:
+                return _recorded(acc)
+        return None
+
+
+def _recorded(acc) -> dict | None:
+    """{"drop", "pixels", "on"} of an ``accuracy``-shaped metadata entry, None if unusable."""
+    if not isinstance(acc, dict) or _number(acc.get("drop_miou7")) is None:
+        return None
+    agreement = acc.get("agreement") if isinstance(acc.get("agreement"), dict) else {}
+    where = acc.get("labelled_set") if isinstance(acc.get("labelled_set"), dict) else {}
+    on = " ".join(str(where[k]) for k in ("name", "split") if where.get(k))
+    if where.get("frames"):
+        on += f", {where['frames']} frames"
+    on = on or "a labelled set"
+    if isinstance(acc.get("float_model"), str) and acc["float_model"]:
+        on += f", vs {acc['float_model']}"
+    return {"drop": _number(acc["drop_miou7"]), "pixels": _number(agreement.get("pixels")), "on": on}
 
 
 def variant_files() -> str:

@@ -1,0 +1,158 @@
+"""The fast tier's model card tables and the bundled-models table of models/README.md,
+written from the outputs of tools/fast_tier.py (the compare JSONs, the tune profile, the
+sidecars): between ``<!-- fast-tier:NAME -->`` and ``<!-- /fast-tier:NAME -->``, so the
+prose around them stays as written."""
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+from fast_tier import CARD, CATEGORIES, INDEX, MODELS, REFERENCE, SETS, STEM
+
+# IDD-Lite labels construction, object and nature only in coarse sets: scored on the others
+EXACT = {"idd-lite-drive-val": ("flat", "sky", "human", "vehicle")}
+SET_TITLES = {"camvid-drive-val": "CamVid `drive-val` (0006R0, unseen)",
+              "camvid-val": "CamVid `val` (0016E5, trained on its drive)",
+              "idd-lite-drive-val": "IDD-Lite `drive-val` (held-out drives)"}
+
+
+def _iou(v) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f".{round(v * 1000):03d}"
+
+
+def _miou(v) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+def _name(row: dict) -> str:
+    return "float" if row["kind"] != "tflite" else row["format"]
+
+
+def stages_table(repo: Path) -> str:
+    """Each training stage bundled in models/training: epochs, the selected epoch, its score."""
+    import csv
+
+    lines = ["| stage | config | epochs | best epoch | `drive-val` mIoU(7) | IDD-Lite `drive-val` | hours |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    stages = [("1", "-stage1"), ("2", "")]
+    if not (repo / MODELS / "training" / f"{STEM}-stage1.history.csv").is_file():
+        stages = [("1", "")]  # a first-stage checkpoint bundled on its own
+    for number, suffix in stages:
+        base = repo / MODELS / "training" / f"{STEM}{suffix}"
+        with open(f"{base}.history.csv") as f:
+            history = list(csv.DictReader(f))
+        best = max(history, key=lambda r: float(r["val_miou7"]))
+        lines.append(f"| {number} | `training/{base.name}.config.json` | {len(history)} | {best['epoch']} | "
+                     f"{float(best['val_miou7']):.4f} | {float(best['val_miou7_idd-lite']):.4f} | "
+                     f"{float(history[-1]['wall_seconds']) / 3600:.1f} |")
+    return "\n".join(lines)
+
+
+def files_table(repo: Path) -> str:
+    from edge_seg.backends.metadata import file_sha256, model_sha256
+
+    what = {".keras": "the float model (384x192)",
+            "-int8.tflite": "post-training int8, weights per tensor, int8 input and output, logits at stride 2",
+            "-fp16.tflite": "float16 weights, for the GPU delegate; logits at stride 2"}
+    lines = ["| file | sha256 (prefix) | bytes | what |", "| --- | --- | --- | --- |"]
+    for suffix, text in what.items():
+        path = repo / MODELS / f"{STEM}{suffix}"
+        sha = file_sha256(path) if suffix == ".keras" else model_sha256(path)
+        lines.append(f"| `{path.name}` | `{sha[:12]}` | {path.stat().st_size:,} | {text} |")
+    return "\n".join(lines)
+
+
+def scores_table(own: dict) -> str:
+    """Per category, float and variants, on each set (at the fast tier's 384x192)."""
+    lines = ["| split | frames | model | mIoU(7) | drop pt | " + " | ".join(CATEGORIES) + " |",
+             "| --- " * (5 + len(CATEGORIES)) + "|"]
+    for _, _, name in reversed(SETS):
+        result, exact = own[name], EXACT.get(name, CATEGORIES)
+        for k, row in enumerate(result["rows"]):
+            head = f"{SET_TITLES[name]} | {result['frames']}" if k == 0 else " | "
+            cells = [_iou(row["iou"][c]) if c in exact else "–" for c in CATEGORIES]
+            score = _miou(row["miou7"]) if exact == CATEGORIES else \
+                f"{_miou(sum(row['iou'][c] for c in exact) / len(exact))} ({len(exact)} exact)"
+            drop = "" if k == 0 else f"{row['drop_points']:+.3f}"
+            lines.append(f"| {head} | {_name(row)} | {score} | {drop} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def reference_table(vs_ref: dict) -> str:
+    """The fast models against the reference's float model, each at its own input size,
+    scored at the label resolution."""
+    lines = ["| model | input | mIoU(7) | below the reference pt | " + " | ".join(CATEGORIES) + " |",
+             "| --- " * (4 + len(CATEGORIES)) + "|"]
+    for k, row in enumerate(vs_ref["rows"]):
+        name = "reference float" if k == 0 else f"fast {_name(row)}"
+        size = "x".join(map(str, row["input_size"]))
+        drop = "" if k == 0 else f"{row['drop_points']:.2f}"
+        lines.append(f"| {name} (`{row['file']}`) | {size} | {_miou(row['miou7'])} | {drop} | "
+                     + " | ".join(_iou(row["iou"][c]) for c in CATEGORIES) + " |")
+    return "\n".join(lines)
+
+
+def _speed_rows(speed: dict) -> dict:
+    return {(r["file"], r["threads"]): r for r in speed["table"] if r["delegate"] == "xnnpack"}
+
+
+def speed_table(speed: dict) -> str:
+    rows = _speed_rows(speed)
+    threads = sorted({t for _, t in rows})
+    files = [f"{REFERENCE}-int8.tflite", f"{REFERENCE}-fp16.tflite", f"{STEM}-int8.tflite", f"{STEM}-fp16.tflite"]
+    head = "| model | input | " + " | ".join(f"{t} thread{'s' * (t > 1)}: p50 ms, FPS" for t in threads)
+    lines = [head + " |", "| --- " * (2 + len(threads)) + "|"]
+    for f in files:
+        if (f, threads[0]) not in rows:
+            continue
+        cells = [f"{rows[(f, t)]['p50_ms']:.1f}, {rows[(f, t)]['fps']:.1f}" for t in threads]
+        lines.append(f"| `{f}` | {rows[(f, threads[0])]['input']} | " + " | ".join(cells) + " |")
+    ratio = [rows[(f"{STEM}-int8.tflite", t)]["fps"] / rows[(f"{REFERENCE}-int8.tflite", t)]["fps"]
+             for t in threads]
+    lines.append(f"| fast int8 / reference int8 FPS | | " + " | ".join(f"**{r:.2f}x**" for r in ratio) + " |")
+    return "\n".join(lines) + (f"\n\n{speed['device']['cpu']}, {speed['device']['cores']} cores, "
+                               f"XNNPACK, {speed['frames']['description']}, "
+                               f"{speed['seconds_per_configuration']:g} s per configuration, "
+                               f"{speed['created']}" + (", load average {} before and {} after".format(
+                                   *speed["load_average"]) if "load_average" in speed else "") + ".")
+
+
+def bundled_table(repo: Path, config: dict, vs_ref: dict, speed: dict) -> str:
+    """models/README.md's table: both bundled models on one scale."""
+    from edge_seg.backends.metadata import REFERENCE_ACCURACY, read_meta
+
+    ref_config = json.loads((repo / MODELS / "training" / f"{REFERENCE}.config.json").read_text())
+    rows = _speed_rows(speed)
+    floats = {r["file"]: r["miou7"] for r in vs_ref["rows"]}
+    lines = ["| model | card | input | GMAC | float mIoU(7) | int8 drop pt | int8 FPS, 2 threads |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for stem, card, cfg, entry in ((REFERENCE, "README.md", ref_config, "accuracy"),
+                                   (STEM, CARD.name, config, REFERENCE_ACCURACY)):
+        acc = read_meta(repo / MODELS / f"{stem}-int8.tflite")[entry]
+        fps = rows.get((f"{stem}-int8.tflite", 2), {}).get("fps", math.nan)
+        lines.append(f"| `{stem}.keras` | [{card}]({card}) | {cfg['input_size'][0]}x{cfg['input_size'][1]} "
+                     f"| {cfg['macs'] / 1e9:.3f} | {_miou(floats[f'{stem}.keras'])} | "
+                     f"{acc['drop_miou7']:.2f} | {fps:.1f} |")
+    return "\n".join(lines)
+
+
+def replace_block(path: Path, name: str, body: str) -> None:
+    text = path.read_text()
+    pattern = re.compile(rf"(<!-- fast-tier:{name} -->\n).*?(<!-- /fast-tier:{name} -->)", re.S)
+    if not pattern.search(text):
+        print(f"error: {path}: no <!-- fast-tier:{name} --> block", file=sys.stderr)
+        sys.exit(2)
+    path.write_text(pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text))
+
+
+def fill_tables(repo: Path, config: dict, own: dict, vs_ref: dict, speed: dict) -> None:
+    card = repo / CARD
+    replace_block(card, "files", files_table(repo))
+    replace_block(card, "stages", stages_table(repo))
+    replace_block(card, "scores", scores_table(own))
+    replace_block(card, "reference", reference_table(vs_ref))
+    replace_block(card, "speed", speed_table(speed))
+    replace_block(repo / INDEX, "bundled", bundled_table(repo, config, vs_ref, speed))
