@@ -127,6 +127,8 @@ def _row(runner, res, ref_result, agree_cm, first_rgb, latency_runs: int) -> dic
         "gpu": _meta_field(runner.meta, "gpu", "verdict"),
         "io": _meta_field(runner.meta, "quantization", "io") if runner.meta else "float32",
     }
+    if "set_labels" in res:  # coarse labels: the categories a mean can be taken over (edge_seg.iou)
+        row.update({k: res["set_labels"][k] for k in ("exact_categories", "miou_exact_categories")})
     if agree_cm is None:  # the float model itself
         row.update(drop_points=0.0, pixel_agreement=1.0, worst_category=None,
                    worst_category_drop=0.0, iou_drop_points={c: 0.0 for c in CATEGORY_NAMES[1:]})

@@ -12,8 +12,6 @@ from pathlib import Path
 
 from fast_tier import CARD, CATEGORIES, INDEX, MODELS, REFERENCE, SETS, STEM
 
-# IDD-Lite labels construction, object and nature only in coarse sets: scored on the others
-EXACT = {"idd-lite-drive-val": ("flat", "sky", "human", "vehicle")}
 SET_TITLES = {"camvid-drive-val": "CamVid `drive-val` (0006R0, unseen)",
               "camvid-val": "CamVid `val` (0016E5, trained on its drive)",
               "idd-lite-drive-val": "IDD-Lite `drive-val` (held-out drives)"}
@@ -70,12 +68,14 @@ def scores_table(own: dict) -> str:
     lines = ["| split | frames | model | mIoU(7) | drop pt | " + " | ".join(CATEGORIES) + " |",
              "| --- " * (5 + len(CATEGORIES)) + "|"]
     for _, _, name in reversed(SETS):
-        result, exact = own[name], EXACT.get(name, CATEGORIES)
+        result = own[name]
         for k, row in enumerate(result["rows"]):
+            # with coarse labels (IDD-Lite) only the categories labelled exactly are scored
+            exact = row.get("exact_categories") or CATEGORIES
             head = f"{SET_TITLES[name]} | {result['frames']}" if k == 0 else " | "
             cells = [_iou(row["iou"][c]) if c in exact else "–" for c in CATEGORIES]
-            score = _miou(row["miou7"]) if exact == CATEGORIES else \
-                f"{_miou(sum(row['iou'][c] for c in exact) / len(exact))} ({len(exact)} exact)"
+            score = _miou(row["miou7"]) if "exact_categories" not in row else \
+                f"{_miou(row['miou_exact_categories'])} ({len(exact)} exact)"
             drop = "" if k == 0 else f"{row['drop_points']:+.3f}"
             lines.append(f"| {head} | {_name(row)} | {score} | {drop} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -140,12 +140,14 @@ def bundled_table(repo: Path, config: dict, vs_ref: dict, speed: dict) -> str:
 
 
 def replace_block(path: Path, name: str, body: str) -> None:
+    from edge_seg.io.publish import atomic_write_bytes
+
     text = path.read_text()
     pattern = re.compile(rf"(<!-- fast-tier:{name} -->\n).*?(<!-- /fast-tier:{name} -->)", re.S)
     if not pattern.search(text):
         print(f"error: {path}: no <!-- fast-tier:{name} --> block", file=sys.stderr)
         sys.exit(2)
-    path.write_text(pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text))
+    atomic_write_bytes(path, pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text).encode())
 
 
 def fill_tables(repo: Path, config: dict, own: dict, vs_ref: dict, speed: dict) -> None:

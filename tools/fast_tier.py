@@ -58,7 +58,7 @@ def edge_seg(*args, log: Path, check: bool = True) -> int:
         f.flush()
         done = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
     print(f"  exit {done.returncode} after {time.monotonic() - start:.0f} s (output: {log})", flush=True)
-    if check and done.returncode not in (0,):
+    if check and done.returncode != 0:
         fail(f"{shown} exited {done.returncode}; see {log}", 1)
     return done.returncode
 
@@ -115,13 +115,14 @@ def compare(float_model: Path, data: Path, split: str, name: str, out: Path, log
 def footer(md: Path, args, result: dict, code: int) -> None:
     """The command and the machine under the table compare wrote."""
     from edge_seg.device_profile import device_info
+    from edge_seg.io.publish import atomic_write_bytes
 
     shown = " ".join(str(a) for a in args).replace(f" --json {args[args.index('--json') + 1]}", "")
     text = (REPO / md).read_text()
     text += (f"\nMade on {time.strftime('%Y-%m-%d', time.gmtime())} from the repository root by "
              f"`tools/fast_tier.py` ({device_info()['cpu']}, {result['threads']} threads"
              f"{'; budget exceeded, exit 1' if code == 1 else ''}):\n\n```sh\nedge-seg {shown}\n```\n")
-    (REPO / md).write_text(text)
+    atomic_write_bytes(REPO / md, text.encode())
 
 
 def tune(out: Path, log: Path) -> dict:
@@ -129,13 +130,15 @@ def tune(out: Path, log: Path) -> dict:
     shared CPU mean little without them."""
     import os
 
+    from edge_seg.io.publish import atomic_write_json
+
     profile = out / "tune-profile.json"
     before = os.getloadavg()[0]
     edge_seg("tune", "--models", MODELS, "--frames", "demo", "--threads", "1,2", "--delegates",
              "xnnpack", "--seconds", "3", "--no-progress", "--profile", profile, log=log)
     result = json.loads(profile.read_text())
     result["load_average"] = [round(before, 1), round(os.getloadavg()[0], 1)]
-    profile.write_text(json.dumps(result, indent=1))
+    atomic_write_json(profile, result)
     return result
 
 

@@ -18,6 +18,9 @@ The score (higher = more useful) is the sum of three terms, each in [0, 1]:
   of empty road); 0 while fewer than ``RARE_MIN_FRAMES`` frames were seen.
 
 The largest term names the ``reason`` (``margin``, ``disagreement`` or ``rare:<category>``).
+The mean margin is recorded beside them (``scores``); it ranks frames of one model only,
+so it stays out of the score. The folder layout is the folder-format dataset of
+docs/datasets.md plus ``meta/`` (docs/running.md "Collecting frames to label").
 
 When a cap is reached, the collection keeps covering the whole time it ran: of the two kept
 frames nearest in time (the new one counts), the less useful one goes (ties: the older), and
@@ -27,9 +30,6 @@ the most useful frames overall instead bunches them: the hard minutes of a drive
 crossing) fill the collection, and a fine-tune on them learns that crossing, not the street
 (docs/adapting.md). ``capture_s`` places a frame in time: when a live source delivered it, or
 the run's start plus its position in a file or folder.
-The mean margin is recorded beside them (``scores``); it ranks frames of one model only,
-so it stays out of the score. The folder layout is the folder-format dataset of
-docs/datasets.md plus ``meta/`` (docs/running.md "Collecting frames to label").
 """
 from __future__ import annotations
 
@@ -124,6 +124,11 @@ class Kept:
     capture_s: float
 
 
+def less_useful_first(k: Kept) -> tuple:
+    """Usefulness order, least first; ties: the older frame."""
+    return k.score, k.capture_s, k.stem
+
+
 def capture_s_of(meta: dict) -> float:
     """A kept frame's place in time; a collection written before ``capture_s`` existed
     falls back to the second in its stem."""
@@ -212,9 +217,9 @@ class Folder:
                 return None
             gaps = [b.capture_s - a.capture_s for a, b in zip(pool, pool[1:])]
             smallest = min(gaps)
-            losers = [min(pool[i], pool[i + 1], key=lambda k: (k.score, k.capture_s, k.stem))
+            losers = [min(pool[i], pool[i + 1], key=less_useful_first)
                       for i, gap in enumerate(gaps) if gap <= smallest + GAP_TIES * max(smallest, 1e-9)]
-            loser = min(losers, key=lambda k: (k.score, k.capture_s, k.stem))
+            loser = min(losers, key=less_useful_first)
             if loser is new:
                 return None
             pool.remove(loser)
