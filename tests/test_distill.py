@@ -150,4 +150,21 @@ def test_decoder_widths_narrow_the_student_and_its_macs():
     with pytest.raises(UserError, match="unet-mobilenetv2 only"):
         build_model("unet-small", (64, 32), 0.5, decoder_widths=[32, 24, 16, 8])
     with pytest.raises(UserError, match="four positive"):
-        build_model("unet-mobilenetv2", (64, 32), 0.35, decoder_widths=[32, 24, 16])
+        build_model("unet-mobilenetv2", (64, 32), 0.35, decoder_widths=[32, 24])
+
+
+def test_three_decoder_widths_end_the_decoder_at_stride_4_and_convert_drops_the_x4():
+    """The faster default's graph: no stride-2 decoder step, logits at stride 4 in the
+    exported graph (the runtime upsamples them once, at display size)."""
+    from edge_seg.converters.keras_model import final_upsampling, logits_model
+    from edge_seg.train.models import build_model, count_macs
+
+    four = build_model("unet-mobilenetv2", (64, 32), 0.35, decoder_widths=[32, 24, 16, 8])
+    three = build_model("unet-mobilenetv2", (64, 32), 0.35, decoder_widths=[32, 24, 16])
+    assert "dec2_a_pw_conv" not in [layer.name for layer in three.layers]
+    assert three.get_layer("head").input_shape[1:3] == (8, 16)
+    assert three.output_shape[1:] == four.output_shape[1:] == (32, 64, 8)
+    assert count_macs(three) < count_macs(four)
+    assert final_upsampling(three) == 4 and final_upsampling(four) == 2
+    trimmed, stride = logits_model(three)
+    assert stride == 4 and trimmed.output_shape[1:] == (8, 16, 8)

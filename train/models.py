@@ -12,7 +12,8 @@ Architectures:
 * ``unet-mobilenetv2`` (default): MobileNetV2 encoder (width ``alpha``), skips at
   strides 2/4/8/16 and a light U-Net decoder of depthwise-separable
   DW3x3-BN-ReLU6 / PW1x1-BN-ReLU6 blocks, bilinear x2 upsampling and concatenation,
-  a 1x1 head at stride 2 and the logits upsampled x2 (bilinear). There is no
+  a 1x1 head at stride 2 and the logits upsampled x2 (bilinear); with three decoder widths
+  the decoder stops at stride 4 and the logits are upsampled x4. There is no
   full-resolution refinement block: no stride-1 skip would feed it, and depthwise
   back-propagation at full resolution is slow in TensorFlow's CPU kernels
   (docs/experiments.md has the step times).
@@ -163,16 +164,17 @@ UNET_DECODER = {16: 128, 8: 64, 4: 48, 2: 32}
 
 def decoder_table(widths) -> dict:
     """{stride: channels} of the unet-mobilenetv2 decoder from four widths at strides
-    16/8/4/2 (None: ``UNET_DECODER``); narrower decoders make the cheap students."""
+    16/8/4/2, or three at 16/8/4 for logits at stride 4 (None: ``UNET_DECODER``); narrower
+    or shorter decoders make the cheap students."""
     if widths is None:
         return dict(UNET_DECODER)
     try:
         widths = [int(w) for w in widths]
     except (TypeError, ValueError):
-        raise UserError(f"decoder widths {widths!r}: expected four integers") from None
-    if len(widths) != 4 or min(widths) < 1:
+        raise UserError(f"decoder widths {widths!r}: expected three or four integers") from None
+    if len(widths) not in (3, 4) or min(widths) < 1:
         raise UserError(f"decoder widths {widths}: expected four positive channel counts "
-                        "(strides 16, 8, 4, 2)")
+                        "(strides 16, 8, 4, 2), or three (16, 8, 4) for logits at stride 4")
     return dict(zip((16, 8, 4, 2), widths))
 
 
@@ -182,14 +184,14 @@ def _unet_mobilenetv2(inputs, alpha, backbone_weights, num_classes, decoder_widt
     widths = decoder_table(decoder_widths)
     feats = mobilenetv2_backbone(inputs, alpha, backbone_weights)
     x = feats[32]
-    for stride in (16, 8, 4, 2):
+    for stride in widths:
         x = _up(x, 2, f"dec{stride}_up")
         x = L.Concatenate(name=f"dec{stride}_cat")([x, feats[stride]])
         x = _ds_block(x, widths[stride], f"dec{stride}_a")
         if stride >= 8:
             x = _ds_block(x, widths[stride], f"dec{stride}_b")
     x = L.Conv2D(num_classes, 1, name="head")(x)
-    return _up(x, 2, "head_up")
+    return _up(x, min(widths), "head_up")
 
 
 def _lraspp_mobilenetv2(inputs, alpha, backbone_weights, num_classes):
