@@ -63,10 +63,10 @@ def make_convert() -> click.Command:
                        "is folded into the kernel after fake quantisation, which one scale per tensor "
                        "cannot absorb")
     @click.option(model_formats.FULL_RES_LOGITS, "full_res_logits", is_flag=True,
-                  help="keep the model's final x2 bilinear upsampling of the logits in the TFLite "
+                  help="keep the model's final bilinear upsampling of the logits in the TFLite "
                        "graph (logits at the input size); the default ends the graph before it, "
-                       "logits at stride 2 (4 for a decoder ending at stride 4), which the runtime upsamples to the input size "
-                       "before the argmax")
+                       "logits at stride 2 (4 when the decoder ends there), which the runtime "
+                       "upsamples to the input size before the argmax")
     @click.option("--nchw", is_flag=True, help="with --onnx: NCHW input/output (TensorRT's layout)")
     @click.option("--sizes", default=None, metavar="WxH,...",
                   help="rebuild the (fully convolutional) model at each input size with the same weights "
