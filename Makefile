@@ -49,12 +49,13 @@ bench: $(VENV)/.full
 	$(BIN)/python benchmarks/bench_synthetic.py --json bench-out/synthetic.json
 	$(BIN)/python benchmarks/bench_encode.py --json bench-out/encode.json
 
-# the fast tier bundled from a trained checkpoint (a run's best.keras): copy, calibrate once,
-# convert, compare (own float and the reference's), tune, the model card's tables
-# (models/unet-mobilenetv2-fast-camvid-idd.md); needs ../shared/datasets
+# the fast tier bundled from a trained checkpoint (a run's best.keras): copy (rebuilt at SIZE,
+# default the checkpoint's own), calibrate once per size, convert, compare (own float and the
+# reference's), tune, the model card's tables (models/unet-mobilenetv2-fast-camvid-idd.md);
+# needs ../shared/datasets
 fast-tier: $(VENV)/.full
-	@test -n "$(FAST)" || { echo "error: make fast-tier FAST=runs/RUN/best.keras"; exit 2; }
-	nice -n 5 $(BIN)/python tools/fast_tier.py $(FAST)
+	@test -n "$(FAST)" || { echo "error: make fast-tier FAST=runs/RUN/best.keras [SIZE=WxH]"; exit 2; }
+	nice -n 5 $(BIN)/python tools/fast_tier.py $(FAST) $(if $(SIZE),--size $(SIZE))
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info

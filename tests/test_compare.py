@@ -11,7 +11,7 @@ file is at most 30% of the fp32 file.
   one (a QAT fine-tune of the reference takes too long for CI; a separate test checks its
   sidecar names the committed float model's sha256 and skips, saying so, while none is
   committed). The fast tier's float model and int8 are also held within
-  FAST_MAX_BELOW_REFERENCE (4) points of the reference's float model there.
+  FAST_MAX_BELOW_REFERENCE (3) points of the reference's float model there.
 * Everywhere: the same assertions on synthetic street scenes with a small model trained
   here for a few hundred steps, all variants (QAT included) converted in the test.
   That model differs from CPU to CPU: TensorFlow turns oneDNN on by default only where the
@@ -50,13 +50,14 @@ MAX_SIZE_RATIO = 0.30
 REFERENCE = REPO / "models" / "unet-mobilenetv2-camvid-idd.keras"
 CALIBRATION = REPO / "calibration" / "camvid-drive-train.json"
 FAST = REPO / "models" / "unet-mobilenetv2-fast-camvid-idd.keras"
-FAST_CALIBRATION = REPO / "calibration" / "camvid-drive-train-384x192.json"
+FAST_CALIBRATION = REPO / "calibration" / "camvid-drive-train-416x224.json"
 BUNDLED = {"reference": REFERENCE, "fast": FAST}
 # the fast tier's float and int8 models, in mIoU(7) points below the reference's float model:
-# the bundled checkpoint is 3.36 (float) and 3.50 (int8) below, and an int8 conversion moves by
-# a few tenths between CPUs; the aim is 3 (its card), which this checkpoint does not reach, so
-# the gate holds it where it is rather than where it should be
-FAST_MAX_BELOW_REFERENCE = 4.0
+# the target (its card). The bundled model, at 416x224, is 2.67 (float) and 2.72 (int8) below:
+# the 0.28 point left covers an int8 conversion's movement between CPUs (a few tenths at
+# most), not a worse checkpoint or input size (the same weights at their training size,
+# 384x192, are 3.36 and 3.50 below and fail)
+FAST_MAX_BELOW_REFERENCE = 3.0
 GATE_SPLIT = "drive-val"
 BAD_CALIBRATION = os.environ.get("EDGE_SEG_GATE_BAD_CALIBRATION") == "1"
 
@@ -266,7 +267,7 @@ def reference_variants(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fast_variants(tmp_path_factory):
-    return _bundled_variants(FAST, FAST_CALIBRATION, (384, 192), tmp_path_factory)
+    return _bundled_variants(FAST, FAST_CALIBRATION, (416, 224), tmp_path_factory)
 
 
 @pytest.mark.slow

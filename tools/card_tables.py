@@ -4,7 +4,6 @@ sidecars): between ``<!-- fast-tier:NAME -->`` and ``<!-- /fast-tier:NAME -->``,
 prose around them stays as written."""
 from __future__ import annotations
 
-import json
 import math
 import re
 import sys
@@ -49,10 +48,25 @@ def stages_table(repo: Path) -> str:
     return "\n".join(lines)
 
 
-def files_table(repo: Path) -> str:
+def bundled_size(repo: Path, stem: str) -> tuple[int, int]:
+    """The input size the bundled float model takes (its int8 sidecar records it), which
+    may not be the size it was trained at."""
+    from edge_seg.backends.metadata import read_meta
+
+    return tuple(read_meta(repo / MODELS / f"{stem}-int8.tflite")["native_input_size"])
+
+
+def _size(size) -> str:
+    return "x".join(map(str, size))
+
+
+def files_table(repo: Path, config: dict) -> str:
     from edge_seg.backends.metadata import file_sha256, model_sha256
 
-    what = {".keras": "the float model (384x192)",
+    size, trained = bundled_size(repo, STEM), tuple(config["input_size"])
+    keras = f"the float model ({_size(size)}" + (
+        f"; trained at {_size(trained)}, rebuilt at {_size(size)} with the same weights)" if size != trained else ")")
+    what = {".keras": keras,
             "-int8.tflite": "post-training int8, weights per tensor, int8 input and output, logits at stride 2",
             "-fp16.tflite": "float16 weights, for the GPU delegate; logits at stride 2"}
     lines = ["| file | sha256 (prefix) | bytes | what |", "| --- | --- | --- | --- |"]
@@ -64,7 +78,7 @@ def files_table(repo: Path) -> str:
 
 
 def scores_table(own: dict) -> str:
-    """Per category, float and variants, on each set (at the fast tier's 384x192)."""
+    """Per category, float and variants, on each set (at the fast tier's input size)."""
     lines = ["| split | frames | model | mIoU(7) | drop pt | " + " | ".join(CATEGORIES) + " |",
              "| --- " * (5 + len(CATEGORIES)) + "|"]
     for _, _, name in reversed(SETS):
@@ -88,7 +102,7 @@ def reference_table(vs_ref: dict) -> str:
              "| --- " * (4 + len(CATEGORIES)) + "|"]
     for k, row in enumerate(vs_ref["rows"]):
         name = "reference float" if k == 0 else f"fast {_name(row)}"
-        size = "x".join(map(str, row["input_size"]))
+        size = _size(row["input_size"])
         drop = "" if k == 0 else f"{row['drop_points']:.2f}"
         lines.append(f"| {name} (`{row['file']}`) | {size} | {_miou(row['miou7'])} | {drop} | "
                      + " | ".join(_iou(row["iou"][c]) for c in CATEGORIES) + " |")
@@ -120,21 +134,28 @@ def speed_table(speed: dict) -> str:
                                    *speed["load_average"]) if "load_average" in speed else "") + ".")
 
 
-def bundled_table(repo: Path, config: dict, vs_ref: dict, speed: dict) -> str:
+def bundled_macs(repo: Path, stem: str) -> int:
+    """Multiply-accumulates of the bundled float model at the size it is bundled at (the
+    training configuration's count is at the training size)."""
+    from edge_seg.converters.keras_model import load_keras_model
+    from edge_seg.train.models import count_macs
+
+    return count_macs(load_keras_model(repo / MODELS / f"{stem}.keras"))
+
+
+def bundled_table(repo: Path, vs_ref: dict, speed: dict) -> str:
     """models/README.md's table: both bundled models on one scale."""
     from edge_seg.backends.metadata import REFERENCE_ACCURACY, read_meta
 
-    ref_config = json.loads((repo / MODELS / "training" / f"{REFERENCE}.config.json").read_text())
     rows = _speed_rows(speed)
     floats = {r["file"]: r["miou7"] for r in vs_ref["rows"]}
     lines = ["| model | card | input | GMAC | float mIoU(7) | int8 drop pt | int8 FPS, 2 threads |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for stem, card, cfg, entry in ((REFERENCE, "README.md", ref_config, "accuracy"),
-                                   (STEM, CARD.name, config, REFERENCE_ACCURACY)):
+    for stem, card, entry in ((REFERENCE, "README.md", "accuracy"), (STEM, CARD.name, REFERENCE_ACCURACY)):
         acc = read_meta(repo / MODELS / f"{stem}-int8.tflite")[entry]
         fps = rows.get((f"{stem}-int8.tflite", 2), {}).get("fps", math.nan)
-        lines.append(f"| `{stem}.keras` | [{card}]({card}) | {cfg['input_size'][0]}x{cfg['input_size'][1]} "
-                     f"| {cfg['macs'] / 1e9:.3f} | {_miou(floats[f'{stem}.keras'])} | "
+        lines.append(f"| `{stem}.keras` | [{card}]({card}) | {_size(bundled_size(repo, stem))} "
+                     f"| {bundled_macs(repo, stem) / 1e9:.3f} | {_miou(floats[f'{stem}.keras'])} | "
                      f"{acc['drop_miou7']:.2f} | {fps:.1f} |")
     return "\n".join(lines)
 
@@ -152,9 +173,9 @@ def replace_block(path: Path, name: str, body: str) -> None:
 
 def fill_tables(repo: Path, config: dict, own: dict, vs_ref: dict, speed: dict) -> None:
     card = repo / CARD
-    replace_block(card, "files", files_table(repo))
+    replace_block(card, "files", files_table(repo, config))
     replace_block(card, "stages", stages_table(repo))
     replace_block(card, "scores", scores_table(own))
     replace_block(card, "reference", reference_table(vs_ref))
     replace_block(card, "speed", speed_table(speed))
-    replace_block(repo / INDEX, "bundled", bundled_table(repo, config, vs_ref, speed))
+    replace_block(repo / INDEX, "bundled", bundled_table(repo, vs_ref, speed))

@@ -1,12 +1,16 @@
 """Bundle the fast tier from a trained checkpoint, in one re-runnable command:
 
-    make fast-tier FAST=runs/fast-s2/best.keras
-    .venv/bin/python tools/fast_tier.py runs/fast-s2/best.keras [--data ../shared/datasets] [--out build/fast-tier]
+    make fast-tier FAST=runs/fast-s2/best.keras [SIZE=416x224]
+    .venv/bin/python tools/fast_tier.py runs/fast-s2/best.keras [--size 416x224] [--data ../shared/datasets] [--out build/fast-tier]
 
-1. the checkpoint becomes ``models/unet-mobilenetv2-fast-camvid-idd.keras``, its run's and its
-   first stage's (``init_from``) configuration and history ``models/training/...``;
-2. the 384x192 calibration manifest is made once (the reference's recipe at the fast tier's
-   input size) and kept: the same frames for every checkpoint;
+1. the checkpoint becomes ``models/unet-mobilenetv2-fast-camvid-idd.keras``, rebuilt at
+   ``--size`` with the same weights when that is not the size it was trained at (the network
+   is fully convolutional, and a larger input can score better than the training size: the
+   bundled file then takes that size natively in convert, compare, tune and run); its run's
+   and its first stage's (``init_from``) configuration and history ``models/training/...``
+   stay the training's own;
+2. the calibration manifest of that size is made once (the reference's recipe at the fast
+   tier's input size) and kept: the same frames for every checkpoint;
 3. ``edge-seg convert --fp16 --int8`` with it;
 4. ``edge-seg compare`` of the fast variants against their own float model on CamVid val,
    IDD-Lite drive-val, then CamVid drive-val (last: the gate's set is the drop each sidecar's
@@ -34,7 +38,6 @@ REFERENCE = "unet-mobilenetv2-camvid-idd"
 MODELS = Path("models")
 CARD = MODELS / f"{STEM}.md"
 INDEX = MODELS / "README.md"
-CALIBRATION = Path("calibration/camvid-drive-train-384x192.json")
 VARIANTS = ("fp16", "int8")
 # (dataset folder, split, table name); drive-val last, see above
 SETS = (("camvid", "val", "camvid-val"), ("idd-lite", "drive-val", "idd-lite-drive-val"),
@@ -63,13 +66,42 @@ def edge_seg(*args, log: Path, check: bool = True) -> int:
     return done.returncode
 
 
-def copy_checkpoint(checkpoint: Path) -> dict:
-    """The checkpoint and its runs' records into models/; returns its run configuration."""
+def calibration_manifest(size: tuple[int, int]) -> Path:
+    """One manifest per input size: the frames are selected (and their fingerprints taken)
+    at the size the int8 model is calibrated at."""
+    return Path(f"calibration/camvid-drive-train-{size[0]}x{size[1]}.json")
+
+
+def checkpoint_size(checkpoint: Path) -> tuple[int, int]:
+    config = json.loads((checkpoint.parent / "config.json").read_text())
+    return tuple(config["input_size"])
+
+
+def bundle_model(checkpoint: Path, size: tuple[int, int]) -> None:
+    """The checkpoint as models/STEM.keras: its bytes at its own size, else rebuilt at ``size``
+    with the same weights (saved under a partial name, published when complete)."""
+    from edge_seg.io.publish import atomic_write_bytes, partial_path, publish
+
+    target = REPO / MODELS / f"{STEM}.keras"
+    if size == checkpoint_size(checkpoint):
+        atomic_write_bytes(target, checkpoint.read_bytes())
+        return
+    from edge_seg.converters.keras_model import load_keras_model
+    from edge_seg.converters.sizes import rebuild_at_size
+
+    tmp = partial_path(target)
+    rebuild_at_size(load_keras_model(checkpoint), size).save(tmp)
+    publish(tmp, target)
+
+
+def copy_checkpoint(checkpoint: Path, size: tuple[int, int]) -> dict:
+    """The checkpoint (at ``size``) and its runs' records into models/; returns its run
+    configuration."""
     from edge_seg.io.publish import atomic_write_bytes
 
     run = checkpoint.parent
     config = json.loads((run / "config.json").read_text())
-    atomic_write_bytes(REPO / MODELS / f"{STEM}.keras", checkpoint.read_bytes())
+    bundle_model(checkpoint, size)
     stages = {"": run}
     if config.get("init_from"):
         stages["-stage1"] = Path(config["init_from"]).parent
@@ -84,12 +116,14 @@ def copy_checkpoint(checkpoint: Path) -> dict:
     return config
 
 
-def ensure_calibration(data: Path, log: Path) -> None:
-    if (REPO / CALIBRATION).is_file():
-        print(f"{CALIBRATION}: kept (delete it to select the frames again)")
-        return
+def ensure_calibration(data: Path, size: tuple[int, int], log: Path) -> Path:
+    manifest = calibration_manifest(size)
+    if (REPO / manifest).is_file():
+        print(f"{manifest}: kept (delete it to select the frames again)")
+        return manifest
     edge_seg("calibrate", "--data", data / "camvid", "--split", "drive-train", "--n", "200",
-             "--size", "384x192", "-o", CALIBRATION, log=log)
+             "--size", f"{size[0]}x{size[1]}", "-o", manifest, log=log)
+    return manifest
 
 
 def variant_files() -> list[Path]:
@@ -142,14 +176,14 @@ def tune(out: Path, log: Path) -> dict:
     return result
 
 
-def bundle(checkpoint: Path, data: Path, out: Path) -> tuple[dict, dict, dict, dict]:
+def bundle(checkpoint: Path, size: tuple[int, int], data: Path, out: Path) -> tuple[dict, dict, dict, dict]:
     """Steps 1-5; returns the run configuration, the own-float compares by set, the compare
     against the reference and the tune profile."""
     log = out / "bundle.log"
     log.write_text("")
-    config = copy_checkpoint(checkpoint)
-    ensure_calibration(data, log)
-    edge_seg("convert", MODELS / f"{STEM}.keras", "--fp16", "--int8", "--calibration", CALIBRATION,
+    config = copy_checkpoint(checkpoint, size)
+    calibration = ensure_calibration(data, size, log)
+    edge_seg("convert", MODELS / f"{STEM}.keras", "--fp16", "--int8", "--calibration", calibration,
              "--calibration-root", data / "camvid", log=log)
     own = {name: compare(MODELS / f"{STEM}.keras", data / folder, split, name, out, log, True)
            for folder, split, name in SETS}
@@ -173,6 +207,9 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint", type=Path, nargs="?",
                     help="the fast tier's trained .keras (a run's best.keras, config.json beside it)")
+    ap.add_argument("--size", metavar="WxH",
+                    help="the bundled model's input size (default: the checkpoint's own, from its "
+                         "run's config.json); the same weights at another size, multiples of 32")
     ap.add_argument("--data", type=Path, default=Path("../shared/datasets"),
                     help="folder holding camvid/ and idd-lite/ (relative to the repository root)")
     ap.add_argument("--out", type=Path, default=Path("build/fast-tier"), help="JSON outputs and the log")
@@ -186,8 +223,15 @@ def main(argv=None) -> None:
         checkpoint = args.checkpoint.expanduser().resolve() if args.checkpoint else None
         if checkpoint is None or not checkpoint.is_file() or not (checkpoint.parent / "config.json").is_file():
             fail(f"{args.checkpoint}: expected a run's checkpoint with config.json beside it")
+        size = checkpoint_size(checkpoint)
+        if args.size:
+            from edge_seg.preprocess import parse_size
+            try:
+                size = parse_size(args.size)
+            except ValueError as e:
+                fail(f"--size: {e}")
         out.mkdir(parents=True, exist_ok=True)
-        results = bundle(checkpoint, args.data, out)
+        results = bundle(checkpoint, size, args.data, out)
 
     from card_tables import fill_tables
     fill_tables(REPO, *results)
