@@ -168,3 +168,22 @@ def test_three_decoder_widths_end_the_decoder_at_stride_4_and_convert_drops_the_
     assert final_upsampling(three) == 4 and final_upsampling(four) == 2
     trimmed, stride = logits_model(three)
     assert stride == 4 and trimmed.output_shape[1:] == (8, 16, 8)
+
+
+def test_width_0_at_stride_2_refines_the_stride_4_logits_with_one_1x1_conv():
+    from edge_seg.converters.keras_model import logits_model
+    from edge_seg.errors import UserError
+    from edge_seg.train.models import build_model, count_macs
+
+    three = build_model("unet-mobilenetv2", (64, 32), 0.35, decoder_widths=[32, 24, 16])
+    four = build_model("unet-mobilenetv2", (64, 32), 0.35, decoder_widths=[32, 24, 16, 8])
+    refined = build_model("unet-mobilenetv2", (64, 32), 0.35, decoder_widths=[32, 24, 16, 0])
+    names = [layer.name for layer in refined.layers]
+    assert "dec2_a_pw_conv" not in names and {"head4", "refine_cat", "head"} <= set(names)
+    # the 1x1 refinement sees the 8 upsampled logits and the 16*alpha-channel stride-2 skip
+    assert refined.get_layer("head").input_shape[1:] == (16, 32, 8 + 8)
+    assert count_macs(three) < count_macs(refined) < count_macs(four)
+    trimmed, stride = logits_model(refined)
+    assert stride == 2 and trimmed.output_shape[1:] == (16, 32, 8)
+    with pytest.raises(UserError, match="four positive"):
+        build_model("unet-mobilenetv2", (64, 32), 0.35, decoder_widths=[32, 24, 0, 8])

@@ -96,7 +96,8 @@ def train_options(f):
                      help="warm start: copy weights of same-named, same-shaped layers from this .keras"),
         click.option("--decoder-widths", default=None, metavar="C16,C8,C4[,C2]", callback=_widths,
                      help="unet-mobilenetv2 decoder channels at strides 16/8/4/2 [default: 128,64,48,32]; "
-                          "three widths end the decoder at stride 4 (logits upsampled x4: the faster graph)"),
+                          "three widths end the decoder at stride 4 (logits upsampled x4: the faster graph); "
+                          "0 at stride 2 refines those logits there with one 1x1 conv over the stride-2 skip"),
         click.option("--teacher", type=click.Path(dir_okay=False), default=None,
                      help="distil from this frozen .keras model: its soft targets on the same augmented "
                           "batch join the hard loss (docs/training.md#distillation)"),

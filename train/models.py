@@ -13,8 +13,9 @@ Architectures:
   strides 2/4/8/16 and a light U-Net decoder of depthwise-separable
   DW3x3-BN-ReLU6 / PW1x1-BN-ReLU6 blocks, bilinear x2 upsampling and concatenation,
   a 1x1 head at stride 2 and the logits upsampled x2 (bilinear); with three decoder widths
-  the decoder stops at stride 4 and the logits are upsampled x4. There is no
-  full-resolution refinement block: no stride-1 skip would feed it, and depthwise
+  the decoder stops at stride 4 and the logits are upsampled x4; with width 0 at stride 2 the
+  stride-4 logits are upsampled x2 and refined by a 1x1 conv over them and the stride-2 skip.
+  There is no full-resolution refinement block: no stride-1 skip would feed it, and depthwise
   back-propagation at full resolution is slow in TensorFlow's CPU kernels
   (docs/experiments.md has the step times).
 * ``lraspp-mobilenetv2``: the LR-ASPP head of MobileNetV3 (Howard et al. 2019) on the
@@ -172,9 +173,10 @@ def decoder_table(widths) -> dict:
         widths = [int(w) for w in widths]
     except (TypeError, ValueError):
         raise UserError(f"decoder widths {widths!r}: expected three or four integers") from None
-    if len(widths) not in (3, 4) or min(widths) < 1:
+    if len(widths) not in (3, 4) or min(widths[:3]) < 1 or widths[-1] < 0:
         raise UserError(f"decoder widths {widths}: expected four positive channel counts "
-                        "(strides 16, 8, 4, 2), or three (16, 8, 4) for logits at stride 4")
+                        "(strides 16, 8, 4, 2; 0 at stride 2 for the 1x1 refinement), or three "
+                        "(16, 8, 4) for logits at stride 4")
     return dict(zip((16, 8, 4, 2), widths))
 
 
@@ -184,12 +186,20 @@ def _unet_mobilenetv2(inputs, alpha, backbone_weights, num_classes, decoder_widt
     widths = decoder_table(decoder_widths)
     feats = mobilenetv2_backbone(inputs, alpha, backbone_weights)
     x = feats[32]
-    for stride in widths:
+    for stride in (s for s in widths if widths[s]):
         x = _up(x, 2, f"dec{stride}_up")
         x = L.Concatenate(name=f"dec{stride}_cat")([x, feats[stride]])
         x = _ds_block(x, widths[stride], f"dec{stride}_a")
         if stride >= 8:
             x = _ds_block(x, widths[stride], f"dec{stride}_b")
+    if widths.get(2) == 0:
+        # logits at stride 4, sharpened at stride 2 by one 1x1 conv over them and the stride-2
+        # skip: the borders a stride-4 graph loses, for a fraction of a stride-2 decoder step
+        x = L.Conv2D(num_classes, 1, name="head4")(x)
+        x = _up(x, 2, "refine_up")
+        x = L.Concatenate(name="refine_cat")([x, feats[2]])
+        x = L.Conv2D(num_classes, 1, name="head")(x)
+        return _up(x, 2, "head_up")
     x = L.Conv2D(num_classes, 1, name="head")(x)
     return _up(x, min(widths), "head_up")
 

@@ -1,11 +1,16 @@
-"""A stride-4 U-Net started from the reference without disturbing it: every layer the two
-graphs share is copied, and the new head (dec4 features -> logits at stride 4) is solved by
-least squares against the reference's own stride-2 logits averaged to stride 4, so fine-tuning
-begins near the reference's accuracy instead of from a random head whose first gradients
-reshape the decoder.
+"""Cheaper U-Nets started from the reference without disturbing it: every layer the graphs
+share is copied, and each new 1x1 head is solved by least squares against the reference's own
+stride-2 logits, so fine-tuning begins near the reference's accuracy instead of from a random
+head whose first gradients reshape the decoder.
 
-    python tools/research/stride4_head.py OUT.keras [--frames 300]
-    edge-seg train ... --decoder-widths 128,64,48 --init-from OUT.keras --teacher ...
+    # logits at stride 4 (--decoder-widths 128,64,48): the head on dec4's features, against
+    # the reference's logits averaged to stride 4
+    python tools/research/stride4_head.py OUT.keras
+    # a trained stride-4 model refined at stride 2 (--decoder-widths 128,64,48,0): its head
+    # becomes head4, and the 1x1 refinement over its upsampled logits and the stride-2 skip
+    # is solved against the reference's stride-2 logits
+    python tools/research/stride4_head.py OUT.keras --refine runs/s4/best.keras
+    edge-seg train ... --decoder-widths 128,64,48[,0] --init-from OUT.keras --teacher ...
 """
 from __future__ import annotations
 
@@ -34,11 +39,38 @@ def frames(n: int, size):
         yield normalize(image)[None]
 
 
+def solve(features, reference, n: int, to_stride4: bool) -> np.ndarray:
+    """(in+1, C) weights and bias of the 1x1 conv that best maps ``features`` (a model of the
+    frame) to the reference's stride-2 logits (averaged 2x2 when ``to_stride4``)."""
+    import tf_keras as keras
+
+    teacher = keras.Model(reference.input, reference.get_layer("head").output)
+    size = (reference.input_shape[2], reference.input_shape[1])
+    gram = cross = None
+    for x in frames(n, size):
+        f = features.predict(x, verbose=0)[0]
+        f = f.reshape(-1, f.shape[-1]).astype(np.float64)
+        t = teacher.predict(x, verbose=0)[0]
+        if to_stride4:
+            h, w, c = t.shape
+            t = t.reshape(h // 2, 2, w // 2, 2, c).mean(axis=(1, 3))
+        t = t.reshape(-1, t.shape[-1])
+        f = np.concatenate([f, np.ones((len(f), 1))], axis=1)
+        gram = f.T @ f if gram is None else gram + f.T @ f
+        cross = f.T @ t if cross is None else cross + f.T @ t
+    return np.linalg.solve(gram + 1e-3 * np.eye(len(gram)), cross)
+
+
+def set_conv(layer, solution: np.ndarray) -> None:
+    layer.set_weights([solution[:-1][None, None].astype(np.float32), solution[-1].astype(np.float32)])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--reference", type=Path, default=REFERENCE)
+    ap.add_argument("--refine", type=Path, help="a trained stride-4 model to refine at stride 2")
     args = ap.parse_args()
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
     import tf_keras as keras
@@ -48,24 +80,19 @@ def main() -> None:
 
     ref = keras.models.load_model(args.reference, compile=False)
     size = (ref.input_shape[2], ref.input_shape[1])
-    probe = keras.Model(ref.input, [ref.get_layer("dec4_a_pw_relu").output, ref.get_layer("head").output])
-    gram, cross, count = None, None, 0
-    for x in frames(args.frames, size):
-        feats, logits = probe.predict(x, verbose=0)
-        f = feats[0].reshape(-1, feats.shape[-1])
-        h, w, c = logits.shape[1:]
-        t = logits[0].reshape(h // 2, 2, w // 2, 2, c).mean(axis=(1, 3)).reshape(-1, c)
-        f = np.concatenate([f, np.ones((len(f), 1), f.dtype)], axis=1).astype(np.float64)
-        gram = f.T @ f if gram is None else gram + f.T @ f
-        cross = f.T @ t if cross is None else cross + f.T @ t
-        count += 1
-    solution = np.linalg.solve(gram + 1e-3 * np.eye(len(gram)), cross)
-    model = build_model("unet-mobilenetv2", size, 1.0, decoder_widths=[128, 64, 48])
-    print(warm_start(model, args.reference))
-    head = model.get_layer("head")
-    head.set_weights([solution[:-1][None, None].astype(np.float32), solution[-1].astype(np.float32)])
+    source = args.refine or args.reference
+    model = build_model("unet-mobilenetv2", size, 1.0,
+                        decoder_widths=[128, 64, 48, 0] if args.refine else [128, 64, 48])
+    print(warm_start(model, source))
+    if args.refine:
+        stride4 = keras.models.load_model(args.refine, compile=False)
+        model.get_layer("head4").set_weights(stride4.get_layer("head").get_weights())
+        features = keras.Model(model.input, model.get_layer("refine_cat").output)
+    else:
+        features = keras.Model(ref.input, ref.get_layer("dec4_a_pw_relu").output)
+    set_conv(model.get_layer("head"), solve(features, ref, args.frames, not args.refine))
     model.save(args.out)
-    print(f"head solved on {count} frames; wrote {args.out}")
+    print(f"head solved on {args.frames} frames; wrote {args.out}")
 
 
 if __name__ == "__main__":
