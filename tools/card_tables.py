@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from pathlib import Path
 
-from fast_tier import CARD, CATEGORIES, INDEX, MODELS, REFERENCE, SETS, STEM
+from fast_tier import CARD, CATEGORIES, INDEX, MODELS, REFERENCE, SETS, STEM, fail
+
+from edge_seg.converters.sizes import size_text
 
 SET_TITLES = {"camvid-drive-val": "CamVid `drive-val` (0006R0, unseen)",
               "camvid-val": "CamVid `val` (0016E5, trained on its drive)",
@@ -56,16 +57,12 @@ def bundled_size(repo: Path, stem: str) -> tuple[int, int]:
     return tuple(read_meta(repo / MODELS / f"{stem}-int8.tflite")["native_input_size"])
 
 
-def _size(size) -> str:
-    return "x".join(map(str, size))
-
-
 def files_table(repo: Path, config: dict) -> str:
     from edge_seg.backends.metadata import file_sha256, model_sha256
 
     size, trained = bundled_size(repo, STEM), tuple(config["input_size"])
-    keras = f"the float model ({_size(size)}" + (
-        f"; trained at {_size(trained)}, rebuilt at {_size(size)} with the same weights)" if size != trained else ")")
+    keras = f"the float model ({size_text(size)}" + (
+        f"; trained at {size_text(trained)}, rebuilt at {size_text(size)} with the same weights)" if size != trained else ")")
     what = {".keras": keras,
             "-int8.tflite": "post-training int8, weights per tensor, int8 input and output, logits at stride 2",
             "-fp16.tflite": "float16 weights, for the GPU delegate; logits at stride 2"}
@@ -102,7 +99,7 @@ def reference_table(vs_ref: dict) -> str:
              "| --- " * (4 + len(CATEGORIES)) + "|"]
     for k, row in enumerate(vs_ref["rows"]):
         name = "reference float" if k == 0 else f"fast {_name(row)}"
-        size = _size(row["input_size"])
+        size = size_text(row["input_size"])
         drop = "" if k == 0 else f"{row['drop_points']:.2f}"
         lines.append(f"| {name} (`{row['file']}`) | {size} | {_miou(row['miou7'])} | {drop} | "
                      + " | ".join(_iou(row["iou"][c]) for c in CATEGORIES) + " |")
@@ -154,7 +151,7 @@ def bundled_table(repo: Path, vs_ref: dict, speed: dict) -> str:
     for stem, card, entry in ((REFERENCE, "README.md", "accuracy"), (STEM, CARD.name, REFERENCE_ACCURACY)):
         acc = read_meta(repo / MODELS / f"{stem}-int8.tflite")[entry]
         fps = rows.get((f"{stem}-int8.tflite", 2), {}).get("fps", math.nan)
-        lines.append(f"| `{stem}.keras` | [{card}]({card}) | {_size(bundled_size(repo, stem))} "
+        lines.append(f"| `{stem}.keras` | [{card}]({card}) | {size_text(bundled_size(repo, stem))} "
                      f"| {bundled_macs(repo, stem) / 1e9:.3f} | {_miou(floats[f'{stem}.keras'])} | "
                      f"{acc['drop_miou7']:.2f} | {fps:.1f} |")
     return "\n".join(lines)
@@ -166,8 +163,7 @@ def replace_block(path: Path, name: str, body: str) -> None:
     text = path.read_text()
     pattern = re.compile(rf"(<!-- fast-tier:{name} -->\n).*?(<!-- /fast-tier:{name} -->)", re.S)
     if not pattern.search(text):
-        print(f"error: {path}: no <!-- fast-tier:{name} --> block", file=sys.stderr)
-        sys.exit(2)
+        fail(f"{path}: no <!-- fast-tier:{name} --> block")
     atomic_write_bytes(path, pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text).encode())
 
 

@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from edge_seg.converters.sizes import size_text
+
 REPO = Path(__file__).resolve().parents[1]
 STEM = "unet-mobilenetv2-fast-camvid-idd"
 REFERENCE = "unet-mobilenetv2-camvid-idd"
@@ -69,7 +71,7 @@ def edge_seg(*args, log: Path, check: bool = True) -> int:
 def calibration_manifest(size: tuple[int, int]) -> Path:
     """One manifest per input size: the frames are selected (and their fingerprints taken)
     at the size the int8 model is calibrated at."""
-    return Path(f"calibration/camvid-drive-train-{size[0]}x{size[1]}.json")
+    return Path(f"calibration/camvid-drive-train-{size_text(size)}.json")
 
 
 def checkpoint_size(checkpoint: Path) -> tuple[int, int]:
@@ -77,13 +79,14 @@ def checkpoint_size(checkpoint: Path) -> tuple[int, int]:
     return tuple(config["input_size"])
 
 
-def bundle_model(checkpoint: Path, size: tuple[int, int]) -> None:
-    """The checkpoint as models/STEM.keras: its bytes at its own size, else rebuilt at ``size``
-    with the same weights (saved under a partial name, published when complete)."""
+def bundle_model(checkpoint: Path, trained: tuple[int, int], size: tuple[int, int]) -> None:
+    """The checkpoint as models/STEM.keras: its bytes at the size it was ``trained`` at, else
+    rebuilt at ``size`` with the same weights (saved under a partial name, published when
+    complete)."""
     from edge_seg.io.publish import atomic_write_bytes, partial_path, publish
 
     target = REPO / MODELS / f"{STEM}.keras"
-    if size == checkpoint_size(checkpoint):
+    if size == trained:
         atomic_write_bytes(target, checkpoint.read_bytes())
         return
     from edge_seg.converters.keras_model import load_keras_model
@@ -101,7 +104,7 @@ def copy_checkpoint(checkpoint: Path, size: tuple[int, int]) -> dict:
 
     run = checkpoint.parent
     config = json.loads((run / "config.json").read_text())
-    bundle_model(checkpoint, size)
+    bundle_model(checkpoint, tuple(config["input_size"]), size)
     stages = {"": run}
     if config.get("init_from"):
         stages["-stage1"] = Path(config["init_from"]).parent
@@ -122,7 +125,7 @@ def ensure_calibration(data: Path, size: tuple[int, int], log: Path) -> Path:
         print(f"{manifest}: kept (delete it to select the frames again)")
         return manifest
     edge_seg("calibrate", "--data", data / "camvid", "--split", "drive-train", "--n", "200",
-             "--size", f"{size[0]}x{size[1]}", "-o", manifest, log=log)
+             "--size", size_text(size), "-o", manifest, log=log)
     return manifest
 
 

@@ -186,22 +186,23 @@ def _unet_mobilenetv2(inputs, alpha, backbone_weights, num_classes, decoder_widt
     widths = decoder_table(decoder_widths)
     feats = mobilenetv2_backbone(inputs, alpha, backbone_weights)
     x = feats[32]
-    for stride in (s for s in widths if widths[s]):
+    strides = [s for s in widths if widths[s]]
+    for stride in strides:
         x = _up(x, 2, f"dec{stride}_up")
         x = L.Concatenate(name=f"dec{stride}_cat")([x, feats[stride]])
         x = _ds_block(x, widths[stride], f"dec{stride}_a")
         if stride >= 8:
             x = _ds_block(x, widths[stride], f"dec{stride}_b")
+    logit_stride = strides[-1]
     if widths.get(2) == 0:
         # logits at stride 4, sharpened at stride 2 by one 1x1 conv over them and the stride-2
         # skip: the borders a stride-4 graph loses, for a fraction of a stride-2 decoder step
         x = L.Conv2D(num_classes, 1, name="head4")(x)
         x = _up(x, 2, "refine_up")
         x = L.Concatenate(name="refine_cat")([x, feats[2]])
-        x = L.Conv2D(num_classes, 1, name="head")(x)
-        return _up(x, 2, "head_up")
+        logit_stride = 2
     x = L.Conv2D(num_classes, 1, name="head")(x)
-    return _up(x, min(widths), "head_up")
+    return _up(x, logit_stride, "head_up")
 
 
 def _lraspp_mobilenetv2(inputs, alpha, backbone_weights, num_classes):

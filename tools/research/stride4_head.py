@@ -26,17 +26,18 @@ DATA = REPO.parent / "shared" / "datasets"
 
 
 def frames(n: int, size):
-    from edge_seg.preprocess import normalize
-    from edge_seg.train.datasets import load_split, read_pair
+    """``n`` training frames, half CamVid, half IDD-Lite, spread over each split, each as
+    the converters' calibration feeds it (normalised, batch of one)."""
+    from edge_seg.converters.tflite_export import representative_dataset
+    from edge_seg.train.datasets import load_split
 
     samples = []
     for name in ("camvid", "idd-lite"):
         split = load_split(DATA / name, "auto", "drive-train")
         step = max(1, len(split) // (n // 2))
         samples += split[::step][: n // 2]
-    for s in samples:
-        image, _ = read_pair(s, size)
-        yield normalize(image)[None]
+    for (x,) in representative_dataset(samples, size)():
+        yield x
 
 
 def solve(features, reference, n: int, to_stride4: bool) -> np.ndarray:
