@@ -115,10 +115,9 @@ DECODER_VARIANTS = {
 
 
 def interpreter_runner(content: bytes, threads: int, name: str) -> CallRunner:
-    from ai_edge_litert.interpreter import Interpreter
+    from edge_seg.backends.litert import load_graph
 
-    it = Interpreter(model_content=content, num_threads=threads)
-    it.allocate_tensors()
+    it = load_graph(content, threads)
     for d in it.get_input_details():
         it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
     return CallRunner(it.invoke, name)
