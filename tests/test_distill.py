@@ -154,7 +154,7 @@ def test_decoder_widths_narrow_the_student_and_its_macs():
 
 
 def test_three_decoder_widths_end_the_decoder_at_stride_4_and_convert_drops_the_x4():
-    """The faster default's graph: no stride-2 decoder step, logits at stride 4 in the
+    """A faster graph than the default: no stride-2 decoder step, logits at stride 4 in the
     exported graph (the runtime upsamples them once, at display size)."""
     from edge_seg.converters.keras_model import final_upsampling, logits_model
     from edge_seg.train.models import build_model, count_macs

@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
+from benchmarks.bench_int8 import litert_runner  # noqa: E402
 from benchmarks.blocks import CallRunner, measure  # noqa: E402
 from benchmarks.machine import print_header  # noqa: E402
 
@@ -77,13 +78,9 @@ def decoder(shapes: dict, num_classes: int, upsampling="bilinear", second=True,
     train.models builds it unless a keyword simplifies it."""
     import tf_keras as keras
 
+    from edge_seg.train.models import _ds_block
+
     L = keras.layers
-
-    def block(x, width):
-        x = L.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
-        x = L.ReLU(6.0)(L.BatchNormalization()(x))
-        return L.ReLU(6.0)(L.BatchNormalization()(L.Conv2D(width, 1, use_bias=False)(x)))
-
     # names sort in stride order: the converter feeds inputs by name
     inputs = {s: L.Input(shapes[s], name=f"s{s:02d}") for s in (32, 16, 8, 4, 2)}
     x = inputs[32]
@@ -91,9 +88,9 @@ def decoder(shapes: dict, num_classes: int, upsampling="bilinear", second=True,
         x = L.UpSampling2D(2, interpolation=upsampling)(x)
         if skips:
             x = L.Concatenate()([x, inputs[stride]])
-        x = block(x, width)
+        x = _ds_block(x, width, f"dec{stride}_a")
         if second and stride >= 8:
-            x = block(x, width)
+            x = _ds_block(x, width, f"dec{stride}_b")
     x = L.Conv2D(num_classes, 1)(x)
     if refinement == "concat":
         x = L.UpSampling2D(2, interpolation="bilinear")(x)
@@ -112,15 +109,6 @@ DECODER_VARIANTS = {
     "one block per stride instead of two at 16 and 8": {"second": False},
     "no skip concatenations": {"skips": False},
 }
-
-
-def interpreter_runner(content: bytes, threads: int, name: str) -> CallRunner:
-    from edge_seg.backends.litert import load_graph
-
-    it = load_graph(content, threads)
-    for d in it.get_input_details():
-        it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-    return CallRunner(it.invoke, name)
 
 
 def table(blocks: dict, reference: str | None) -> None:
@@ -161,14 +149,14 @@ def main() -> None:
     graphs.update({p.name: p.read_bytes() for p in args.compare})
     for n in threads:
         print(f"\n### {n} thread{'s' if n > 1 else ''}\n")
-        runners = {k: interpreter_runner(g, n, k) for k, g in graphs.items()}
+        runners = {k: CallRunner(litert_runner(g, n), k) for k, g in graphs.items()}
         table(measure(runners, args.rounds, args.block, args.pause), f"baseline {args.baseline.name}")
     if args.decoders:
         names = {**_MNV2_SKIPS, 32: _MNV2_DEEP}
         shapes = {s: tuple(model.get_layer(names[s]).output.shape[1:]) for s in names}
         classes = model.output_shape[-1]
         print("\n### decoders alone, int8, 1 thread\n")
-        runners = {k: interpreter_runner(int8(decoder(shapes, classes, **v)), 1, k)
+        runners = {k: CallRunner(litert_runner(int8(decoder(shapes, classes, **v)), 1), k)
                    for k, v in DECODER_VARIANTS.items()}
         table(measure(runners, args.rounds, args.block, args.pause), None)
 
